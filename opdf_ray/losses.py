@@ -1,0 +1,85 @@
+"""Distillation losses: logit KD and OPDF's tensor-alignment loss on live MPO cores."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from opdf_ray.overparam import pair_mpo_layers
+
+CORE_SELECTIONS = ("auxiliary", "central", "all")
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
+            t2_scaling: bool = False) -> torch.Tensor:
+    """Logit distillation: ``KL(softmax(z_t/T) ‖ softmax(z_s/T))``, mean over the batch.
+
+    The teacher logits are the target and never receive gradient from this loss (ProKT's teacher step calls it
+    with the roles swapped). ``t2_scaling`` multiplies by ``T²`` (Hinton et al., keeps gradient size comparable
+    across temperatures); it is off by default because LGTM's published loss has no ``T²`` (identical at T=1).
+    With a single output (regression, STS-B) the loss is the MSE between the two predictions.
+
+    Shapes: ``student_logits, teacher_logits: (B, C)``.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} must have the same shape (B, num_labels)")
+    target = teacher_logits.detach()
+    if student_logits.shape[-1] == 1:
+        return F.mse_loss(student_logits, target)
+    log_p_s = F.log_softmax(student_logits / temperature, dim=-1)
+    log_p_t = F.log_softmax(target / temperature, dim=-1)
+    loss = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+    return loss * temperature ** 2 if t2_scaling else loss
+
+
+def _core_indices(n_cores: int, central: int, cores: str | Sequence[int]) -> list[int]:
+    if isinstance(cores, str):
+        if cores not in CORE_SELECTIONS:
+            raise ValueError(f"cores must be one of {CORE_SELECTIONS} or a list of core indices, got {cores!r}")
+        return {"auxiliary": [k for k in range(n_cores) if k != central], "central": [central],
+                "all": list(range(n_cores))}[cores]
+    idx = list(cores)
+    if not idx or any(isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < n_cores for k in idx):
+        raise ValueError(f"core indices must be a non-empty list of ints in 0..{n_cores - 1}, got {cores!r}")
+    return idx
+
+
+def tensor_alignment_loss(student: nn.Module, teacher: nn.Module,
+                          layer_map: Sequence[int] | dict[int, int] | None = None,
+                          cores: str | Sequence[int] = "auxiliary", weight: float = 1.0) -> torch.Tensor:
+    """OPDF's tensor-alignment loss: pull the student's MPO cores toward the teacher's.
+
+    ``L = weight · mean_{pairs} mean_{k ∈ cores} MSE(T^s_k, T^t_k)`` over every over-parameterised matrix of student
+    layer i paired with the same matrix of teacher layer ``layer_map[i]`` (default i → 2i+1 for a teacher twice
+    as deep; see ``overparam.default_layer_map``). The paper's per-matrix term is ``(1/n) Σ_k MSE`` over the
+    auxiliary cores (the central core stays free); averaging over matrices keeps ``weight`` independent of depth.
+
+    Computed on the live parameters, so gradients reach every selected student core (the published code read
+    ``state_dict()`` copies and trained nothing); teacher cores are detached and never receive gradient.
+
+    Raises:
+        ValueError: bad ``cores``/``layer_map``, or paired cores of different shapes (say which pair and shapes).
+    """
+    total, count = None, 0
+    for name, s_mod, t_mod in pair_mpo_layers(student, teacher, layer_map):
+        if s_mod.n_cores != t_mod.n_cores:
+            raise ValueError(f"{name}: student has {s_mod.n_cores} cores, teacher {t_mod.n_cores}; over-parameterise "
+                             f"both with the same n_cores")
+        term = None
+        idx = _core_indices(s_mod.n_cores, s_mod.central_index, cores)
+        for k in idx:
+            s_core, t_core = s_mod.cores[k], t_mod.cores[k]
+            if s_core.shape != t_core.shape:
+                raise ValueError(f"{name} core {k}: student shape {tuple(s_core.shape)} ≠ teacher shape "
+                                 f"{tuple(t_core.shape)}; use the same MPO shapes and bond_dim on both")
+            mse = F.mse_loss(s_core, t_core.detach())
+            term = mse if term is None else term + mse
+        total = term / len(idx) if total is None else total + term / len(idx)
+        count += 1
+    return weight * total / count
