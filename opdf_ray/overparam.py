@@ -18,14 +18,17 @@ from opdf_ray.layers import MPOLinear
 
 log = logging.getLogger(__name__)
 
-# The six matrices of every encoder layer of BERT, RoBERTa, ELECTRA, … (Hugging Face names):
+# The six matrices of every encoder layer of BERT, RoBERTa, ELECTRA, … (Hugging Face names, relative to a layer):
 # Q, K, V, attention output, FFN in, FFN out. Biases, LayerNorm, embeddings, pooler and classifier stay dense.
-DEFAULT_TARGETS: tuple[str, ...] = (
-    r"(.*\.)?layer\.\d+\.attention\.self\.(query|key|value)",
-    r"(.*\.)?layer\.\d+\.attention\.output\.dense",
-    r"(.*\.)?layer\.\d+\.intermediate\.dense",
-    r"(.*\.)?layer\.\d+\.output\.dense",
+LAYER_MATRICES: tuple[str, ...] = (
+    r"attention\.self\.(query|key|value)",
+    r"attention\.output\.dense",
+    r"intermediate\.dense",
+    r"output\.dense",
 )
+# ... addressed from a whole model (``bert.encoder.layer.3.intermediate.dense``) or from a layer list (``3.output.dense``)
+DEFAULT_TARGETS: tuple[str, ...] = tuple(rf"(.*\.)?layer\.\d+\.{m}" for m in LAYER_MATRICES)
+LAYER_LIST_TARGETS: tuple[str, ...] = tuple(rf"\d+\.{m}" for m in LAYER_MATRICES)
 
 
 def _compile(targets: Sequence[str] | str) -> list[re.Pattern]:
@@ -42,13 +45,18 @@ def _compile(targets: Sequence[str] | str) -> list[re.Pattern]:
     return patterns
 
 
-def find_targets(model: nn.Module, targets: Sequence[str] | str = DEFAULT_TARGETS) -> list[str]:
+def find_targets(model: nn.Module, targets: Sequence[str] | str | None = None) -> list[str]:
     """Names of the modules of ``model`` whose full name matches one of ``targets``; each must be ``nn.Linear``.
+
+    ``targets=None`` means the six encoder matrices: ``DEFAULT_TARGETS`` for a model, ``LAYER_LIST_TARGETS``
+    when ``model`` is an ``nn.ModuleList`` of layers (e.g. BERT-of-Theseus's successor layers).
 
     Raises:
         ValueError: nothing matched (the message shows some real Linear names), or a match is not an
             ``nn.Linear`` (an ``MPOLinear`` means the model is already over-parameterised).
     """
+    if targets is None:
+        targets = LAYER_LIST_TARGETS if isinstance(model, nn.ModuleList) else DEFAULT_TARGETS
     patterns = _compile(targets)
     matches = [(name, m) for name, m in model.named_modules() if name and any(p.fullmatch(name) for p in patterns)]
     if not matches:
@@ -64,11 +72,13 @@ def find_targets(model: nn.Module, targets: Sequence[str] | str = DEFAULT_TARGET
 
 
 def overparameterize(model: nn.Module, n_cores: int, bond_dim: int | None = None,
-                     targets: Sequence[str] | str = DEFAULT_TARGETS, style: str = "paper") -> nn.Module:
+                     targets: Sequence[str] | str | None = None, style: str = "paper") -> nn.Module:
     """Replace, in place, every target ``nn.Linear`` of ``model`` by an ``MPOLinear`` with ``n_cores`` cores.
 
     Works for any hidden size, head count and depth: factor shapes come from each matrix's real size. At full
     rank (``bond_dim=None``) the model computes the same function as before (to float rounding).
+
+    ``targets``: see ``find_targets`` (default: the six encoder matrices of every layer).
 
     Returns:
         ``model`` itself (modified in place), for chaining.

@@ -170,3 +170,13 @@ def test_a_size_the_style_cannot_factor_fails_before_any_module_is_replaced():
     with pytest.raises(ValueError, match="rows=13 is prime"):
         overparameterize(model, 3)
     assert not mpo_modules(model)
+
+
+def test_a_layer_list_is_over_parameterized_with_layer_relative_targets(tokens):
+    model = tiny_bert(layers=2)
+    with torch.no_grad():
+        before = model(**tokens).logits
+    overparameterize(model.bert.encoder.layer, 3)
+    assert len(mpo_modules(model)) == 12
+    with torch.no_grad():
+        torch.testing.assert_close(model(**tokens).logits, before, rtol=0, atol=1e-5)

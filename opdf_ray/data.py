@@ -1,0 +1,297 @@
+"""GLUE: the task table, where splits come from, tokenisation with a cache, batching, metrics, the protocol.
+
+Sources, in order: a local directory (``--data-dir`` or ``OPDF_GLUE_DIR``) in the Hugging Face ``glue`` layout
+(``<task>/<split>.parquet``) or the classic GLUE TSV folders (``RTE/train.tsv`` …); the copy shipped in the repo
+(``data/glue``); the Hugging Face hub (``nyu-mll/glue``). Metrics use scikit-learn/scipy, never a hub script.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+log = logging.getLogger(__name__)
+
+BUNDLED_GLUE = Path(__file__).resolve().parent.parent / "data" / "glue"
+HUB_DATASET = "nyu-mll/glue"
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    """One GLUE task: its text columns, label space, metrics and splits (HF ``glue`` names and label ids)."""
+
+    name: str
+    text_keys: tuple[str, ...]
+    label_names: tuple[str, ...]            # empty for regression (STS-B)
+    metrics: tuple[str, ...]
+    selection_metric: str                   # what picks checkpoints and what Tune optimises
+    dev_splits: tuple[str, ...] = ("validation",)
+    tsv_folder: str = ""
+    tsv_columns: tuple[str | int, ...] = () # text columns then label column (names, or indices if no header)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names) or 1
+
+    @property
+    def is_regression(self) -> bool:
+        return not self.label_names
+
+
+TASKS: dict[str, GlueTask] = {t.name: t for t in [
+    GlueTask("cola", ("sentence",), ("unacceptable", "acceptable"), ("mcc",), "mcc",
+             tsv_folder="CoLA", tsv_columns=(3, 1)),
+    GlueTask("sst2", ("sentence",), ("negative", "positive"), ("accuracy",), "accuracy",
+             tsv_folder="SST-2", tsv_columns=("sentence", "label")),
+    GlueTask("mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"), ("f1", "accuracy"), "f1",
+             tsv_folder="MRPC", tsv_columns=("#1 String", "#2 String", "Quality")),
+    GlueTask("stsb", ("sentence1", "sentence2"), (), ("pearson", "spearman"), "spearman",
+             tsv_folder="STS-B", tsv_columns=("sentence1", "sentence2", "score")),
+    GlueTask("qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), ("f1", "accuracy"), "f1",
+             tsv_folder="QQP", tsv_columns=("question1", "question2", "is_duplicate")),
+    GlueTask("mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"), ("accuracy",),
+             "accuracy", dev_splits=("validation_matched", "validation_mismatched"),
+             tsv_folder="MNLI", tsv_columns=("sentence1", "sentence2", "gold_label")),
+    GlueTask("qnli", ("question", "sentence"), ("entailment", "not_entailment"), ("accuracy",), "accuracy",
+             tsv_folder="QNLI", tsv_columns=("question", "sentence", "label")),
+    GlueTask("rte", ("sentence1", "sentence2"), ("entailment", "not_entailment"), ("accuracy",), "accuracy",
+             tsv_folder="RTE", tsv_columns=("sentence1", "sentence2", "label")),
+    GlueTask("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment"), ("accuracy",), "accuracy",
+             tsv_folder="WNLI", tsv_columns=("sentence1", "sentence2", "label")),
+]}
+
+_TSV_FILES = {"train": "train.tsv", "validation": "dev.tsv", "validation_matched": "dev_matched.tsv",
+              "validation_mismatched": "dev_mismatched.tsv"}
+
+
+def get_task(name: str) -> GlueTask:
+    if name not in TASKS:
+        raise ValueError(f"unknown GLUE task {name!r}; known tasks: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+# ---------------------------------------------------------------------------------------------------------- loading
+
+
+def _read_tsv(path: Path, task: GlueTask) -> pd.DataFrame:
+    """Classic GLUE TSV → HF columns and label ids (``csv`` with QUOTE_NONE, as the HF GLUE loader does)."""
+    with open(path, encoding="utf-8-sig", newline="") as f:        # GLUE MRPC files start with a BOM
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    *text_cols, label_col = task.tsv_columns
+    if isinstance(label_col, str):
+        header, rows = rows[0], rows[1:]
+        missing = [c for c in task.tsv_columns if c not in header]
+        if missing:
+            raise ValueError(f"{path} has no column(s) {missing}; expected the classic GLUE {task.tsv_folder} "
+                             f"header with {list(task.tsv_columns)}")
+        index = [header.index(c) for c in task.tsv_columns]
+    else:
+        index = list(task.tsv_columns)
+    data = {key: [r[i] for r in rows] for key, i in zip(task.text_keys, index[:-1])}
+    raw = [r[index[-1]] for r in rows]
+    if task.is_regression:
+        data["label"] = np.asarray(raw, dtype=np.float32)
+    else:
+        ids = {name: i for i, name in enumerate(task.label_names)}
+        data["label"] = [ids[v] if v in ids else int(v) if v.lstrip("-").isdigit() else v for v in raw]
+    return pd.DataFrame(data)
+
+
+def _candidate_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
+    dirs = [Path(d) for d in (data_dir, os.environ.get("OPDF_GLUE_DIR")) if d]
+    return dirs + [BUNDLED_GLUE]
+
+
+def load_split(task_name: str, split: str, data_dir: str | os.PathLike | None = None) -> tuple[pd.DataFrame, str]:
+    """Load one split as a DataFrame with the task's text columns and ``label``; also return where it came from.
+
+    Raises:
+        ValueError: unknown task or split, or labels outside the task's label space.
+        FileNotFoundError: no source has it (the message lists every place looked in and how to fix it).
+    """
+    task = get_task(task_name)
+    allowed = ("train", *task.dev_splits)
+    if split not in allowed:
+        raise ValueError(f"task {task_name} has no split {split!r}; allowed: {', '.join(allowed)}")
+    looked = []
+    for root in _candidate_dirs(data_dir):
+        parquet, tsv = root / task.name / f"{split}.parquet", root / task.tsv_folder / _TSV_FILES[split]
+        if parquet.is_file():
+            df, source = pd.read_parquet(parquet), str(parquet)
+            break
+        if tsv.is_file():
+            df, source = _read_tsv(tsv, task), str(tsv)
+            break
+        looked += [str(parquet), str(tsv)]
+    else:
+        df, source = _load_from_hub(task, split, looked)
+    missing = [c for c in (*task.text_keys, "label") if c not in df.columns]
+    if missing:
+        raise ValueError(f"{source} lacks column(s) {missing}; GLUE {task.name} needs {[*task.text_keys, 'label']}")
+    df = df[[*task.text_keys, "label"]].reset_index(drop=True)
+    _check_labels(df, task, split, source)
+    return df, source
+
+
+def _load_from_hub(task: GlueTask, split: str, looked: list[str]) -> tuple[pd.DataFrame, str]:
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(HUB_DATASET, task.name, split=split)
+    except Exception as e:  # offline, hub down, auth: all mean "not available from the hub"
+        raise FileNotFoundError(
+            f"GLUE {task.name}/{split} not found. Looked in: {', '.join(looked)}; then the Hugging Face hub "
+            f"({HUB_DATASET}): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. Pass --data-dir "
+            f"(or set OPDF_GLUE_DIR) to a folder with {task.name}/{split}.parquet or classic "
+            f"{task.tsv_folder}/{_TSV_FILES[split]}, or run with internet access.") from None
+    return ds.to_pandas(), f"hub:{HUB_DATASET}/{task.name}/{split}"
+
+
+def _check_labels(df: pd.DataFrame, task: GlueTask, split: str, source: str) -> None:
+    labels = df["label"]
+    if task.is_regression:
+        bad = labels[pd.to_numeric(labels, errors="coerce").isna() | (labels < 0) | (labels > 5)]
+        allowed = "scores in [0, 5]"
+    else:
+        numeric = pd.to_numeric(labels, errors="coerce")
+        bad = labels[numeric.isna() | ~numeric.isin(range(task.num_labels))]
+        allowed = f"ids 0..{task.num_labels - 1} ({', '.join(task.label_names)})"
+    if len(bad):
+        raise ValueError(f"{source}: {len(bad)} of {len(df)} {task.name}/{split} labels are not {allowed}, e.g. "
+                         f"{sorted(map(str, bad.unique()))[:5]} (a test split, or a file for another task?)")
+
+
+# --------------------------------------------------------------------------------------------------------- protocol
+
+
+@dataclass
+class GlueSplits:
+    """Raw splits under the evaluation protocol: ``train`` (minus the held-out ``selection`` slice) and ``dev``."""
+
+    task: GlueTask
+    train: pd.DataFrame
+    selection: pd.DataFrame
+    dev: dict[str, pd.DataFrame]
+    sources: dict[str, str]
+
+
+def load_glue(task_name: str, data_dir=None, selection_fraction: float = 0.1, selection_cap: int = 2000,
+              seed: int = 42, max_train_samples: int | None = None) -> GlueSplits:
+    """Load a task and carve the seeded ``selection`` slice out of its training split.
+
+    The selection slice (``round(fraction·n)``, at most ``selection_cap``) serves checkpoint selection, the metric
+    Tune optimises and LGTM's feedback batches; dev is only ever evaluated. ``max_train_samples`` trims what is
+    left for training (a budget knob for quick runs).
+    """
+    task = get_task(task_name)
+    if not 0 < selection_fraction < 1:
+        raise ValueError(f"selection_fraction must be in (0, 1), got {selection_fraction}")
+    train, train_source = load_split(task.name, "train", data_dir)
+    n_sel = min(selection_cap, max(1, round(selection_fraction * len(train))))
+    order = np.random.default_rng(seed).permutation(len(train))
+    selection = train.iloc[order[:n_sel]].reset_index(drop=True)
+    rest = train.iloc[order[n_sel:]].reset_index(drop=True)
+    if max_train_samples is not None:
+        rest = rest.iloc[:max_train_samples].reset_index(drop=True)
+    dev, sources = {}, {"train": train_source}
+    for split in task.dev_splits:
+        dev[split], sources[split] = load_split(task.name, split, data_dir)
+    log.info("%s: %d train, %d selection (held out of train, seed %d), dev %s; from %s", task.name, len(rest),
+             len(selection), seed, {k: len(v) for k, v in dev.items()}, sources)
+    return GlueSplits(task, rest, selection, dev, sources)
+
+
+# ----------------------------------------------------------------------------------------------- tokenising, batches
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("OPDF_CACHE_DIR", Path.home() / ".cache" / "opdf-ray"))
+
+
+def _tokenizer_fingerprint(tokenizer) -> str:
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(repr((type(tokenizer).__name__, vocab, tokenizer.model_max_length)).encode()).hexdigest()
+
+
+def tokenize(df: pd.DataFrame, task: GlueTask, tokenizer, max_length: int,
+             cache_dir: str | os.PathLike | None = None) -> dict[str, list]:
+    """Tokenise a split (no padding: batches are padded dynamically); cached on disk by content + tokenizer.
+
+    Returns ``{"input_ids": [...], "token_type_ids": [...], "labels": [...]}`` (ragged lists).
+    """
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0:
+        raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+    content = pd.util.hash_pandas_object(df, index=False).values.tobytes()
+    key = hashlib.sha256(content + repr((task.name, max_length)).encode()
+                         + _tokenizer_fingerprint(tokenizer).encode()).hexdigest()[:24]
+    path = Path(cache_dir or default_cache_dir()) / "tokens" / f"{task.name}-{key}.parquet"
+    if path.is_file():
+        table = pq.read_table(path)
+        return {c: table.column(c).to_pylist() for c in table.column_names}
+    texts = [df[k].tolist() for k in task.text_keys]
+    enc = tokenizer(*texts, truncation=True, max_length=max_length, return_token_type_ids=True)
+    out = {"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"], "labels": df["label"].tolist()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(pa.table(out), tmp)
+    os.replace(tmp, path)                                   # atomic: concurrent trials never read half a file
+    return out
+
+
+class TokenizedDataset(torch.utils.data.Dataset):
+    def __init__(self, encoded: dict[str, list]):
+        self.encoded = encoded
+
+    def __len__(self) -> int:
+        return len(self.encoded["labels"])
+
+    def __getitem__(self, i: int) -> dict:
+        return {k: v[i] for k, v in self.encoded.items()} | {"index": i}
+
+
+def make_collate(pad_token_id: int, regression: bool):
+    """Pad a list of examples to the longest one (dynamic padding)."""
+
+    def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
+        length = max(len(e["input_ids"]) for e in examples)
+        ids = torch.full((len(examples), length), pad_token_id, dtype=torch.long)
+        types = torch.zeros((len(examples), length), dtype=torch.long)
+        mask = torch.zeros((len(examples), length), dtype=torch.long)
+        for row, e in enumerate(examples):
+            n = len(e["input_ids"])
+            ids[row, :n] = torch.tensor(e["input_ids"])
+            types[row, :n] = torch.tensor(e["token_type_ids"])
+            mask[row, :n] = 1
+        labels = torch.tensor([e["labels"] for e in examples], dtype=torch.float if regression else torch.long)
+        return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": labels,
+                "index": torch.tensor([e["index"] for e in examples])}
+
+    return collate
+
+
+# ----------------------------------------------------------------------------------------------------------- metrics
+
+
+def compute_metrics(task: GlueTask, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Task metrics in percent. ``predictions``: class ids, or scores for regression."""
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    fns = {"accuracy": lambda: accuracy_score(labels, predictions), "f1": lambda: f1_score(labels, predictions),
+           "mcc": lambda: matthews_corrcoef(labels, predictions),
+           "pearson": lambda: pearsonr(predictions, labels)[0], "spearman": lambda: spearmanr(predictions, labels)[0]}
+    out = {}
+    for name in task.metrics:
+        value = float(fns[name]())
+        out[name] = 100.0 * (0.0 if np.isnan(value) else value)   # constant predictions: correlation undefined → 0
+    return out
