@@ -11,6 +11,7 @@ import csv
 import hashlib
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -292,6 +293,8 @@ def compute_metrics(task: GlueTask, predictions: np.ndarray, labels: np.ndarray)
            "pearson": lambda: pearsonr(predictions, labels)[0], "spearman": lambda: spearmanr(predictions, labels)[0]}
     out = {}
     for name in task.metrics:
-        value = float(fns[name]())
-        out[name] = 100.0 * (0.0 if np.isnan(value) else value)   # constant predictions: correlation undefined → 0
+        with warnings.catch_warnings():            # constant predictions: correlation undefined, reported as 0
+            warnings.simplefilter("ignore")
+            value = float(fns[name]())
+        out[name] = 100.0 * (0.0 if np.isnan(value) else value)
     return out

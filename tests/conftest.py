@@ -1,9 +1,14 @@
 """Shared fixtures: tiny random BERTs built in code (fast, offline)."""
 
-import pytest
-import torch
-from transformers import BertConfig, BertForSequenceClassification
-from transformers.utils import logging as hf_logging
+import os
+
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):   # never reach for a hub in tests
+    os.environ.setdefault(_var, "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
 
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()

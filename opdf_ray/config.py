@@ -1,0 +1,174 @@
+"""``RunSpec``: the frozen, validated description of one distillation run (one Ray trial later on).
+
+Every knob is listed once, with its help text; the CLI of ``python -m opdf_ray.run`` is generated from it and
+``to_dict``/``from_dict`` use plain values only, so a Tune ``param_space`` or a leaderboard row maps onto it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+METHODS = ("kd", "prokt", "lgtm", "theseus", "finetune")
+PRESETS = ("minilm", "bert-base", "tiny")
+SELECT_ON = ("selection", "dev")
+LGTM_ETA = ("student", "teacher")
+REPLACING_SCHEDULERS = ("linear", "constant")
+CORE_SELECTIONS = ("auxiliary", "central", "all")
+STYLES = ("paper", "balanced")
+
+
+def _knob(default, help: str, type=None, choices=None):
+    return field(default=default, metadata={"help": help, "type": type, "choices": choices})
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    # what
+    task: str = _knob("rte", "GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli)")
+    method: str = _knob("kd", "distillation method; finetune = the student alone, no teacher", choices=METHODS)
+    preset: str = _knob("minilm", "model preset: minilm (offline MiniLM-L6 → 3 layers), bert-base (bert-base-"
+                        "uncased → 6 layers), tiny (random, for tests)", choices=PRESETS)
+    teacher: str | None = _knob(None, "teacher path or hub id (overrides the preset's)", type=str)
+    student: str | None = _knob(None, "student path or hub id (default: the preset's teacher layers)", type=str)
+    student_layers: str | None = _knob(None, "teacher layers copied into the student, e.g. '0,2,4' "
+                                       "(default: the preset's)", type=str)
+    # data and protocol
+    data_dir: str | None = _knob(None, "GLUE folder (HF parquet layout or classic TSV); default: $OPDF_GLUE_DIR, "
+                                 "then the repo's data/glue, then the HF hub", type=str)
+    cache_dir: str | None = _knob(None, "cache for tokenised splits, built tiny models and fine-tuned teachers "
+                                  "(default: $OPDF_CACHE_DIR or ~/.cache/opdf-ray)", type=str)
+    output_dir: str | None = _knob(None, "where the merged student and results.json go (default: "
+                                   "outputs/<task>-<method>-<opdf>-seed<seed>)", type=str)
+    select_on: str = _knob("selection", "what picks the checkpoint: the held-out slice of train (honest) or dev "
+                           "(the papers' protocol)", choices=SELECT_ON)
+    selection_fraction: float = _knob(0.1, "fraction of train held out as the selection slice")
+    selection_cap: int = _knob(2000, "maximum size of the selection slice")
+    max_train_samples: int | None = _knob(None, "use at most this many training examples (quick runs)", type=int)
+    max_length: int = _knob(128, "maximum tokens per example (batches are padded dynamically)")
+    # optimisation
+    seed: int = _knob(42, "seed for data split, init and sampling")
+    epochs: int = _knob(3, "training epochs")
+    max_steps: int | None = _knob(None, "stop after this many steps (overrides epochs when smaller)", type=int)
+    batch_size: int = _knob(32, "training batch size")
+    eval_batch_size: int = _knob(64, "evaluation batch size")
+    eval_steps: int | None = _knob(None, "evaluate every N steps (default: once per epoch)", type=int)
+    lr: float = _knob(2e-5, "student learning rate (AdamW, linear decay)")
+    teacher_lr: float = _knob(3e-5, "teacher learning rate (ProKT, LGTM)")
+    weight_decay: float = _knob(0.0, "AdamW weight decay (not on biases and LayerNorm)")
+    warmup_ratio: float = _knob(0.0, "fraction of steps of linear warm-up")
+    max_grad_norm: float = _knob(1.0, "gradient clipping norm (0 = off)")
+    # distillation
+    temperature: float = _knob(1.0, "KD temperature T")
+    alpha_kd: float = _knob(1.0, "student loss = α·KD + (1−α)·CE (LGTM's default 1.0: pure KD)")
+    t_alpha_kd: float = _knob(0.4, "ProKT/LGTM teacher loss = α_t·KL(p_s‖p_t) + (1−α_t)·CE")
+    t2_scaling: bool = _knob(False, "multiply the KD loss by T² (off in LGTM's code)")
+    init_classifier_to_zero: bool = _knob(True, "ProKT/LGTM: zero the teacher and student classifiers at start")
+    lgtm_eta: str = _knob("student", "LGTM finite-difference step η: the student's lr (paper) or the teacher's "
+                          "(published code)", choices=LGTM_ETA)
+    cache_teacher_logits: bool = _knob(True, "KD: compute the frozen teacher's logits once and reuse them")
+    teacher_epochs: int = _knob(3, "KD/Theseus: epochs of the cached teacher fine-tuning")
+    teacher_finetune_lr: float = _knob(5e-5, "KD/Theseus: learning rate of the teacher fine-tuning")
+    replacing_rate: float = _knob(0.3, "Theseus: base replacing probability b")
+    replacing_scheduler: str = _knob("linear", "Theseus: p_t = min(1, k·t + b) (linear) or b then 1 after "
+                                     "--steps-for-replacing (constant)", choices=REPLACING_SCHEDULERS)
+    scheduler_linear_k: float = _knob(6e-4, "Theseus: slope k of the linear replacement scheduler")
+    steps_for_replacing: int | None = _knob(None, "Theseus constant scheduler: steps of phase 1 before p=1 "
+                                            "(default: never)", type=int)
+    # OPDF
+    opdf_cores: int = _knob(0, "MPO cores per matrix (0 = OPDF off; the paper uses 3–7)")
+    opdf_bond_dim: int | None = _knob(None, "truncate MPO bonds (default: full rank, exact)", type=int)
+    opdf_style: str = _knob("paper", "MPO factor shapes", choices=STYLES)
+    opdf_align_weight: float = _knob(100.0, "weight of the tensor-alignment loss (0 = ablation); MSE is a mean "
+                                     "over core entries, so its gradient is tiny per unit weight")
+    opdf_align_cores: str = _knob("auxiliary", "cores the alignment loss compares", choices=CORE_SELECTIONS)
+    opdf_teacher: bool = _knob(True, "over-parameterise the teacher the same way (needed for alignment; ProKT/"
+                               "LGTM then also train the teacher as MPO, as the published LGTM+OPDF)")
+    # execution
+    device: str = _knob("auto", "auto, cpu, cuda or cuda:N")
+    threads: int | None = _knob(None, "torch CPU threads (default: torch's choice)", type=int)
+    save_model: bool = _knob(True, "save the merged student (safetensors) to the output dir")
+    progress: bool = _knob(True, "show a progress bar")
+
+    def __post_init__(self):
+        from opdf_ray.data import TASKS   # data is a leaf module; imported here to keep config importable alone
+
+        def bad(name, allowed):
+            raise ValueError(f"{name}={getattr(self, name)!r} is invalid; allowed: {allowed}")
+
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), f.metadata.get("type") or type(f.default)
+            ok = (value is None and f.default is None) or (
+                isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)) or (
+                kind is float and isinstance(value, int) and not isinstance(value, bool))
+            if not ok:
+                raise ValueError(f"{f.name}={value!r} has the wrong type; expected {kind.__name__}"
+                                 f"{' or None' if f.default is None else ''}")
+        if self.task not in TASKS:
+            bad("task", ", ".join(TASKS))
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                bad(f.name, ", ".join(choices))
+        for name in ("max_length", "epochs", "batch_size", "eval_batch_size", "selection_cap"):
+            if not getattr(self, name) >= 1:
+                bad(name, "an int ≥ 1")
+        for name in ("max_train_samples", "max_steps", "eval_steps", "steps_for_replacing", "opdf_bond_dim",
+                     "threads"):
+            value = getattr(self, name)
+            if value is not None and not value >= 1:
+                bad(name, "None or an int ≥ 1")
+        for name in ("lr", "teacher_lr", "teacher_finetune_lr", "temperature"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                bad(name, "a finite number > 0")
+        for name in ("alpha_kd", "t_alpha_kd", "warmup_ratio"):
+            if not 0 <= getattr(self, name) <= 1:
+                bad(name, "a number in [0, 1]")
+        if not 0 < self.selection_fraction < 1:
+            bad("selection_fraction", "a number in (0, 1)")
+        if not 0 < self.replacing_rate <= 1:
+            bad("replacing_rate", "a number in (0, 1]")
+        for name in ("weight_decay", "max_grad_norm", "scheduler_linear_k", "opdf_align_weight"):
+            if not getattr(self, name) >= 0:
+                bad(name, "a number ≥ 0")
+        if self.opdf_cores == 1 or self.opdf_cores < 0:
+            bad("opdf_cores", "0 (off) or an int ≥ 2")
+        if self.opdf_bond_dim is not None and not self.opdf_cores:
+            raise ValueError("opdf_bond_dim is set but OPDF is off (opdf_cores=0); set --opdf-cores too")
+        if self.student_layers is not None:
+            self.layer_ids()   # validates the format
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            bad("device", "auto, cpu, cuda or cuda:N")
+
+    @property
+    def opdf(self) -> bool:
+        return self.opdf_cores >= 2
+
+    def layer_ids(self) -> list[int] | None:
+        if self.student_layers is None:
+            return None
+        try:
+            ids = [int(x) for x in self.student_layers.split(",") if x.strip()]
+        except ValueError:
+            ids = []
+        if not ids:
+            raise ValueError(f"student_layers={self.student_layers!r} is invalid; allowed: comma-separated layer "
+                             f"ids such as '0,2,4'")
+        return ids
+
+    def resolved_output_dir(self) -> str:
+        tag = f"opdf{self.opdf_cores}" if self.opdf else "dense"
+        return self.output_dir or f"outputs/{self.task}-{self.method}-{tag}-seed{self.seed}"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> RunSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown RunSpec key(s) {unknown}; known keys: {', '.join(sorted(known))}")
+        return cls(**values)

@@ -1,0 +1,159 @@
+"""The one small interface every distillation method implements, plus the pieces they share."""
+
+from __future__ import annotations
+
+import copy
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from opdf_ray.losses import kd_loss, tensor_alignment_loss
+from opdf_ray.models import encoder_layer_list
+from opdf_ray.overparam import merge, overparameterize, pair_mpo_layers
+
+MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: batch[k] for k in MODEL_INPUTS}
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on class logits ``(B, C)``; MSE for a single regression output ``(B, 1)`` (STS-B)."""
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.squeeze(-1), labels.float())
+    return F.cross_entropy(logits, labels)
+
+
+def make_optimizer(module: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters of ``module``; no decay on biases and LayerNorm weights."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = all(p.is_cuda or p.device.type == "cpu" for p in decay + no_decay)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=fused)
+
+
+def linear_schedule(optimizer, total_steps: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_ratio·total`` steps, then linear decay to 0 (the HF default the papers use)."""
+    warmup = int(warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class Method:
+    """One distillation method: owns its optimisers and performs one training step per batch.
+
+    Life cycle (driven by ``opdf_ray.engine``): construct with the spec, student and teacher → ``apply_opdf()``
+    (over-parameterise the layers the method trains and, for alignment, the teacher's) → ``setup(total_steps)``
+    (optimisers) → ``train_step(batch, held_batch)`` per batch → ``export_student()`` (merged, stock).
+    """
+
+    name: ClassVar[str] = ""
+    uses_teacher: ClassVar[bool] = True
+    trains_teacher: ClassVar[bool] = False
+    needs_finetuned_teacher: ClassVar[bool] = False   # KD/Theseus: a task-fine-tuned, frozen teacher
+    uses_held_batch: ClassVar[bool] = False           # LGTM: a batch from the selection slice per step
+
+    def __init__(self, spec, student: nn.Module, teacher: nn.Module | None):
+        self.spec, self.student, self.teacher = spec, student, teacher
+        self.steps_done = 0
+
+    # -- structure (Theseus overrides) ------------------------------------------------------------------------
+    def student_layers(self) -> nn.ModuleList:
+        return encoder_layer_list(self.student)
+
+    def teacher_layers(self) -> nn.ModuleList:
+        return encoder_layer_list(self.teacher)
+
+    def eval_model(self) -> nn.Module:
+        """The model whose predictions are the student's (evaluated, selected, exported)."""
+        return self.student
+
+    # -- OPDF ------------------------------------------------------------------------------------------------------
+    @property
+    def aligns(self) -> bool:
+        s = self.spec
+        return s.opdf and self.uses_teacher and s.opdf_teacher and s.opdf_align_weight > 0
+
+    def apply_opdf(self) -> None:
+        """Over-parameterise the student's encoder matrices (and the teacher's, for alignment); OPDF off: no-op."""
+        s = self.spec
+        if not s.opdf:
+            return
+        overparameterize(self.student_layers(), s.opdf_cores, s.opdf_bond_dim, style=s.opdf_style)
+        if self.uses_teacher and s.opdf_teacher:
+            frozen = not any(p.requires_grad for p in self.teacher_layers().parameters())
+            overparameterize(self.teacher_layers(), s.opdf_cores, s.opdf_bond_dim, style=s.opdf_style)
+            if frozen:
+                self.teacher_layers().requires_grad_(False)
+            pair_mpo_layers(self.student_layers(), self.teacher_layers())   # fail now, not at step 1
+
+    def alignment_loss(self) -> torch.Tensor | None:
+        if not self.aligns:
+            return None
+        s = self.spec
+        return tensor_alignment_loss(self.student_layers(), self.teacher_layers(), cores=s.opdf_align_cores,
+                                     weight=s.opdf_align_weight)
+
+    # -- training --------------------------------------------------------------------------------------------------
+    def setup(self, total_steps: int) -> None:
+        s = self.spec
+        self.student_opt = make_optimizer(self.eval_model(), s.lr, s.weight_decay)
+        self.student_sched = linear_schedule(self.student_opt, total_steps, s.warmup_ratio)
+        if self.uses_teacher and not self.trains_teacher:
+            self.teacher.eval().requires_grad_(False)
+
+    def train_step(self, batch: dict, held_batch: dict | None = None) -> dict[str, float]:
+        raise NotImplementedError
+
+    def student_loss(self, s_logits, t_logits, labels) -> tuple[torch.Tensor, dict[str, float]]:
+        """``α·KD(p_t‖p_s) + (1−α)·task loss`` (+ the alignment term when OPDF aligns); with named terms."""
+        s = self.spec
+        kd = kd_loss(s_logits, t_logits, s.temperature, s.t2_scaling)
+        loss = s.alpha_kd * kd
+        terms = {"kd": kd.item()}
+        if s.alpha_kd < 1:
+            ce = task_loss(s_logits, labels)
+            loss = loss + (1 - s.alpha_kd) * ce
+            terms["ce"] = ce.item()
+        align = self.alignment_loss()
+        if align is not None:
+            loss = loss + align
+            terms["align"] = align.item()
+        return loss, {"loss": loss.item(), **terms}
+
+    def optimizer_step(self, loss: torch.Tensor, optimizer, scheduler) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.clip_and_step(optimizer, scheduler)
+
+    def clip_and_step(self, optimizer, scheduler) -> None:
+        if self.spec.max_grad_norm > 0:   # only what this optimiser updates (the published Theseus clipped all)
+            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.spec.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+
+    # -- checkpoints -----------------------------------------------------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """A detached copy of the student's trainable parameters (what checkpoint selection keeps)."""
+        return {n: p.detach().clone() for n, p in self.eval_model().named_parameters() if p.requires_grad}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        unexpected = self.eval_model().load_state_dict(state, strict=False).unexpected_keys
+        if unexpected:
+            raise ValueError(f"checkpoint has keys the student lacks: {unexpected[:5]}")
+
+    def export_student(self) -> nn.Module:
+        """A stock Hugging Face student (MPO cores merged): what gets saved and deployed."""
+        return merge(copy.deepcopy(self.eval_model())).eval()

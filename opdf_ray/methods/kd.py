@@ -1,0 +1,48 @@
+"""Plain logit KD (Hinton et al.) from a frozen, task-fine-tuned teacher."""
+
+from __future__ import annotations
+
+import torch
+
+from opdf_ray.methods.base import Method, model_inputs
+
+
+class KD(Method):
+    """Student minimises ``α·KL(p_t‖p_s) + (1−α)·CE``; the teacher is frozen in eval mode (no dropout).
+
+    Because the frozen teacher's logits depend only on the example, they can be computed once for the whole
+    training set (``cache_teacher_logits``) and looked up by example index: the same numbers, one teacher
+    forward per example instead of one per epoch.
+    """
+
+    name = "kd"
+    needs_finetuned_teacher = True
+
+    def __init__(self, spec, student, teacher):
+        super().__init__(spec, student, teacher)
+        self.cached_logits: torch.Tensor | None = None
+
+    def precompute_teacher_logits(self, loader) -> None:
+        """Fill the cache from a loader over the training set that yields ``index`` with every batch."""
+        self.teacher.eval()
+        chunks = {}
+        with torch.inference_mode():
+            for batch in loader:
+                for i, row in zip(batch["index"].tolist(), self.teacher(**model_inputs(batch)).logits):
+                    chunks[i] = row
+        self.cached_logits = torch.stack([chunks[i] for i in range(len(chunks))])
+
+    def teacher_logits(self, batch) -> torch.Tensor:
+        if self.cached_logits is not None:
+            return self.cached_logits[batch["index"].to(self.cached_logits.device)]
+        with torch.no_grad():
+            return self.teacher(**model_inputs(batch)).logits
+
+    def train_step(self, batch, held_batch=None):
+        t_logits = self.teacher_logits(batch)
+        self.student.train()
+        s_logits = self.student(**model_inputs(batch)).logits
+        loss, logs = self.student_loss(s_logits, t_logits, batch["labels"])
+        self.optimizer_step(loss, self.student_opt, self.student_sched)
+        self.steps_done += 1
+        return logs

@@ -1,0 +1,98 @@
+"""LGTM: the teacher learns from the student's feedback on held-out data ("distillation influence").
+
+Ren et al., ACL 2023; the published ``LGTMTeacher`` (ALGORITHMS.md §4.3), re-derived. Per batch, before the
+ProKT-style student step, the teacher gradient is ``G_φ = ∇_φ L_t(x; φ, θ) − η·h`` where
+
+  1. ``θ' = θ − η_s·AdamW(∇_θ L_s)``: one simulated AdamW step of the student (on a copy of its optimiser state);
+  2. ``v = ∇_{θ'} CE(student_{θ'}(x_h), y_h)`` on a held-out batch (from the *selection* slice, never dev);
+  3. ``h = [∇_φ L_t(x; φ, θ+εv) − ∇_φ L_t(x; φ, θ−εv)] / 2ε`` with ``ε = 0.01/‖v‖`` (finite-difference
+     Hessian-vector product; teacher and student in eval mode);
+  4. ``η`` = the student's current lr (the paper, ``lgtm_eta=student``) or the teacher's (the published code).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.func import functional_call
+
+from opdf_ray.methods.base import model_inputs, task_loss
+from opdf_ray.methods.prokt import ProKT
+
+
+def _grads(loss, params) -> list[torch.Tensor]:
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+
+def adamw_lookahead(optimizer: torch.optim.AdamW, params, grads) -> list[torch.Tensor]:
+    """Parameters after one AdamW step with ``grads``, without touching the parameters or the optimiser state."""
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    out = []
+    for p, g in zip(params, grads):
+        group, state = group_of[id(p)], optimizer.state.get(p, {})
+        beta1, beta2 = group["betas"]
+        step = float(state["step"]) + 1 if "step" in state else 1.0
+        m = state["exp_avg"] * beta1 + (1 - beta1) * g if state else (1 - beta1) * g
+        v = state["exp_avg_sq"] * beta2 + (1 - beta2) * g * g if state else (1 - beta2) * g * g
+        m_hat, v_hat = m / (1 - beta1 ** step), v / (1 - beta2 ** step)
+        new = p.detach() * (1 - group["lr"] * group["weight_decay"])
+        out.append(new - group["lr"] * m_hat / (v_hat.sqrt() + group["eps"]))
+    return out
+
+
+class LGTM(ProKT):
+    name = "lgtm"
+    uses_held_batch = True
+
+    def teacher_step(self, inputs, labels, s_logits_eval, held_batch):
+        if held_batch is None:
+            raise ValueError("LGTM needs a held-out batch from the selection slice at every step")
+        student, teacher = self.student, self.teacher
+        s_named = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
+        s_params = [p for _, p in s_named]
+        t_params = [p for p in teacher.parameters() if p.requires_grad]
+
+        # 1. look-ahead student θ' and the teacher's own gradient, from one forward of each (train mode)
+        teacher.train()
+        student.train()
+        t_logits = teacher(**inputs).logits
+        s_logits = student(**inputs).logits
+        loss_s, _ = self.student_loss(s_logits, t_logits.detach(), labels)
+        theta_prime = adamw_lookahead(self.student_opt, s_params, _grads(loss_s, s_params))
+        loss_t = self.teacher_loss(t_logits, s_logits.detach(), labels)
+        g_teacher = _grads(loss_t, t_params)
+
+        # 2. held-out gradient at θ'
+        theta_prime = {n: t.detach().requires_grad_() for (n, _), t in zip(s_named, theta_prime)}
+        held_logits = functional_call(student, theta_prime, kwargs=model_inputs(held_batch)).logits
+        v = _grads(task_loss(held_logits, held_batch["labels"]), list(theta_prime.values()))
+        v_norm = torch.sqrt(sum((x * x).sum() for x in v))
+
+        # 3. finite-difference Hessian-vector product ∂²L_t/∂φ∂θ · v
+        influence = None
+        if v_norm > 0:
+            eps = 0.01 / v_norm
+            originals = [p.detach().clone() for p in s_params]
+            teacher.eval()
+            student.eval()
+            sides = []
+            for sign in (1.0, -1.0):
+                with torch.no_grad():
+                    for p, p0, vi in zip(s_params, originals, v):
+                        p.copy_(p0 + sign * eps * vi)
+                    s_shifted = student(**inputs).logits
+                sides.append(_grads(self.teacher_loss(teacher(**inputs).logits, s_shifted, labels), t_params))
+            with torch.no_grad():
+                for p, p0 in zip(s_params, originals):
+                    p.copy_(p0)
+            influence = [(gp - gm) / (2 * eps) for gp, gm in zip(*sides)]
+
+        # 4. teacher update with G_φ = g_φ − η·h
+        sched = self.student_sched if self.spec.lgtm_eta == "student" else self.teacher_sched
+        eta = sched.get_last_lr()[0]
+        self.teacher_opt.zero_grad(set_to_none=True)
+        for p, g, h in zip(t_params, g_teacher, influence or [None] * len(t_params)):
+            p.grad = g if h is None else g - eta * h
+        self.clip_and_step(self.teacher_opt, self.teacher_sched)
+        return {"teacher_loss": loss_t.item(), "influence_norm": 0.0 if influence is None else
+                torch.sqrt(sum((h * h).sum() for h in influence)).item()}

@@ -1,0 +1,69 @@
+"""``python -m opdf_ray.run``: train one configuration in one process, print a result line, save the student.
+
+Every flag is a ``RunSpec`` field (``--opdf-cores`` ↔ ``opdf_cores``); ``--help`` lists them all with defaults.
+Example (offline, CPU, a few minutes):
+
+    python -m opdf_ray.run --task rte --method lgtm --opdf-cores 5 --preset minilm --data-dir ../shared/glue
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from opdf_ray.config import RunSpec
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m opdf_ray.run", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(RunSpec):
+        flag, meta = "--" + f.name.replace("_", "-"), f.metadata
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=meta["help"])
+        else:
+            parser.add_argument(flag, type=meta.get("type") or type(f.default), default=f.default,
+                                choices=meta.get("choices"), help=meta["help"])
+    return parser
+
+
+def result_line(results: dict) -> str:
+    dev = " ".join(f"{split}:{name}={value:.2f}" for split, metrics in results["dev"].items()
+                   for name, value in metrics.items())
+    sel = " ".join(f"{name}={value:.2f}" for name, value in results["selection"].items())
+    opdf = results["spec"]["opdf_cores"] or "off"
+    return (f"RESULT task={results['task']} method={results['method']} opdf={opdf} protocol={results['protocol']} "
+            f"selection[{sel}] dev[{dev}] best_step={results['best_step']} train_params={results['trainable_params']:,} "
+            f"inference_params={results['inference_params']:,} wall={results['wall_seconds']:.0f}s "
+            f"train_ex/s={results['examples_per_second']:.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        spec = RunSpec(**args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from transformers.utils import logging as hf_logging
+
+    from opdf_ray.engine import run
+
+    hf_logging.disable_progress_bar()
+
+    try:
+        results = run(spec)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(result_line(results))
+    if results["output_dir"]:
+        print(f"merged student and results.json in {results['output_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

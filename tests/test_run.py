@@ -1,0 +1,106 @@
+"""The single-run command end to end on real GLUE data with the tiny preset, and its input checks."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from opdf_ray import run as run_cli
+from opdf_ray.config import RunSpec
+from opdf_ray.engine import NonFiniteLossError, run
+
+QUICK = dict(preset="tiny", max_train_samples=48, max_steps=3, batch_size=16, eval_batch_size=64, teacher_epochs=1,
+             progress=False)
+
+
+def test_kd_with_opdf_runs_end_to_end_and_saves_a_stock_student(tmp_path):
+    spec = RunSpec(task="rte", method="kd", opdf_cores=3, cache_dir=str(tmp_path / "cache"),
+                   output_dir=str(tmp_path / "out"), eval_steps=2, **QUICK)
+    results = run(spec)
+    assert results["steps"] == 3 and [h["step"] for h in results["history"]] == [2, 3]
+    assert set(results["dev"]) == {"validation"} and 0 <= results["dev"]["validation"]["accuracy"] <= 100
+    assert results["trainable_params"] > results["inference_params"]
+    assert results["merge_max_abs_logit_diff"] <= 1e-4
+    assert results["sizes"] == {"train": 48, "selection": 249, "validation": 277}
+    assert results["teacher_finetune"]["dev"]["validation"]["accuracy"] > 0
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["spec"]["opdf_cores"] == 3 and saved["protocol"] == "selection"
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out" / "model")
+    assert sum(p.numel() for p in model.parameters()) == results["inference_params"]
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out" / "model")
+    assert tokenizer("a b")["input_ids"][0] == tokenizer.cls_token_id
+    again = run(spec)                                   # the fine-tuned teacher is reused, not retrained
+    assert again["teacher_finetune"]["seconds"] == results["teacher_finetune"]["seconds"]
+
+
+def test_mnli_runs_with_matched_and_mismatched_dev(tmp_path):
+    from test_data import write_mnli_parquet
+
+    write_mnli_parquet(tmp_path / "glue", rows=40)
+    results = run(RunSpec(task="mnli", method="prokt", data_dir=str(tmp_path / "glue"),
+                          cache_dir=str(tmp_path / "cache"), save_model=False, **QUICK))
+    assert set(results["dev"]) == {"validation_matched", "validation_mismatched"}
+    assert set(results["teacher_dev"]) == {"validation_matched", "validation_mismatched"}
+
+
+def test_dev_selection_protocol_is_recorded(tmp_path):
+    results = run(RunSpec(task="rte", method="finetune", select_on="dev", cache_dir=str(tmp_path),
+                          save_model=False, **QUICK))
+    assert results["protocol"] == "dev"
+    assert results["selection_score"] == results["dev"]["validation"]["accuracy"]
+
+
+def test_a_nan_loss_fails_the_run(tmp_path):
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step \d: {.loss.: nan}"):
+        run(RunSpec(task="rte", method="finetune", lr=1e30, cache_dir=str(tmp_path), save_model=False, **QUICK))
+
+
+def test_help_lists_every_flag():
+    out = subprocess.run([sys.executable, "-m", "opdf_ray.run", "--help"], capture_output=True, text=True, check=True)
+    for flag in ("--task", "--method", "--opdf-cores", "--opdf-bond-dim", "--lgtm-eta", "--select-on",
+                 "--replacing-scheduler", "--cache-teacher-logits", "--no-cache-teacher-logits", "--data-dir"):
+        assert flag in out.stdout
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--task", "glue"], "task='glue' is invalid; allowed: cola, sst2"),
+    (["--method", "distill"], "invalid choice: 'distill'"),
+    (["--max-length", "0"], "max_length=0 is invalid; allowed: an int ≥ 1"),
+    (["--opdf-cores", "1"], "opdf_cores=1 is invalid; allowed: 0 (off) or an int ≥ 2"),
+    (["--opdf-bond-dim", "8"], "opdf_bond_dim is set but OPDF is off"),
+    (["--preset", "tiny", "--opdf-cores", "20", "--opdf-style", "balanced"], "use n_cores ≤ 13"),
+    (["--preset", "tiny", "--method", "theseus", "--student-layers", "0,1,2"], "multiple of the student's (3)"),
+    (["--preset", "tiny", "--student-layers", "0,9"], "student layers [0, 9] do not exist in the 4-layer teacher"),
+    (["--task", "qnli", "--preset", "tiny"], "GLUE qnli/train not found"),
+    (["--teacher", "/nonexistent/model"], "could not load '/nonexistent/model'"),
+])
+def test_bad_input_fails_before_any_training(argv, message, tmp_path, capsys):
+    code = None
+    try:
+        code = run_cli.main([*argv, "--cache-dir", str(tmp_path), "--no-progress"])
+    except SystemExit as e:                       # argparse's own errors
+        code = e.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "teachers").exists()
+
+
+def test_result_line_summarises_the_run():
+    results = {"task": "rte", "method": "kd", "protocol": "selection", "spec": {"opdf_cores": 5}, "best_step": 7,
+               "selection": {"accuracy": 61.0}, "dev": {"validation": {"accuracy": 60.5}},
+               "trainable_params": 2000, "inference_params": 1000, "wall_seconds": 12.3, "examples_per_second": 4.56}
+    line = run_cli.result_line(results)
+    assert re.fullmatch(r"RESULT task=rte method=kd opdf=5 protocol=selection selection\[accuracy=61\.00\] "
+                        r"dev\[validation:accuracy=60\.50\] best_step=7 train_params=2,000 inference_params=1,000 "
+                        r"wall=12s train_ex/s=4\.6", line)
+
+
+def test_cuda_device_without_cuda_is_a_clear_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        run(RunSpec(device="cuda", cache_dir=str(tmp_path), **QUICK))
