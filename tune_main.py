@@ -1,11 +1,11 @@
 """Entry point of the Ray Tune + Optuna distillation search: ``python tune_main.py --task rte``.
 
-The search (Ray Train workers, Optuna + ASHA, Parquet leaderboard) is not built yet; until it is, this script
-says so instead of pretending. What exists today: ``python -m opdf_ray.demo`` (see README).
+See ``python tune_main.py --help`` and ``opdf_ray/cli.py``.
 """
 
 import sys
 
+from opdf_ray.cli import main
+
 if __name__ == "__main__":
-    sys.exit("tune_main.py: the Ray Tune search is not implemented yet (planned: Ray Train workers, Optuna + ASHA, "
-             "Parquet leaderboard). Available now: python -m opdf_ray.demo")
+    sys.exit(main())

@@ -26,7 +26,10 @@ class MPOLinear(nn.Module):
         self.row_shape, self.col_shape = tuple(row_shape), tuple(col_shape)
         mpo.check_cores(cores, self.row_shape, self.col_shape)
         self.out_features, self.in_features = math.prod(self.row_shape), math.prod(self.col_shape)
-        self.cores = nn.ParameterList(nn.Parameter(c.detach().clone()) for c in cores)
+        # contiguous: SVD factors come out as transposed views, and an optimiser state restored from a checkpoint
+        # is contiguous; fused AdamW needs the two laid out alike
+        self.cores = nn.ParameterList(nn.Parameter(c.detach().clone(memory_format=torch.contiguous_format))
+                                      for c in cores)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=bias.requires_grad)
         self._cache: tuple[tuple, torch.Tensor] | None = None
 

@@ -134,7 +134,7 @@ def test_kd_cached_teacher_logits_equal_fresh_ones():
     m = build("kd")
     batches = [make_batch(0), make_batch(1)]
     batches[1]["index"] = torch.arange(6, 12)
-    m.precompute_teacher_logits(batches)
+    m.precompute_teacher_logits(batches, 12)
     with torch.no_grad():
         fresh = m.teacher.eval()(**{k: v for k, v in batches[1].items() if k not in ("labels", "index")}).logits
     torch.testing.assert_close(m.teacher_logits(batches[1]), fresh)

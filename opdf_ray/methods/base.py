@@ -12,6 +12,7 @@ from torch import nn
 from opdf_ray.losses import kd_loss, tensor_alignment_loss
 from opdf_ray.models import encoder_layer_list
 from opdf_ray.overparam import merge, overparameterize, pair_mpo_layers
+from opdf_ray.parallel import Parallel
 
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 
@@ -64,8 +65,9 @@ class Method:
     needs_finetuned_teacher: ClassVar[bool] = False   # KD/Theseus: a task-fine-tuned, frozen teacher
     uses_held_batch: ClassVar[bool] = False           # LGTM: a batch from the selection slice per step
 
-    def __init__(self, spec, student: nn.Module, teacher: nn.Module | None):
+    def __init__(self, spec, student: nn.Module, teacher: nn.Module | None, parallel: Parallel | None = None):
         self.spec, self.student, self.teacher = spec, student, teacher
+        self.parallel = parallel or Parallel()
         self.steps_done = 0
 
     # -- structure (Theseus overrides) ------------------------------------------------------------------------
@@ -138,11 +140,22 @@ class Method:
         self.clip_and_step(optimizer, scheduler)
 
     def clip_and_step(self, optimizer, scheduler) -> None:
+        """Average gradients across data-parallel workers, clip, step. With several workers a parameter this
+        worker did not use gets a zero gradient (as DDP does), so every worker reduces the same tensors."""
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        if self.parallel.world_size > 1:
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            self.parallel.average_([p.grad for p in params])
         if self.spec.max_grad_norm > 0:   # only what this optimiser updates (the published Theseus clipped all)
-            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-            torch.nn.utils.clip_grad_norm_(params, self.spec.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], self.spec.max_grad_norm)
         optimizer.step()
         scheduler.step()
+
+    def optimizers(self) -> dict[str, tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]]:
+        """Every (optimiser, scheduler) the method steps, by name: what a resumable checkpoint must hold."""
+        return {"student": (self.student_opt, self.student_sched)}
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:
@@ -153,6 +166,45 @@ class Method:
         unexpected = self.eval_model().load_state_dict(state, strict=False).unexpected_keys
         if unexpected:
             raise ValueError(f"checkpoint has keys the student lacks: {unexpected[:5]}")
+
+    def training_state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Everything needed to resume training: trainable tensors (student, and the teacher when it trains),
+        optimiser and scheduler states, the step count. Returns ``(tensors, json-able metadata)``."""
+        tensors = {f"student.{n}": p.detach() for n, p in self.eval_model().named_parameters() if p.requires_grad}
+        if self.trains_teacher:
+            tensors |= {f"teacher.{n}": p.detach() for n, p in self.teacher.named_parameters() if p.requires_grad}
+        meta = {"steps_done": self.steps_done, "optimizers": {}}
+        for name, (opt, sched) in self.optimizers().items():
+            state = opt.state_dict()
+            for index, slots in state["state"].items():
+                tensors |= {f"opt.{name}.{index}.{k}": v for k, v in slots.items()}
+            meta["optimizers"][name] = {"param_groups": state["param_groups"], "scheduler": sched.state_dict()}
+        return tensors, meta
+
+    def load_training_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Inverse of ``training_state`` (after ``apply_opdf`` and ``setup``)."""
+        def load(module, prefix):
+            part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            missing = [n for n, p in module.named_parameters() if p.requires_grad and n not in part]
+            if missing:
+                raise ValueError(f"checkpoint lacks trainable parameters {missing[:3]}… (different method/OPDF "
+                                 f"settings?)")
+            module.load_state_dict(part, strict=False)
+
+        load(self.eval_model(), "student.")
+        if self.trains_teacher:
+            load(self.teacher, "teacher.")
+        for name, (opt, sched) in self.optimizers().items():
+            saved = meta["optimizers"][name]
+            slots: dict[int, dict] = {}
+            for key, value in tensors.items():
+                if key.startswith(f"opt.{name}."):
+                    index, slot = key[len(f"opt.{name}."):].split(".", 1)
+                    slots.setdefault(int(index), {})[slot] = value.clone()   # own storage, not the file buffer
+            groups = [g | {"betas": tuple(g["betas"])} for g in saved["param_groups"]]
+            opt.load_state_dict({"state": slots, "param_groups": groups})
+            sched.load_state_dict(saved["scheduler"])
+        self.steps_done = meta["steps_done"]
 
     def export_student(self) -> nn.Module:
         """A stock Hugging Face student (MPO cores merged): what gets saved and deployed."""

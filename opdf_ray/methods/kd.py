@@ -18,19 +18,25 @@ class KD(Method):
     name = "kd"
     needs_finetuned_teacher = True
 
-    def __init__(self, spec, student, teacher):
-        super().__init__(spec, student, teacher)
+    def __init__(self, spec, student, teacher, parallel=None):
+        super().__init__(spec, student, teacher, parallel)
         self.cached_logits: torch.Tensor | None = None
 
-    def precompute_teacher_logits(self, loader) -> None:
-        """Fill the cache from a loader over the training set that yields ``index`` with every batch."""
+    def precompute_teacher_logits(self, loader, n_examples: int) -> None:
+        """Fill the cache from a loader over (this worker's share of) the training set that yields ``index``
+        with every batch; shares are summed across workers, so each example's logits are computed once."""
         self.teacher.eval()
-        chunks = {}
+        table = None
         with torch.inference_mode():
             for batch in loader:
-                for i, row in zip(batch["index"].tolist(), self.teacher(**model_inputs(batch)).logits):
-                    chunks[i] = row
-        self.cached_logits = torch.stack([chunks[i] for i in range(len(chunks))])
+                logits = self.teacher(**model_inputs(batch)).logits
+                if table is None:
+                    table = logits.new_zeros(n_examples, logits.shape[-1])
+                table[batch["index"].to(logits.device)] = logits
+        if table is None:
+            raise ValueError("cannot cache teacher logits: this worker's share of the training set is empty")
+        self.parallel.sum_(table)
+        self.cached_logits = table
 
     def teacher_logits(self, batch) -> torch.Tensor:
         if self.cached_logits is not None:

@@ -58,7 +58,9 @@ class LGTM(ProKT):
         t_logits = teacher(**inputs).logits
         s_logits = student(**inputs).logits
         loss_s, _ = self.student_loss(s_logits, t_logits.detach(), labels)
-        theta_prime = adamw_lookahead(self.student_opt, s_params, _grads(loss_s, s_params))
+        s_grads = _grads(loss_s, s_params)
+        self.parallel.average_(s_grads)          # the look-ahead the real (all-reduced) student step would take
+        theta_prime = adamw_lookahead(self.student_opt, s_params, s_grads)
         loss_t = self.teacher_loss(t_logits, s_logits.detach(), labels)
         g_teacher = _grads(loss_t, t_params)
 

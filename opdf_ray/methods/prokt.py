@@ -18,8 +18,8 @@ class ProKT(Method):
     name = "prokt"
     trains_teacher = True
 
-    def __init__(self, spec, student, teacher):
-        super().__init__(spec, student, teacher)
+    def __init__(self, spec, student, teacher, parallel=None):
+        super().__init__(spec, student, teacher, parallel)
         if spec.init_classifier_to_zero:
             zero_classifier(student)
             zero_classifier(teacher)
@@ -28,6 +28,9 @@ class ProKT(Method):
         super().setup(total_steps)
         self.teacher_opt = make_optimizer(self.teacher, self.spec.teacher_lr, self.spec.weight_decay)
         self.teacher_sched = linear_schedule(self.teacher_opt, total_steps, self.spec.warmup_ratio)
+
+    def optimizers(self):
+        return super().optimizers() | {"teacher": (self.teacher_opt, self.teacher_sched)}
 
     def teacher_loss(self, t_logits, s_logits, labels) -> torch.Tensor:
         s = self.spec

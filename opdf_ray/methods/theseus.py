@@ -53,8 +53,8 @@ class Theseus(Method):
     name = "theseus"
     needs_finetuned_teacher = True
 
-    def __init__(self, spec, student, teacher):
-        super().__init__(spec, student, teacher)
+    def __init__(self, spec, student, teacher, parallel=None):
+        super().__init__(spec, student, teacher, parallel)
         predecessors, successors = encoder_layer_list(teacher), encoder_layer_list(student)
         ratio, rest = divmod(len(predecessors), len(successors))
         if rest or ratio < 1:
@@ -92,6 +92,9 @@ class Theseus(Method):
             logs["align"] = align.item()
         if loss.requires_grad:
             self.optimizer_step(loss, self.student_opt, self.student_sched)
+        elif self.parallel.world_size > 1:      # other workers may have gradients: join their all-reduce
+            self.student_opt.zero_grad(set_to_none=True)
+            self.clip_and_step(self.student_opt, self.student_sched)
         else:                                   # every block drew its frozen predecessors: nothing to update
             self.student_sched.step()
         self.steps_done += 1

@@ -1,0 +1,143 @@
+"""``tune_main.py``: parse and validate everything (flags, search space, data) before Ray starts, then search.
+
+    python tune_main.py --task rte --preset minilm --num-samples 4 --max-train-samples 512
+
+``--task`` takes one task, a comma list or ``all``; each task is its own Tune experiment (``<name>-<task>``) and
+Optuna study under ``--storage``, so ``--resume`` continues exactly that search.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from opdf_ray.config import PRESETS, RunSpec
+from opdf_ray.data import TASKS
+
+log = logging.getLogger("opdf_ray")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tune_main.py", description="Ray Tune + Optuna + ASHA search of OPDF "
+                                "distillation over GLUE tasks; every finished trial lands in a Parquet leaderboard.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--task", required=True, help=f"one task, a comma list, or 'all' ({', '.join(TASKS)})")
+    p.add_argument("--preset", default="minilm", choices=PRESETS, help="model preset (see python -m opdf_ray.run)")
+    p.add_argument("--teacher", help="teacher path or hub id (overrides the preset's)")
+    p.add_argument("--space", default=None, help="search space YAML (default: search_spaces/default.yaml)")
+    p.add_argument("--methods", help="comma list restricting the space's methods, e.g. kd,lgtm")
+    p.add_argument("--num-samples", type=int, default=8, help="trials per task")
+    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what the cluster fits)")
+    p.add_argument("--workers-per-trial", type=int, default=1, help="data-parallel Ray Train workers per trial")
+    p.add_argument("--cpus-per-worker", type=float, default=None, help="default: the CPUs a trial's share allows")
+    p.add_argument("--gpus-per-worker", type=float, default=None, help="default: 1 when the cluster has GPUs, else 0")
+    p.add_argument("--storage", default="outputs/search", help="local directory or cloud URI for the experiments")
+    p.add_argument("--name", default="opdf", help="search name; experiments are <name>-<task> (deterministic)")
+    p.add_argument("--resume", action="store_true", help="restore the interrupted search of the same name")
+    p.add_argument("--leaderboard", default=None, help="Parquet leaderboard directory (default: <storage>/leaderboard)")
+    p.add_argument("--data-dir", help="GLUE folder (default: $OPDF_GLUE_DIR, the bundled data/glue, then the hub)")
+    p.add_argument("--cache-dir", help="tokenised splits and models cache (default: ~/.cache/opdf-ray)")
+    p.add_argument("--seed", type=int, default=42, help="trial seed (data split, init) and the Optuna sampler seed")
+    p.add_argument("--max-train-samples", type=int, help="quick runs: at most this many training examples")
+    p.add_argument("--max-epochs", type=int, help="quick runs: cap the space's epochs per task")
+    p.add_argument("--max-length", type=int, help="override the space's max_length")
+    p.add_argument("--grace-epochs", type=int, default=1, help="ASHA: epochs every trial gets before it can stop")
+    p.add_argument("--max-failures", type=int, default=2, help="worker errors a trial recovers from (checkpoint)")
+    p.add_argument("--optuna-storage", help="Optuna RDB URL (e.g. sqlite:///optuna.db) for optuna-dashboard")
+    p.add_argument("--address", help="Ray cluster address (default: start Ray locally; 'auto' on a cluster)")
+    return p
+
+
+def _tasks(value: str) -> list[str]:
+    tasks = list(TASKS) if value == "all" else [t.strip() for t in value.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise ValueError(f"--task {value!r}: unknown task(s) {unknown}; allowed: {', '.join(TASKS)}, or 'all'")
+    return tasks
+
+
+def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
+    """Everything that can be checked without Ray: tasks, space, base specs, data. Raises ``ValueError``."""
+    from opdf_ray.data import load_glue
+    from opdf_ray.search_space import default_space_path, load_space
+
+    tasks = _tasks(args.task)
+    space = load_space(args.space or default_space_path())
+    if args.methods:
+        space = space.restrict_methods([m.strip() for m in args.methods.split(",") if m.strip()])
+    for name in ("num_samples", "workers_per_trial", "grace_epochs"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
+    bases = {}
+    for task in tasks:
+        values = {"task": task, "preset": args.preset, "teacher": args.teacher, "data_dir": args.data_dir,
+                  "cache_dir": args.cache_dir, "seed": args.seed, "max_train_samples": args.max_train_samples}
+        if args.max_length:
+            values["max_length"] = args.max_length
+        bases[task] = RunSpec.from_dict(values)
+        load_glue(task, args.data_dir, max_train_samples=args.max_train_samples)   # missing data fails here
+    return tasks, bases, space
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.time()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        tasks, bases, space = validate(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    import ray
+
+    from opdf_ray.leaderboard import best_rows, read_leaderboard
+    from opdf_ray.tune import SearchSettings, default_parallelism, experiment_name, join, run_search
+
+    if not ray.is_initialized():
+        ray.init(address=args.address)   # with ray[default]: the State API Ray Train needs to free placement groups
+    total = ray.cluster_resources()
+    gpus = args.gpus_per_worker if args.gpus_per_worker is not None else (1.0 if total.get("GPU") else 0.0)
+    cpus, concurrent = default_parallelism(total.get("CPU", 1), total.get("GPU", 0), args.workers_per_trial, gpus)
+    try:
+        settings = SearchSettings(
+            name=args.name, storage=args.storage, leaderboard=args.leaderboard or join(args.storage, "leaderboard"),
+            num_samples=args.num_samples, max_concurrent=args.max_concurrent or concurrent,
+            workers_per_trial=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker or cpus,
+            gpus_per_worker=gpus, seed=args.seed, max_epochs=args.max_epochs, grace_epochs=args.grace_epochs,
+            max_failures=args.max_failures, optuna_storage=args.optuna_storage)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    log.info("search: tasks %s, %d trials each, %d at once, %d worker(s) × %s CPU / %s GPU per trial; "
+             "Ray up after %.1f s", tasks, settings.num_samples, settings.max_concurrent,
+             settings.workers_per_trial, settings.cpus_per_worker, settings.gpus_per_worker, time.time() - started)
+    for task in tasks:
+        grid = run_search(bases[task], space, settings, resume=args.resume)
+        print(f"{task}: {len(grid)} trials, {grid.num_errors} failed; experiment in "
+              f"{join(settings.storage, experiment_name(settings, task))}")
+        try:
+            best = grid.get_best_result(metric="best_score", mode="max", filter_nan_and_inf=True)
+            spec = best.config["spec"]
+            print(f"{task}: best trial {best.path.rsplit('/', 1)[-1]}: {spec['method']} opdf_cores="
+                  f"{spec['opdf_cores']} lr={spec['lr']:.2e} selection={best.metrics.get('best_score'):.2f} "
+                  f"dev={_dev(best.metrics)}")
+        except (RuntimeError, KeyError, TypeError):
+            print(f"{task}: no trial reported a score")
+    board = read_leaderboard(settings.leaderboard)
+    print(f"leaderboard: {settings.leaderboard} ({len(board)} rows); best per (task, method, OPDF):")
+    cols = ["task", "method", "opdf_cores", "selection_score", "dev_score", "trial_id"]
+    best = best_rows(board)
+    print(best[cols].to_string(index=False) if len(best) else "  (no completed trial yet)")
+    return 0
+
+
+def _dev(metrics: dict) -> str:
+    values = [f"{k.split('/', 1)[1]}={v:.2f}" for k, v in metrics.items() if k.startswith("dev/")]
+    return " ".join(values) or "n/a (stopped early)"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,256 @@
+"""Search spaces: a YAML file (``search_spaces/*.yaml``) validated into an Optuna define-by-run function.
+
+Layout of a space file (every key is checked; an unknown key, a bad range or a wrong type is a ``ValueError``
+naming the key, the value and what is allowed, before Ray starts)::
+
+    fixed:  {max_length: 128, batch_size: 32}      # RunSpec fields every trial shares
+    epochs: {default: 3, rte: 10}                  # per task (``--max-epochs`` caps it)
+    params:                                        # sampled in this order (define-by-run)
+      method: {type: categorical, choices: [kd, prokt, lgtm, theseus]}
+      opdf:   {type: categorical, choices: [true, false]}       # pseudo-parameter: OPDF on/off
+      lr:     {type: loguniform, low: 5.0e-7, high: 1.0e-4}
+      teacher_lr: {type: loguniform, low: 1.0e-6, high: 1.0e-4, when: {method: [prokt, lgtm]}}
+      opdf_cores: {type: int, low: 3, high: 7, when: {opdf: [true]}}
+      opdf_align_weight: {type: loguniform, low: 1, high: 1000, include_zero: true, when: {opdf: [true]}}
+
+Parameter types: ``loguniform``/``uniform`` (``low``, ``high``), ``int`` (``low``, ``high``, optional ``step``),
+``categorical`` (``choices``; ``null`` allowed). ``include_zero`` adds a ``<name>_is_zero`` switch so 0 (the
+ablation) can be drawn next to a log-uniform range. ``when`` makes a parameter conditional on earlier ones.
+A parameter a trial does not draw keeps the ``fixed`` value or the RunSpec default; ``opdf: false`` means
+``opdf_cores = 0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import yaml
+
+from opdf_ray.config import RunSpec
+
+TYPES = ("loguniform", "uniform", "int", "categorical")
+TOP_KEYS = ("fixed", "epochs", "params")
+PARAM_KEYS = {"type", "low", "high", "step", "choices", "when", "include_zero"}
+SPEC_FIELDS = {f.name: f for f in dataclasses.fields(RunSpec)}
+PSEUDO = ("opdf",)
+NOT_SEARCHABLE = ("task", "preset", "teacher", "student", "data_dir", "cache_dir", "output_dir", "device",
+                  "threads", "save_model", "progress")
+
+
+def _fail(where: str, problem: str) -> None:
+    raise ValueError(f"search space {where}: {problem}")
+
+
+def _number(where: str, value, integer: bool = False) -> float:
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or not math.isfinite(value):
+        _fail(where, f"{value!r} is not {'an int' if integer else 'a finite number'}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    step: int | None = None
+    choices: tuple | None = None
+    when: tuple[tuple[str, tuple], ...] = ()
+    include_zero: bool = False
+
+    def active(self, drawn: dict) -> bool:
+        return all(drawn.get(name) in values for name, values in self.when)
+
+    def suggest(self, trial):
+        """Draw this parameter on an Optuna trial (or Ray's captor of one)."""
+        if self.include_zero and trial.suggest_categorical(f"{self.name}_is_zero", [False, True]):
+            return 0.0
+        if self.type == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.type == "int":
+            return trial.suggest_int(self.name, self.low, self.high, step=self.step or 1)
+        return trial.suggest_float(self.name, self.low, self.high, log=self.type == "loguniform")
+
+
+def _parse_param(name: str, raw, earlier: dict[str, Param]) -> Param:
+    where = f"params.{name}"
+    if name not in SPEC_FIELDS and name not in PSEUDO:
+        _fail(where, f"unknown parameter; allowed: RunSpec fields ({', '.join(sorted(SPEC_FIELDS))}) or "
+                     f"{', '.join(PSEUDO)}")
+    if name in NOT_SEARCHABLE:
+        _fail(where, f"{name} cannot be searched (set it on the command line); not searchable: "
+                     f"{', '.join(NOT_SEARCHABLE)}")
+    if not isinstance(raw, dict):
+        _fail(where, f"expected a mapping like {{type: loguniform, low: 1e-5, high: 1e-4}}, got {raw!r}")
+    unknown = sorted(set(raw) - PARAM_KEYS)
+    if unknown:
+        _fail(where, f"unknown key(s) {unknown}; allowed: {', '.join(sorted(PARAM_KEYS))}")
+    kind = raw.get("type")
+    if kind not in TYPES:
+        _fail(f"{where}.type", f"{kind!r} is not one of {', '.join(TYPES)}")
+    low = high = step = choices = None
+    if kind == "categorical":
+        choices = raw.get("choices")
+        if not isinstance(choices, list) or not choices:
+            _fail(f"{where}.choices", f"expected a non-empty list, got {choices!r}")
+        choices = tuple(choices)
+        extra = sorted(k for k in ("low", "high", "step") if k in raw)
+        if extra:
+            _fail(where, f"{extra} do not apply to a categorical parameter")
+    else:
+        if "choices" in raw:
+            _fail(where, f"'choices' applies only to categorical parameters, not {kind}")
+        for key in ("low", "high"):
+            if key not in raw:
+                _fail(where, f"a {kind} parameter needs '{key}'")
+        low = _number(f"{where}.low", raw["low"], kind == "int")
+        high = _number(f"{where}.high", raw["high"], kind == "int")
+        if not low < high:
+            _fail(where, f"low={low} must be smaller than high={high}")
+        if kind == "loguniform" and low <= 0:
+            _fail(f"{where}.low", f"a log-uniform range needs low > 0, got {low} (use include_zero: true for 0)")
+        if "step" in raw:
+            if kind != "int":
+                _fail(where, "'step' applies only to int parameters")
+            step = _number(f"{where}.step", raw["step"], integer=True)
+    include_zero = raw.get("include_zero", False)
+    if not isinstance(include_zero, bool):
+        _fail(f"{where}.include_zero", f"expected true or false, got {include_zero!r}")
+    when = raw.get("when", {})
+    if not isinstance(when, dict):
+        _fail(f"{where}.when", f"expected a mapping like {{method: [prokt, lgtm]}}, got {when!r}")
+    conditions = []
+    for other, values in when.items():
+        if other not in earlier:
+            _fail(f"{where}.when", f"{other!r} is not a parameter declared before {name}; declared so far: "
+                                   f"{', '.join(earlier) or 'none'}")
+        values = values if isinstance(values, list) else [values]
+        parent = earlier[other]
+        if parent.type != "categorical":
+            _fail(f"{where}.when", f"can only depend on categorical parameters; {other} is {parent.type}")
+        bad = [v for v in values if v not in parent.choices]
+        if bad:
+            _fail(f"{where}.when.{other}", f"{bad} are not among {other}'s choices {list(parent.choices)}")
+        conditions.append((other, tuple(values)))
+    return Param(name, kind, low, high, step, choices, tuple(conditions), include_zero)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """A validated space; calling it on an Optuna trial draws one configuration (define-by-run)."""
+
+    params: tuple[Param, ...]
+    fixed: dict
+    epochs: dict
+    source: str = "<dict>"
+
+    def __call__(self, trial) -> dict:
+        return self.draw(trial)
+
+    def draw(self, trial) -> dict:
+        drawn = {}
+        for p in self.params:
+            if p.active(drawn):
+                drawn[p.name] = p.suggest(trial)
+        return drawn
+
+    def epochs_for(self, task: str) -> int:
+        return self.epochs.get(task, self.epochs.get("default", RunSpec.epochs))
+
+    def methods(self) -> tuple[str, ...]:
+        for p in self.params:
+            if p.name == "method":
+                return p.choices
+        return (self.fixed.get("method", RunSpec.method),)
+
+    def restrict_methods(self, methods: list[str]) -> SearchSpace:
+        """The same space over ``methods`` only (``tune_main.py --methods``)."""
+        unknown = [m for m in methods if m not in self.methods()]
+        if unknown:
+            raise ValueError(f"--methods {unknown} not in the space's methods {list(self.methods())} ({self.source})")
+        params = tuple(dataclasses.replace(p, choices=tuple(methods)) if p.name == "method" else p
+                       for p in self.params)
+        fixed = dict(self.fixed)
+        if not any(p.name == "method" for p in params):
+            fixed["method"] = methods[0]
+        return dataclasses.replace(self, params=params, fixed=fixed)
+
+
+def spec_values(drawn: dict) -> dict:
+    """RunSpec field values of one drawn configuration (pseudo-parameters and switches resolved)."""
+    values = {k: v for k, v in drawn.items() if k in SPEC_FIELDS}
+    if drawn.get("opdf") is False:
+        values["opdf_cores"], values["opdf_bond_dim"] = 0, None
+    return values
+
+
+def parse_space(raw, source: str = "<dict>") -> SearchSpace:
+    if not isinstance(raw, dict):
+        _fail(source, f"expected a mapping with keys {', '.join(TOP_KEYS)}, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(TOP_KEYS))
+    if unknown:
+        _fail(source, f"unknown top-level key(s) {unknown}; allowed: {', '.join(TOP_KEYS)}")
+    fixed = raw.get("fixed") or {}
+    if not isinstance(fixed, dict):
+        _fail(f"{source} fixed", f"expected a mapping of RunSpec fields, got {fixed!r}")
+    bad = sorted(set(fixed) - set(SPEC_FIELDS))
+    if bad:
+        _fail(f"{source} fixed", f"unknown RunSpec field(s) {bad}")
+    epochs = raw.get("epochs") or {}
+    if not isinstance(epochs, dict):
+        _fail(f"{source} epochs", f"expected a mapping task → epochs, got {epochs!r}")
+    from opdf_ray.data import TASKS
+
+    for task, n in epochs.items():
+        if task != "default" and task not in TASKS:
+            _fail(f"{source} epochs.{task}", f"unknown task; allowed: default, {', '.join(TASKS)}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            _fail(f"{source} epochs.{task}", f"{n!r} is not an int ≥ 1")
+    params: dict[str, Param] = {}
+    raw_params = raw.get("params") or {}
+    if not isinstance(raw_params, dict):
+        _fail(f"{source} params", f"expected a mapping name → parameter, got {raw_params!r}")
+    for name, value in raw_params.items():
+        if name in fixed:
+            _fail(f"{source} params.{name}", "is also in 'fixed'; keep it in one place")
+        params[name] = _parse_param(name, value, params)
+    space = SearchSpace(tuple(params.values()), dict(fixed), dict(epochs), source)
+    _check_draws(space)
+    return space
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    path = Path(path)
+    if not path.is_file():
+        shipped = sorted(p.name for p in default_space_path().parent.glob("*.yaml"))
+        raise FileNotFoundError(f"search space {path} not found; shipped spaces: {', '.join(shipped)}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"search space {path} is not valid YAML: {e}") from None
+    return parse_space(raw, str(path))
+
+
+def default_space_path() -> Path:
+    return Path(__file__).resolve().parent.parent / "search_spaces" / "default.yaml"
+
+
+def _check_draws(space: SearchSpace, n: int = 64) -> None:
+    """Draw the space with a random sampler and build each RunSpec: a combination the spec rejects (say a
+    fixed ``opdf_bond_dim`` while ``opdf`` can be off) fails here, not in trial 17."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(n):
+        trial = study.ask()
+        drawn = space.draw(trial)
+        values = space.fixed | spec_values(drawn)
+        try:
+            RunSpec.from_dict(values)
+        except ValueError as e:
+            _fail(space.source, f"a drawn configuration is invalid ({e}); drawn: {drawn}")
+        study.tell(trial, 0.0)

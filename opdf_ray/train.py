@@ -1,0 +1,157 @@
+"""Ray Train: one trial = one ``TorchTrainer`` run of N data-parallel workers around the engine.
+
+``train_loop_per_worker`` builds data, models and method inside the worker (nothing at module level), trains
+with gradients averaged across workers (``opdf_ray.parallel``), and at each evaluation reports metrics from
+every rank with a resumable checkpoint from rank 0. After the last evaluation it restores the selected
+student, evaluates selection and dev, and reports ``finished=1`` with the merged student (safetensors) in the
+checkpoint. ``trial_driver`` is the Tune function trainable that launches it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from opdf_ray.checkpoint import save_checkpoint
+from opdf_ray.config import RunSpec
+from opdf_ray.engine import NonFiniteLossError, finalize, prepare, save_student, total_steps, train
+from opdf_ray.parallel import Parallel, TorchDistributed
+
+log = logging.getLogger(__name__)
+NONFINITE_MARKER = "nonfinite.json"
+
+
+def flat_metrics(results: dict) -> dict[str, float]:
+    """The final results as flat, scalar Tune metrics: ``selection/<metric>``, ``dev/<split>/<metric>``…"""
+    out = {f"selection/{k}": v for k, v in results["selection"].items()}
+    out |= {f"dev/{split}/{k}": v for split, metrics in results["dev"].items() for k, v in metrics.items()}
+    out |= {f"teacher_dev/{split}/{k}": v for split, metrics in results.get("teacher_dev", {}).items()
+            for k, v in metrics.items()}
+    for key in ("best_step", "steps", "trainable_params", "inference_params", "train_seconds",
+                "examples_per_second", "merge_max_abs_logit_diff", "bytes_all_reduced", "workers"):
+        out[key] = results[key]
+    return out
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train worker. ``config``: ``spec`` (a RunSpec dict) and ``finetuned_teacher`` (a path or None)."""
+    import ray.train
+
+    spec = RunSpec.from_dict(config["spec"])
+    context = ray.train.get_context()
+    parallel = TorchDistributed() if context.get_world_size() > 1 else Parallel()
+    checkpoint = ray.train.get_checkpoint()
+    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_dir:
+        if resume_dir and (Path(resume_dir) / NONFINITE_MARKER).is_file():
+            _report({"nonfinite_loss": 1.0}, parallel, marker=json.loads((Path(resume_dir) / NONFINITE_MARKER)
+                                                                          .read_text()))
+            return                                       # a NaN is deterministic: do not train it again
+        job = prepare(spec, parallel, config.get("finetuned_teacher"))
+        last_step = total_steps(spec, job.data, parallel)
+        placement = _placement(job, parallel)
+
+        def on_evaluate(progress, metrics):
+            if progress.step < last_step:                # the final report below carries dev and the model
+                _report(_progress_metrics(progress, metrics, job) | placement, parallel, job=job, progress=progress)
+
+        try:
+            progress = train(job, resume_from=resume_dir, on_evaluate=on_evaluate)
+        except NonFiniteLossError as e:
+            log.error("%s", e)
+            _report({"nonfinite_loss": 1.0}, parallel, marker={"error": str(e)})
+            return
+    results, exported = finalize(job, progress)
+    metrics = _progress_metrics(progress, {}, job) | flat_metrics(results) | placement | {"finished": 1.0}
+    _report(metrics, parallel, job=job, progress=progress, results=results, exported=exported)
+
+
+def _placement(job, parallel: Parallel) -> dict:
+    """Where the workers run: the number of distinct nodes and a hardware line (device × workers)."""
+    import platform
+
+    import ray
+    import torch
+
+    device = job.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
+    nodes = parallel.gather(ray.get_runtime_context().get_node_id())
+    return {"nodes": len(set(nodes)), "hardware": f"{parallel.world_size}x {device.type}:{name} "
+                                                  f"({torch.get_num_threads()} threads/worker)"}
+
+
+def _progress_metrics(progress, metrics: dict, job) -> dict:
+    task = job.data.task
+    last = progress.history[-1] if progress.history else {}
+    out = {"step": progress.step, "epoch": last.get("epoch", 0.0),
+           "score": metrics.get(task.selection_metric, progress.best_score),
+           "best_score": progress.best_score, "best_step": progress.best_step,
+           "examples_per_second": progress.examples / max(progress.train_seconds, 1e-9),
+           "curve": json.dumps([[round(h["epoch"], 4), h[f"{_select_name(job)}_{task.selection_metric}"]]
+                                for h in progress.history])}
+    out |= {f"train/{k}": v for k, v in last.items() if k not in ("step", "epoch") and isinstance(v, float)}
+    return out
+
+
+def _select_name(job) -> str:
+    return "selection" if job.spec.select_on == "selection" else job.data.task.dev_splits[0]
+
+
+def _report(metrics: dict, parallel: Parallel, job=None, progress=None, results=None, exported=None,
+            marker: dict | None = None) -> None:
+    """Every rank reports (Ray Train requires it); rank 0 attaches the checkpoint."""
+    import ray.train
+
+    if not parallel.is_main:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="opdf-ckpt-") as tmp:
+        if marker is not None:
+            (Path(tmp) / NONFINITE_MARKER).write_text(json.dumps(marker))
+        else:
+            save_checkpoint(tmp, job.method, progress)
+        if results is not None:
+            save_student(results, exported, job.tokenizer, Path(tmp))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def trial_driver(config: dict) -> None:
+    """Tune function trainable: launch the trial's TorchTrainer and relay its reports to Tune.
+
+    ``config["spec"]`` is the trial's RunSpec dict, ``config["run"]`` the search's execution settings
+    (workers, resources, storage, names). A run named after the trial resumes from its latest checkpoint when
+    the trial is retried or the search restored; a NaN loss ends the trial as failed.
+    """
+    import ray.train
+    import ray.tune
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    run = config["run"]
+    spec = RunSpec.from_dict(config["spec"])
+    use_gpu = run["gpus_per_worker"] > 0
+    resources = {"CPU": run["cpus_per_worker"]} | ({"GPU": run["gpus_per_worker"]} if use_gpu else {})
+    trial_id = ray.tune.get_context().get_trial_id()
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": spec.to_dict(), "finetuned_teacher": config.get("finetuned_teacher")},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=run["workers"], use_gpu=use_gpu,
+                                               resources_per_worker=resources,
+                                               placement_strategy=run.get("placement", "PACK")),
+        run_config=ray.train.RunConfig(
+            name=trial_id, storage_path=run["train_storage"], callbacks=[TuneReportCallback()],
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=run.get("checkpoints_to_keep", 2)),
+            failure_config=ray.train.FailureConfig(max_failures=run.get("max_failures", 2))),
+    )
+    result = trainer.fit()
+    if result.metrics and result.metrics.get("nonfinite_loss"):
+        raise NonFiniteLossError(f"trial {trial_id}: training loss became NaN/inf; the trial is failed")
+
+
+def worker_threads(cpus_per_worker: float) -> int:
+    """Torch threads per worker: its CPU share (Ray sets OMP_NUM_THREADS=1 in workers otherwise)."""
+    return max(1, round(cpus_per_worker))
+

@@ -1,0 +1,273 @@
+"""The search: per task, Ray Tune + Optuna (TPE, seeded) + ASHA over a search space, one Ray Train run per trial.
+
+Names are deterministic (``<name>-<task>`` experiments under ``--storage``, trials named by id), so a search
+can be restored. Every finished trial becomes a leaderboard row; trials ASHA stopped are told to Optuna as
+pruned and their checkpoints are deleted. A teacher that needs task fine-tuning (KD, Theseus) is fine-tuned
+once per task before the trials, as a Ray task, and stored under the experiment.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from opdf_ray.config import RunSpec
+from opdf_ray.leaderboard import make_row, write_row
+from opdf_ray.search_space import SearchSpace, spec_values
+from opdf_ray.train import trial_driver, worker_threads
+
+log = logging.getLogger(__name__)
+METRIC, MODE = "best_score", "max"
+DRIVER_CPU = 0.01                      # a trial driver only waits on its Ray Train workers
+DRIVER_RESOURCE = "opdf_driver"        # a custom resource on the head node of cluster/gpu.yaml: drivers stay there
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How a search runs (everything but the hyperparameters); validated on the driver before Ray starts."""
+
+    name: str
+    storage: str
+    leaderboard: str
+    num_samples: int = 8
+    max_concurrent: int = 1
+    workers_per_trial: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    seed: int = 0
+    max_epochs: int | None = None
+    grace_epochs: int = 1
+    reduction_factor: int = 3
+    max_failures: int = 2
+    checkpoints_to_keep: int = 2
+    optuna_storage: str | None = None
+    placement: str = "PACK"
+
+    def __post_init__(self):
+        def bad(field, allowed):
+            raise ValueError(f"{field}={getattr(self, field)!r} is invalid; allowed: {allowed}")
+
+        for name in ("num_samples", "max_concurrent", "workers_per_trial", "grace_epochs", "checkpoints_to_keep"):
+            if not getattr(self, name) >= 1:
+                bad(name, "an int ≥ 1")
+        if not self.reduction_factor >= 2:
+            bad("reduction_factor", "an int ≥ 2")
+        if self.max_epochs is not None and self.max_epochs < 1:
+            bad("max_epochs", "None or an int ≥ 1")
+        if not self.cpus_per_worker > 0:
+            bad("cpus_per_worker", "a number > 0")
+        if not self.gpus_per_worker >= 0:
+            bad("gpus_per_worker", "a number ≥ 0")
+        if self.max_failures < 0:
+            bad("max_failures", "an int ≥ 0")
+        if self.placement not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
+            bad("placement", "PACK, SPREAD, STRICT_PACK or STRICT_SPREAD")
+        if not self.name or "/" in self.name:
+            bad("name", "a non-empty name without '/'")
+
+
+def join(root: str, *parts: str) -> str:
+    """Join a local path or a URI (``s3://…``) with ``/``."""
+    if "://" in root:
+        return "/".join([root.rstrip("/"), *parts])
+    return str(Path(root).expanduser().resolve().joinpath(*parts))
+
+
+def experiment_name(settings: SearchSettings, task: str) -> str:
+    return f"{settings.name}-{task}"
+
+
+def trial_spec(base: RunSpec, space: SearchSpace, drawn: dict, settings: SearchSettings) -> RunSpec:
+    """The RunSpec of one trial: command-line base ← space ``fixed`` ← per-task epochs ← drawn values."""
+    epochs = space.epochs_for(base.task)
+    if settings.max_epochs:
+        epochs = min(epochs, settings.max_epochs)
+    values = base.to_dict() | space.fixed | {"epochs": epochs} | spec_values(drawn)
+    values |= {"threads": worker_threads(settings.cpus_per_worker), "progress": False, "save_model": False}
+    return RunSpec.from_dict(values)
+
+
+class TrialSampler:
+    """Optuna define-by-run function: draws the space, returns the full trial config (picklable, for restore)."""
+
+    def __init__(self, base: RunSpec, space: SearchSpace, settings: SearchSettings, run: dict,
+                 finetuned_teacher: str | None):
+        self.base, self.space, self.settings = base, space, settings
+        self.run, self.finetuned_teacher = run, finetuned_teacher
+
+    def __call__(self, trial) -> dict:
+        spec = trial_spec(self.base, self.space, self.space.draw(trial), self.settings)
+        return {"spec": spec.to_dict(), "run": self.run, "finetuned_teacher": self.finetuned_teacher}
+
+
+def _optuna_search(sampler_fn: TrialSampler, settings: SearchSettings, study_name: str):
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    class PruneAwareOptunaSearch(OptunaSearch):
+        """Trials the scheduler stopped early end without ``finished``: Optuna records them as pruned (Ray's
+        OptunaSearch would tell them as complete, and TPE would treat a half-trained score as final)."""
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            if result and not error and not result.get("finished") and trial_id not in self._completed_trials:
+                self._ot_study.tell(self._ot_trials[trial_id], None, state=optuna.trial.TrialState.PRUNED)
+                self._completed_trials.add(trial_id)
+                return
+            super().on_trial_complete(trial_id, result, error)
+
+    storage = optuna.storages.RDBStorage(settings.optuna_storage) if settings.optuna_storage else None
+    search = PruneAwareOptunaSearch(space=sampler_fn, sampler=optuna.samplers.TPESampler(seed=settings.seed),
+                                    study_name=study_name, storage=storage, metric=METRIC, mode=MODE)
+    return ConcurrencyLimiter(search, max_concurrent=settings.max_concurrent)
+
+
+def _callbacks(run_id: str, settings: SearchSettings, train_storage: str):
+    from ray.tune import Callback
+
+    class RecordTrials(Callback):
+        """On the driver: every finished trial → one leaderboard row; pruned trials' checkpoints deleted."""
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            result = trial.last_result or {}
+            status = "completed" if result.get("finished") else "pruned"
+            self._record(trial, status, result, None)
+            if status == "pruned":
+                _delete(join(train_storage, trial.trial_id))
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._record(trial, "failed", trial.last_result, _error_text(trial))
+
+        def _record(self, trial, status, result, error):
+            try:
+                path = write_row(settings.leaderboard, make_row(run_id, trial.trial_id, status, trial.config["spec"],
+                                                                result, error))
+                log.info("leaderboard: %s %s → %s", trial.trial_id, status, path)
+            except Exception:                 # noqa: BLE001 — a row we cannot write must not kill the search
+                log.exception("leaderboard: could not record trial %s", trial.trial_id)
+
+    return [RecordTrials()]
+
+
+def _error_text(trial) -> str | None:
+    path = getattr(trial, "error_file", None)
+    try:
+        return Path(path).read_text()[-2000:] if path else None
+    except OSError:
+        return None
+
+
+def _delete(uri: str) -> None:
+    import pyarrow.fs as pafs
+
+    fs, path = (pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri))
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)
+
+
+def driver_resources(settings: SearchSettings) -> dict:
+    """The trial driver only waits on its workers: a sliver of CPU, and the head-node resource when the cluster
+    defines it (``cluster/gpu.yaml``), so drivers never take a GPU node's slot."""
+    import ray
+
+    resources = {"cpu": DRIVER_CPU}
+    if ray.cluster_resources().get(DRIVER_RESOURCE):
+        resources[DRIVER_RESOURCE] = 0.001
+    return resources
+
+
+def prepare_teacher(base: RunSpec, space: SearchSpace, settings: SearchSettings, exp_dir: str) -> str | None:
+    """Fine-tune the task teacher once (KD/Theseus need it) as a Ray task with one worker's resources; it is
+    stored in the experiment folder (reused on resume) and every trial loads it."""
+    import ray
+
+    from opdf_ray.methods import get_method
+
+    if not any(get_method(m).needs_finetuned_teacher for m in space.methods()):
+        return None
+    spec = trial_spec(base, space, {}, settings)
+    target = join(exp_dir, "teacher")
+    resources = {"num_cpus": settings.cpus_per_worker, "num_gpus": settings.gpus_per_worker}
+    return ray.get(ray.remote(**resources)(_finetune_teacher_task).remote(spec.to_dict(), target))
+
+
+def _finetune_teacher_task(spec_dict: dict, target: str) -> str:
+    import json
+    import shutil
+    import tempfile
+
+    from opdf_ray.engine import finetune_teacher, prepare_data, resolve_device
+    from opdf_ray.data import default_cache_dir
+    from opdf_ray.models import load_tokenizer, teacher_source
+
+    if "://" in target:
+        raise ValueError("cloud storage URIs are not supported for the fine-tuned teacher yet; use a shared "
+                         "filesystem path for --storage")
+    if (Path(target) / "teacher.json").is_file():
+        return target
+    spec = RunSpec.from_dict(spec_dict)
+    cache_dir = Path(spec.cache_dir or default_cache_dir())
+    source = teacher_source(spec.preset, spec.teacher, cache_dir)
+    data = prepare_data(spec, load_tokenizer(source), cache_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        path, info = finetune_teacher(spec, source, data, resolve_device(spec.device), Path(tmp))
+        staging = Path(target).with_name(".teacher.staging")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(path, staging)
+        load_tokenizer(source).save_pretrained(staging)
+        (staging / "teacher.json").write_text(json.dumps(info, indent=2))
+        staging.rename(target)
+    return target
+
+
+def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resume: bool = False):
+    """Run (or resume) the search for ``base.task``; returns Ray's ``ResultGrid``."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    name = experiment_name(settings, base.task)
+    exp_dir = join(settings.storage, name)
+    train_storage = join(exp_dir, "train")
+    started = time.time()
+    teacher = prepare_teacher(base, space, settings, exp_dir)
+    log.info("teacher ready in %.0f s: %s", time.time() - started, teacher)
+    run = {"workers": settings.workers_per_trial, "cpus_per_worker": settings.cpus_per_worker,
+           "gpus_per_worker": settings.gpus_per_worker, "train_storage": train_storage,
+           "max_failures": settings.max_failures, "checkpoints_to_keep": settings.checkpoints_to_keep,
+           "placement": settings.placement}
+    trainable = tune.with_resources(trial_driver, driver_resources(settings))
+    max_epochs = space.epochs_for(base.task) if not settings.max_epochs else min(settings.max_epochs,
+                                                                                 space.epochs_for(base.task))
+    # max_t one past the last evaluation: ASHA stops trials only at its rungs, a full trial ends on its own
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_epochs + 1,
+                              grace_period=min(settings.grace_epochs, max_epochs),
+                              reduction_factor=settings.reduction_factor, metric=METRIC, mode=MODE)
+    search = _optuna_search(TrialSampler(base, space, settings, run, teacher), settings, name)
+    run_config = tune.RunConfig(name=name, storage_path=settings.storage if "://" in settings.storage
+                                else str(Path(settings.storage).expanduser().resolve()),
+                                callbacks=_callbacks(name, settings, train_storage),
+                                failure_config=tune.FailureConfig(max_failures=0))
+    tune_config = tune.TuneConfig(search_alg=search, scheduler=scheduler,
+                                  num_samples=settings.num_samples, max_concurrent_trials=settings.max_concurrent,
+                                  trial_dirname_creator=lambda trial: trial.trial_id)
+    if resume and tune.Tuner.can_restore(exp_dir):
+        log.info("restoring %s", exp_dir)
+        tuner = tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True)
+    else:
+        if resume:
+            log.info("nothing to resume at %s: starting a new search", exp_dir)
+        tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+    return tuner.fit()
+
+
+def default_parallelism(total_cpus: float, total_gpus: float, workers: int, gpus_per_worker: float
+                        ) -> tuple[float, int]:
+    """(cpus per worker, concurrent trials) that fit the cluster: GPUs bound concurrency when used; on CPUs one
+    trial at a time gets every core (minus its driver's sliver) — on a laptop, trials in parallel only thrash."""
+    if gpus_per_worker > 0:
+        concurrent = max(1, int(total_gpus // (workers * gpus_per_worker)))
+        return max(1.0, math.floor((total_cpus - DRIVER_CPU * concurrent) / (concurrent * workers))), concurrent
+    return round(max((total_cpus - DRIVER_CPU) / workers, 0.25), 2), 1
