@@ -75,7 +75,7 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     for task in tasks:
         values = {"task": task, "preset": args.preset, "teacher": args.teacher, "data_dir": args.data_dir,
                   "cache_dir": args.cache_dir, "seed": args.seed, "max_train_samples": args.max_train_samples}
-        if args.max_length:
+        if args.max_length is not None:
             values["max_length"] = args.max_length
         bases[task] = RunSpec.from_dict(values)
         load_glue(task, args.data_dir, max_train_samples=args.max_train_samples)   # missing data fails here

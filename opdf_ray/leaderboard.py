@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import platform
 import uuid
 import warnings
@@ -71,6 +72,8 @@ SCHEMA = pa.schema([
     pa.field("train_seconds", pa.float64()),
     pa.field("examples_per_second", pa.float64()),
     pa.field("workers", pa.int64()),
+    pa.field("nodes", pa.int64()),
+    pa.field("restored_at_step", pa.int64()),
     pa.field("bytes_all_reduced", pa.int64()),
     pa.field("curve", pa.string()),                            # JSON [[epoch, selection score], …]
     pa.field("opdf_ray_version", pa.string()),
@@ -114,7 +117,8 @@ def make_row(run_id: str, trial_id: str, status: str, spec: dict, result: dict |
         "trainable_params": result.get("trainable_params"), "inference_params": result.get("inference_params"),
         "wall_seconds": wall_seconds if wall_seconds is not None else result.get("time_total_s"),
         "train_seconds": result.get("train_seconds"), "examples_per_second": result.get("examples_per_second"),
-        "workers": result.get("workers"), "bytes_all_reduced": result.get("bytes_all_reduced"),
+        "workers": result.get("workers"), "nodes": result.get("nodes"),
+        "restored_at_step": result.get("restored_at_step"), "bytes_all_reduced": result.get("bytes_all_reduced"),
         "curve": result.get("curve"), "hardware": result.get("hardware"),
         "opdf_ray_version": __version__, "ray_version": ray.__version__, "torch_version": torch.__version__,
         "python_version": platform.python_version(), "finished_at": pd.Timestamp.now(tz="UTC").floor("s"),
@@ -124,6 +128,9 @@ def make_row(run_id: str, trial_id: str, status: str, spec: dict, result: dict |
         row[f"dev_{m}"] = result.get(f"dev/{dev_split}/{m}")
     if status == "pruned" and row["selection_score"] is None:
         row["selection_score"] = result.get("score")
+    for key, value in row.items():                 # a NaN trial reports -inf: store "no score", not a number
+        if isinstance(value, float) and not math.isfinite(value):
+            row[key] = None
     return row
 
 

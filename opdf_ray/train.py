@@ -15,13 +15,16 @@ import logging
 import tempfile
 from pathlib import Path
 
-from opdf_ray.checkpoint import save_checkpoint
+from opdf_ray.checkpoint import META, save_checkpoint
 from opdf_ray.config import RunSpec
 from opdf_ray.engine import NonFiniteLossError, finalize, prepare, save_student, total_steps, train
 from opdf_ray.parallel import Parallel, TorchDistributed
 
 log = logging.getLogger(__name__)
 NONFINITE_MARKER = "nonfinite.json"
+# what a NaN trial reports (the scheduler needs its metric; -inf ranks it last) before the driver fails it
+NONFINITE_METRICS = {"nonfinite_loss": 1.0, "best_score": float("-inf"), "score": float("-inf")}
+FAIL_ONCE_ENV = "OPDF_RAY_FAIL_ONCE"   # "<step>:<marker file>": fault drill, a worker dies once at that evaluation
 
 
 def flat_metrics(results: dict) -> dict[str, float]:
@@ -46,26 +49,44 @@ def train_loop_per_worker(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_dir:
         if resume_dir and (Path(resume_dir) / NONFINITE_MARKER).is_file():
-            _report({"nonfinite_loss": 1.0}, parallel, marker=json.loads((Path(resume_dir) / NONFINITE_MARKER)
-                                                                          .read_text()))
+            _report(NONFINITE_METRICS, parallel, marker=json.loads((Path(resume_dir) / NONFINITE_MARKER).read_text()))
             return                                       # a NaN is deterministic: do not train it again
         job = prepare(spec, parallel, config.get("finetuned_teacher"))
         last_step = total_steps(spec, job.data, parallel)
         placement = _placement(job, parallel)
 
-        def on_evaluate(progress, metrics):
-            if progress.step < last_step:                # the final report below carries dev and the model
-                _report(_progress_metrics(progress, metrics, job) | placement, parallel, job=job, progress=progress)
+        restored = {"restored_at_step": 0}
 
+        def on_evaluate(progress, metrics):
+            _maybe_fail_once(progress.step)
+            if progress.step < last_step:                # the final report below carries dev and the model
+                _report(_progress_metrics(progress, metrics, job) | placement | restored, parallel, job=job, progress=progress)
+
+        if resume_dir:
+            restored["restored_at_step"] = json.loads((Path(resume_dir) / META).read_text())["progress"]["step"]
         try:
             progress = train(job, resume_from=resume_dir, on_evaluate=on_evaluate)
         except NonFiniteLossError as e:
             log.error("%s", e)
-            _report({"nonfinite_loss": 1.0}, parallel, marker={"error": str(e)})
+            _report(NONFINITE_METRICS, parallel, marker={"error": str(e)})
             return
     results, exported = finalize(job, progress)
-    metrics = _progress_metrics(progress, {}, job) | flat_metrics(results) | placement | {"finished": 1.0}
+    metrics = _progress_metrics(progress, {}, job) | flat_metrics(results) | placement | restored | {"finished": 1.0}
     _report(metrics, parallel, job=job, progress=progress, results=results, exported=exported)
+
+
+def _maybe_fail_once(step: int) -> None:
+    """Fault drill (tests, chaos runs): with ``OPDF_RAY_FAIL_ONCE=<step>:<marker>`` in the environment, the
+    worker raises at its first evaluation at or after ``step`` unless ``marker`` exists, creating it first."""
+    import os
+
+    value = os.environ.get(FAIL_ONCE_ENV)
+    if not value:
+        return
+    at, marker = value.split(":", 1)
+    if step >= int(at) and not Path(marker).exists():
+        Path(marker).write_text(str(step))
+        raise RuntimeError(f"{FAIL_ONCE_ENV}: injected worker failure at step {step}")
 
 
 def _placement(job, parallel: Parallel) -> dict:

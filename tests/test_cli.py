@@ -1,0 +1,34 @@
+"""tune_main.py rejects bad flags, spaces and data before Ray starts, with a message saying what to fix."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--task", "rtee"], "unknown task(s) ['rtee']"),
+    (["--task", "rte", "--methods", "kd,distil"], "--methods ['distil'] not in the space's methods"),
+    (["--task", "rte", "--num-samples", "0"], "--num-samples must be ≥ 1"),
+    (["--task", "qnli"], "GLUE qnli/train not found"),
+    (["--task", "rte", "--space", "missing.yaml"], "search space missing.yaml not found"),
+    (["--task", "rte", "--max-length", "0"], "max_length=0 is invalid"),
+])
+def test_bad_input_fails_before_ray_starts(args, message, tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "tune_main.py"), *args, "--storage", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert "Ray" not in done.stderr and not list(tmp_path.iterdir())     # nothing started, nothing written
+
+
+def test_bad_yaml_space_fails_before_ray_starts(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  lr: {type: loguniform, low: 0.1, high: 0.01}\n")
+    done = subprocess.run([sys.executable, str(REPO / "tune_main.py"), "--task", "rte", "--space", str(space),
+                           "--storage", str(tmp_path / "s")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "low=0.1 must be smaller than high=0.01" in done.stderr
+    assert not (tmp_path / "s").exists()

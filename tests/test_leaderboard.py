@@ -1,0 +1,84 @@
+"""Leaderboard: explicit schema, atomic one-file-per-trial rows, idempotent rewrites, tolerant reads."""
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from opdf_ray.config import RunSpec
+from opdf_ray.leaderboard import (SCHEMA, SCHEMA_VERSION, best_rows, config_id, make_row, read_leaderboard,
+                                  seed_summary, write_row)
+
+
+def row(trial, status="completed", task="mrpc", method="kd", cores=0, seed=42, lr=1e-5, score=80.0, dev=82.0):
+    spec = RunSpec(task=task, method=method, opdf_cores=cores, seed=seed, lr=lr).to_dict()
+    result = {"best_score": score, "dev/validation/f1": dev, "dev/validation/accuracy": dev - 5,
+              "selection/f1": score, "training_iteration": 3, "step": 30, "trainable_params": 10, "finished": 1.0}
+    if status != "completed":
+        result = {"score": score, "training_iteration": 1}
+    return make_row("run1", trial, status, spec, result, error="boom" if status == "failed" else None)
+
+
+def test_rows_have_the_explicit_schema_and_pandas_reads_the_partitioned_directory(tmp_path):
+    path = write_row(str(tmp_path), row("t1"))
+    assert path.endswith("task=mrpc/run1--t1.parquet")
+    write_row(str(tmp_path), row("t2", status="pruned"))
+    write_row(str(tmp_path), row("t3", status="failed", task="rte"))
+    table = pq.read_table(path)
+    assert table.schema.metadata[b"schema_version"] == str(SCHEMA_VERSION).encode()
+    assert table.schema.names == [n for n in SCHEMA.names if n != "task"]
+    df = pd.read_parquet(tmp_path)
+    assert len(df) == 3 and set(df["task"].astype(str)) == {"mrpc", "rte"}
+    ours = read_leaderboard(str(tmp_path)).set_index("trial_id")
+    assert ours.loc["t1", "dev_f1"] == 82.0 and ours.loc["t1", "dev_accuracy"] == 77.0
+    assert ours.loc["t1", "dev_score"] == 82.0 and ours.loc["t1", "selection_metric"] == "f1"
+    assert ours.loc["t2", "status"] == "pruned" and ours.loc["t2", "selection_score"] == 80.0
+    assert pd.isna(ours.loc["t2", "dev_score"])
+    assert ours.loc["t3", "error"] == "boom" and ours.loc["t3", "lr"] == 1e-5
+    assert ours.loc["t1", "ray_version"] and ours.loc["t1", "torch_version"]
+
+
+def test_rewriting_a_trial_replaces_its_row(tmp_path):
+    write_row(str(tmp_path), row("t1", status="failed"))
+    write_row(str(tmp_path), row("t1", status="completed"))      # the errored trial resumed and finished
+    df = read_leaderboard(str(tmp_path))
+    assert list(df["status"]) == ["completed"]
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]   # no temporary files left
+
+
+def test_foreign_and_corrupt_files_are_skipped_with_a_warning(tmp_path):
+    write_row(str(tmp_path), row("t1"))
+    (tmp_path / "task=mrpc" / "broken.parquet").write_bytes(b"PAR1 not really")
+    pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "task=mrpc" / "foreign.parquet")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.warns(UserWarning) as caught:
+        df = read_leaderboard(str(tmp_path))
+    assert list(df["trial_id"]) == ["t1"]
+    skipped = " ".join(str(w.message) for w in caught)
+    assert "broken.parquet" in skipped and "foreign.parquet" in skipped and "notes.txt" in skipped
+
+
+def test_missing_leaderboard_is_a_clear_error_and_empty_one_is_empty(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no leaderboard at"):
+        read_leaderboard(str(tmp_path / "none"))
+    assert read_leaderboard(str(tmp_path)).empty
+
+
+def test_best_rows_and_seed_summary(tmp_path):
+    rows = [row("a1", seed=1, score=80, dev=81), row("a2", seed=2, score=82, dev=83),      # config A: 2 seeds
+            row("b1", seed=1, lr=3e-5, score=85, dev=79),                                  # config B: 1 seed
+            row("c1", cores=5, score=70, dev=90), row("p1", status="pruned", score=99)]
+    for r in rows:
+        write_row(str(tmp_path), r)
+    df = read_leaderboard(str(tmp_path))
+    best = best_rows(df)
+    assert list(zip(best["opdf_cores"], best["trial_id"])) == [(0, "b1"), (5, "c1")]   # pruned rows never win
+    assert list(best_rows(df, by="dev_score")["trial_id"]) == ["a2", "c1"]
+    summary = seed_summary(df).set_index("config_id")
+    a = summary.loc[config_id(RunSpec(task="mrpc", method="kd", lr=1e-5).to_dict())]
+    assert a["seeds"] == 2 and a["mean"] == 82.0 and a["std"] == pytest.approx(2 ** 0.5)
+    assert config_id(RunSpec(seed=1).to_dict()) == config_id(RunSpec(seed=2).to_dict())
+
+
+def test_unknown_status_is_rejected():
+    with pytest.raises(ValueError, match="status='done'; allowed: completed, pruned, failed"):
+        make_row("r", "t", "done", RunSpec().to_dict(), {})

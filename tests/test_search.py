@@ -1,0 +1,100 @@
+"""The search on a real local Ray: Train workers, Optuna + ASHA, leaderboard rows, failures, resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from ray_helpers import settings, tiny_base, tiny_space  # noqa: I001 — sets Ray's env first
+
+import ray  # noqa: E402
+
+from opdf_ray.leaderboard import SCHEMA, read_leaderboard  # noqa: E402
+from opdf_ray.train import FAIL_ONCE_ENV  # noqa: E402
+from opdf_ray.tune import run_search  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    marker = tmp_path_factory.mktemp("fault") / "failed-once"
+    marker.write_text("armed later")               # exists: no injected failure until a test removes it
+    os.environ[FAIL_ONCE_ENV] = f"5:{marker}"      # workers inherit the environment of the Ray they join
+    ray.init(num_cpus=4)
+    yield marker
+    ray.shutdown()
+    os.environ.pop(FAIL_ONCE_ENV, None)
+
+
+def test_search_with_two_workers_per_trial_fills_the_leaderboard(local_ray, tmp_path):
+    conf = settings(tmp_path, workers_per_trial=2, optuna_storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    grid = run_search(tiny_base(tmp_path), tiny_space(), conf)
+    assert len(grid) == 3 and grid.num_errors == 0
+    board = read_leaderboard(conf.leaderboard)
+    assert len(board) == 3 and board["trial_id"].is_unique
+    assert set(board.columns) == set(SCHEMA.names)
+    assert set(board["status"]) <= {"completed", "pruned"} and "completed" in set(board["status"])
+    done = board[board["status"] == "completed"]
+    assert (done["workers"] == 2).all() and (done["bytes_all_reduced"] > 0).all()
+    assert done["dev_accuracy"].between(0, 100).all() and (done["iterations"] == 2).all()
+    assert (done["inference_params"] < done["trainable_params"]).eq(done["opdf"]).all()
+    study = optuna.load_study(study_name="t-rte", storage=conf.optuna_storage)
+    states = sorted(t.state.name for t in study.trials)
+    expected = sorted({"completed": "COMPLETE", "pruned": "PRUNED"}[s] for s in board["status"])
+    assert states == expected                      # ASHA-stopped trials are pruned in Optuna, not complete
+    kept = {p.name for p in (Path(conf.storage) / "t-rte" / "train").iterdir()}
+    assert kept == set(done["trial_id"])           # checkpoints of pruned trials are deleted
+    teacher = Path(conf.storage) / "t-rte" / "teacher" / "teacher.json"
+    assert teacher.is_file()                       # fine-tuned once for the search, before the trials
+
+
+def test_a_nan_trial_is_failed_and_the_others_finish(local_ray, tmp_path):
+    space = tiny_space(lr={"type": "categorical", "choices": [1e-4, 1e30]},
+                       method={"type": "categorical", "choices": ["kd"]})
+    grid = run_search(tiny_base(tmp_path), space, settings(tmp_path, name="nan", num_samples=4, seed=3))
+    board = read_leaderboard(str(tmp_path / "board")).set_index("trial_id")
+    assert set(board["lr"]) == {1e-4, 1e30}
+    assert (board.loc[board["lr"] == 1e30, "status"] == "failed").all()
+    assert board.loc[board["lr"] == 1e30, "error"].str.contains("NaN/inf").all()
+    assert (board.loc[board["lr"] == 1e-4, "status"] != "failed").all()
+    assert grid.num_errors == (board["lr"] == 1e30).sum()
+
+
+def test_a_worker_failure_resumes_the_trial_from_its_checkpoint(local_ray, tmp_path):
+    local_ray.unlink()                              # arm the fault drill: fail once at the eval at step ≥ 5
+    space = tiny_space(method={"type": "categorical", "choices": ["prokt"]})
+    grid = run_search(tiny_base(tmp_path), space, settings(tmp_path, name="fault", num_samples=1))
+    assert local_ray.read_text() == "8"            # it did fail, at the final evaluation (step 8)
+    row = read_leaderboard(str(tmp_path / "board")).iloc[0]
+    assert grid.num_errors == 0 and row["status"] == "completed"
+    assert row["restored_at_step"] == 4 and row["steps"] == 8     # restarted from the step-4 checkpoint
+
+
+def test_resume_after_the_driver_is_interrupted_neither_loses_nor_duplicates_rows(tmp_path):
+    board = tmp_path / "board"
+    cmd = [sys.executable, str(REPO / "tune_main.py"), "--task", "rte", "--preset", "tiny", "--num-samples", "3",
+           "--max-train-samples", "64", "--max-epochs", "2", "--methods", "kd", "--max-length", "32",
+           "--storage", str(tmp_path / "storage"), "--leaderboard", str(board), "--name", "resume",
+           "--cache-dir", str(tmp_path / "cache")]
+    env = os.environ | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop(FAIL_ONCE_ENV, None)
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(board.glob("task=rte/*.parquet")):
+        time.sleep(1)
+    first.send_signal(signal.SIGINT)              # Ctrl-C: Tune saves its state and stops
+    first.wait(timeout=120)
+    interrupted = read_leaderboard(str(board))
+    assert 1 <= len(interrupted) < 3
+    done = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    final = read_leaderboard(str(board))
+    assert len(final) == 3 and final["trial_id"].is_unique
+    assert set(interrupted["trial_id"]) <= set(final["trial_id"])
+    assert "best trial" in done.stdout and str(board) in done.stdout

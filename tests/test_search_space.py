@@ -1,0 +1,89 @@
+"""Search-space YAML: the shipped spaces validate, draws follow the conditions, bad files fail clearly."""
+
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from opdf_ray.config import RunSpec
+from opdf_ray.search_space import default_space_path, load_space, parse_space, spec_values
+
+SPACES = sorted((Path(__file__).resolve().parent.parent / "search_spaces").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
+def test_shipped_spaces_are_valid(path):
+    load_space(path)
+
+
+def draws(space, n=60, seed=0):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        out.append(space.draw(trial))
+        study.tell(trial, 0.0)
+    return out
+
+
+def test_default_space_draws_conditional_parameters_only_where_they_apply():
+    space = load_space(default_space_path())
+    drawn = draws(space)
+    assert {d["method"] for d in drawn} == {"kd", "prokt", "lgtm", "theseus"}
+    for d in drawn:
+        assert ("teacher_lr" in d) == (d["method"] in ("prokt", "lgtm"))
+        assert ("replacing_rate" in d) == (d["method"] == "theseus")
+        assert ("lgtm_eta" in d) == (d["method"] == "lgtm")
+        assert ("opdf_cores" in d) == d["opdf"]
+        assert 5e-7 <= d["lr"] <= 1e-4
+        values = spec_values(d)
+        if not d["opdf"]:
+            assert values["opdf_cores"] == 0 and values["opdf_bond_dim"] is None
+        RunSpec.from_dict(space.fixed | values)
+    weights = [d["opdf_align_weight"] for d in drawn if d["opdf"]]
+    assert 0.0 in weights and any(1 <= w <= 1000 for w in weights)      # the ablation and the range
+
+
+def test_restricting_methods_keeps_only_those():
+    space = load_space(default_space_path()).restrict_methods(["kd"])
+    assert {d["method"] for d in draws(space, 10)} == {"kd"}
+    with pytest.raises(ValueError, match=r"--methods \['distil'\] not in the space's methods"):
+        load_space(default_space_path()).restrict_methods(["distil"])
+
+
+@pytest.mark.parametrize("raw,message", [
+    ({"parms": {}}, r"unknown top-level key\(s\) \['parms'\]; allowed: fixed, epochs, params"),
+    ({"params": {"learning_rate": {"type": "uniform", "low": 0, "high": 1}}}, "params.learning_rate: unknown parameter"),
+    ({"params": {"lr": {"type": "loguniform", "low": 1e-3, "high": 1e-5}}}, "low=0.001 must be smaller than high=1e-05"),
+    ({"params": {"lr": {"type": "loguniform", "low": 0, "high": 1e-5}}}, "log-uniform range needs low > 0"),
+    ({"params": {"lr": {"type": "normal", "low": 0, "high": 1}}}, "'normal' is not one of loguniform, uniform"),
+    ({"params": {"epochs": {"type": "int", "low": 1.5, "high": 3}}}, "params.epochs.low: 1.5 is not an int"),
+    ({"params": {"lr": {"type": "uniform", "low": "a", "high": 1}}}, "params.lr.low: 'a' is not a finite number"),
+    ({"params": {"lr": {"type": "uniform", "low": 0.1, "high": 1, "when": {"method": ["kd"]}}}},
+     "'method' is not a parameter declared before lr"),
+    ({"params": {"method": {"type": "categorical", "choices": ["kd"]},
+                 "lr": {"type": "uniform", "low": 0.1, "high": 1, "when": {"method": ["lgtm"]}}}},
+     r"\['lgtm'\] are not among method's choices"),
+    ({"params": {"task": {"type": "categorical", "choices": ["rte"]}}}, "task cannot be searched"),
+    ({"fixed": {"lr": -1.0}}, r"a drawn configuration is invalid \(lr=-1.0 is invalid"),
+    ({"fixed": {"lrate": 1.0}}, r"unknown RunSpec field\(s\) \['lrate'\]"),
+    ({"epochs": {"rtee": 3}}, "epochs.rtee: unknown task"),
+    ({"params": {"opdf_cores": {"type": "categorical", "choices": [1]}}}, "opdf_cores=1 is invalid"),
+])
+def test_bad_space_is_a_clear_error(raw, message):
+    with pytest.raises(ValueError, match=message):
+        parse_space(raw, "test.yaml")
+
+
+def test_missing_or_malformed_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="shipped spaces: default.yaml"):
+        load_space(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("params: {lr: [unclosed")
+    with pytest.raises(ValueError, match="is not valid YAML"):
+        load_space(bad)
+    bad.write_text(yaml.safe_dump({"params": {"lr": {"type": "uniform", "low": 1, "high": 2, "typo": 1}}}))
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['typo'\]"):
+        load_space(bad)
