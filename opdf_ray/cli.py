@@ -59,6 +59,14 @@ def _tasks(value: str) -> list[str]:
     return tasks
 
 
+CPU_QUICK = {"max_epochs": 2, "max_length": 64}   # a search without GPUs and without budget flags
+
+
+def overrides(args) -> dict:
+    """RunSpec values set explicitly on the command line: they win over the search space."""
+    return {} if args.max_length is None else {"max_length": args.max_length}
+
+
 def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     """Everything that can be checked without Ray: tasks, space, base specs, data. Raises ``ValueError``."""
     from opdf_ray.data import load_glue
@@ -75,9 +83,7 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     for task in tasks:
         values = {"task": task, "preset": args.preset, "teacher": args.teacher, "data_dir": args.data_dir,
                   "cache_dir": args.cache_dir, "seed": args.seed, "max_train_samples": args.max_train_samples}
-        if args.max_length is not None:
-            values["max_length"] = args.max_length
-        bases[task] = RunSpec.from_dict(values)
+        bases[task] = RunSpec.from_dict(values | overrides(args))
         load_glue(task, args.data_dir, max_train_samples=args.max_train_samples)   # missing data fails here
     return tasks, bases, space
 
@@ -101,12 +107,19 @@ def main(argv: list[str] | None = None) -> int:
     total = ray.cluster_resources()
     gpus = args.gpus_per_worker if args.gpus_per_worker is not None else (1.0 if total.get("GPU") else 0.0)
     cpus, concurrent = default_parallelism(total.get("CPU", 1), total.get("GPU", 0), args.workers_per_trial, gpus)
+    quick = not gpus and args.max_epochs is None and args.max_length is None
+    max_epochs = CPU_QUICK["max_epochs"] if quick else args.max_epochs
+    run_overrides = overrides(args) | ({"max_length": CPU_QUICK["max_length"]} if quick else {})
+    if quick:
+        log.warning("no GPU in the Ray cluster: capping epochs at %d and max_length at %d so the search finishes "
+                    "in minutes (set --max-epochs/--max-length to choose; the leaderboard records both)",
+                    CPU_QUICK["max_epochs"], CPU_QUICK["max_length"])
     try:
         settings = SearchSettings(
             name=args.name, storage=args.storage, leaderboard=args.leaderboard or join(args.storage, "leaderboard"),
             num_samples=args.num_samples, max_concurrent=args.max_concurrent or concurrent,
             workers_per_trial=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker or cpus,
-            gpus_per_worker=gpus, seed=args.seed, max_epochs=args.max_epochs, grace_epochs=args.grace_epochs,
+            gpus_per_worker=gpus, seed=args.seed, max_epochs=max_epochs, grace_epochs=args.grace_epochs,
             max_failures=args.max_failures, optuna_storage=args.optuna_storage)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -115,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
              "Ray up after %.1f s", tasks, settings.num_samples, settings.max_concurrent,
              settings.workers_per_trial, settings.cpus_per_worker, settings.gpus_per_worker, time.time() - started)
     for task in tasks:
-        grid = run_search(bases[task], space, settings, resume=args.resume)
+        grid = run_search(bases[task], space, settings, resume=args.resume, overrides=run_overrides)
         print(f"{task}: {len(grid)} trials, {grid.num_errors} failed; experiment in "
               f"{join(settings.storage, experiment_name(settings, task))}")
         try:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import tempfile
+import time
 from pathlib import Path
 
 from opdf_ray.checkpoint import META, save_checkpoint
@@ -62,6 +63,7 @@ def train_loop_per_worker(config: dict) -> None:
             if progress.step < last_step:                # the final report below carries dev and the model
                 _report(_progress_metrics(progress, metrics, job) | placement | restored, parallel, job=job, progress=progress)
 
+        restored["training_started_at"] = time.time()      # data and models ready: the first step follows
         if resume_dir:
             restored["restored_at_step"] = json.loads((Path(resume_dir) / META).read_text())["progress"]["step"]
         try:

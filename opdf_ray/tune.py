@@ -45,6 +45,8 @@ class SearchSettings:
     checkpoints_to_keep: int = 2
     optuna_storage: str | None = None
     placement: str = "PACK"
+    sampler: str = "tpe"           # "grid": every combination of an all-categorical space (a baseline)
+    early_stopping: bool = True    # ASHA; off for a grid baseline
 
     def __post_init__(self):
         def bad(field, allowed):
@@ -65,6 +67,8 @@ class SearchSettings:
             bad("max_failures", "an int ≥ 0")
         if self.placement not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
             bad("placement", "PACK, SPREAD, STRICT_PACK or STRICT_SPREAD")
+        if self.sampler not in ("tpe", "grid"):
+            bad("sampler", "tpe or grid")
         if not self.name or "/" in self.name:
             bad("name", "a non-empty name without '/'")
 
@@ -80,12 +84,14 @@ def experiment_name(settings: SearchSettings, task: str) -> str:
     return f"{settings.name}-{task}"
 
 
-def trial_spec(base: RunSpec, space: SearchSpace, drawn: dict, settings: SearchSettings) -> RunSpec:
-    """The RunSpec of one trial: command-line base ← space ``fixed`` ← per-task epochs ← drawn values."""
+def trial_spec(base: RunSpec, space: SearchSpace, drawn: dict, settings: SearchSettings,
+               overrides: dict | None = None) -> RunSpec:
+    """The RunSpec of one trial: base ← space ``fixed`` ← per-task epochs ← drawn values ← ``overrides``
+    (explicit command-line settings such as ``--max-length``)."""
     epochs = space.epochs_for(base.task)
     if settings.max_epochs:
         epochs = min(epochs, settings.max_epochs)
-    values = base.to_dict() | space.fixed | {"epochs": epochs} | spec_values(drawn)
+    values = base.to_dict() | space.fixed | {"epochs": epochs} | spec_values(drawn) | (overrides or {})
     values |= {"threads": worker_threads(settings.cpus_per_worker), "progress": False, "save_model": False}
     return RunSpec.from_dict(values)
 
@@ -94,12 +100,12 @@ class TrialSampler:
     """Optuna define-by-run function: draws the space, returns the full trial config (picklable, for restore)."""
 
     def __init__(self, base: RunSpec, space: SearchSpace, settings: SearchSettings, run: dict,
-                 finetuned_teacher: str | None):
+                 finetuned_teacher: str | None, overrides: dict | None = None):
         self.base, self.space, self.settings = base, space, settings
-        self.run, self.finetuned_teacher = run, finetuned_teacher
+        self.run, self.finetuned_teacher, self.overrides = run, finetuned_teacher, overrides
 
     def __call__(self, trial) -> dict:
-        spec = trial_spec(self.base, self.space, self.space.draw(trial), self.settings)
+        spec = trial_spec(self.base, self.space, self.space.draw(trial), self.settings, self.overrides)
         return {"spec": spec.to_dict(), "run": self.run, "finetuned_teacher": self.finetuned_teacher}
 
 
@@ -120,9 +126,21 @@ def _optuna_search(sampler_fn: TrialSampler, settings: SearchSettings, study_nam
             super().on_trial_complete(trial_id, result, error)
 
     storage = optuna.storages.RDBStorage(settings.optuna_storage) if settings.optuna_storage else None
-    search = PruneAwareOptunaSearch(space=sampler_fn, sampler=optuna.samplers.TPESampler(seed=settings.seed),
+    if settings.sampler == "grid":
+        sampler = optuna.samplers.GridSampler(grid_of(sampler_fn.space), seed=settings.seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=settings.seed)
+    search = PruneAwareOptunaSearch(space=sampler_fn, sampler=sampler,
                                     study_name=study_name, storage=storage, metric=METRIC, mode=MODE)
     return ConcurrencyLimiter(search, max_concurrent=settings.max_concurrent)
+
+
+def grid_of(space: SearchSpace) -> dict[str, list]:
+    """The grid of an all-categorical, unconditional space (``--sampler grid``)."""
+    bad = [p.name for p in space.params if p.type != "categorical" or p.when or p.include_zero]
+    if bad:
+        raise ValueError(f"a grid search needs categorical, unconditional parameters; not so: {bad}")
+    return {p.name: list(p.choices) for p in space.params}
 
 
 def _callbacks(run_id: str, settings: SearchSettings, train_storage: str):
@@ -179,7 +197,8 @@ def driver_resources(settings: SearchSettings) -> dict:
     return resources
 
 
-def prepare_teacher(base: RunSpec, space: SearchSpace, settings: SearchSettings, exp_dir: str) -> str | None:
+def prepare_teacher(base: RunSpec, space: SearchSpace, settings: SearchSettings, exp_dir: str,
+                    overrides: dict | None = None) -> str | None:
     """Fine-tune the task teacher once (KD/Theseus need it) as a Ray task with one worker's resources; it is
     stored in the experiment folder (reused on resume) and every trial loads it."""
     import ray
@@ -188,7 +207,7 @@ def prepare_teacher(base: RunSpec, space: SearchSpace, settings: SearchSettings,
 
     if not any(get_method(m).needs_finetuned_teacher for m in space.methods()):
         return None
-    spec = trial_spec(base, space, {}, settings)
+    spec = trial_spec(base, space, {}, settings, overrides)
     target = join(exp_dir, "teacher")
     resources = {"num_cpus": settings.cpus_per_worker, "num_gpus": settings.gpus_per_worker}
     return ray.get(ray.remote(**resources)(_finetune_teacher_task).remote(spec.to_dict(), target))
@@ -223,8 +242,10 @@ def _finetune_teacher_task(spec_dict: dict, target: str) -> str:
     return target
 
 
-def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resume: bool = False):
-    """Run (or resume) the search for ``base.task``; returns Ray's ``ResultGrid``."""
+def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resume: bool = False,
+               overrides: dict | None = None):
+    """Run (or resume) the search for ``base.task``; returns Ray's ``ResultGrid``. ``overrides``: RunSpec
+    values that win over the space (explicit command-line settings)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -232,7 +253,7 @@ def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resu
     exp_dir = join(settings.storage, name)
     train_storage = join(exp_dir, "train")
     started = time.time()
-    teacher = prepare_teacher(base, space, settings, exp_dir)
+    teacher = prepare_teacher(base, space, settings, exp_dir, overrides)
     log.info("teacher ready in %.0f s: %s", time.time() - started, teacher)
     run = {"workers": settings.workers_per_trial, "cpus_per_worker": settings.cpus_per_worker,
            "gpus_per_worker": settings.gpus_per_worker, "train_storage": train_storage,
@@ -244,8 +265,9 @@ def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resu
     # max_t one past the last evaluation: ASHA stops trials only at its rungs, a full trial ends on its own
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_epochs + 1,
                               grace_period=min(settings.grace_epochs, max_epochs),
-                              reduction_factor=settings.reduction_factor, metric=METRIC, mode=MODE)
-    search = _optuna_search(TrialSampler(base, space, settings, run, teacher), settings, name)
+                              reduction_factor=settings.reduction_factor, metric=METRIC, mode=MODE
+                              ) if settings.early_stopping else None
+    search = _optuna_search(TrialSampler(base, space, settings, run, teacher, overrides), settings, name)
     run_config = tune.RunConfig(name=name, storage_path=settings.storage if "://" in settings.storage
                                 else str(Path(settings.storage).expanduser().resolve()),
                                 callbacks=_callbacks(name, settings, train_storage),

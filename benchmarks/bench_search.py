@@ -1,0 +1,146 @@
+"""Search benchmarks (issue 4), all on the minilm preset and real RTE data, printed as ratios in one run.
+
+  efficiency  grid over student lr × teacher lr × cores (ProKT) vs Optuna TPE + ASHA on ranges around it:
+              trial-epochs each needs to reach within 0.5 point of the grid's best selection score
+  overhead    time from the search's start to the first training step, and a trial's wall time against the
+              single-run command (python -m opdf_ray.run) on the same configuration
+  allreduce   bytes all-reduced per step by 2 data-parallel workers, KD with and without OPDF (5 cores)
+
+    python benchmarks/bench_search.py efficiency|overhead|allreduce [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+for _var, _value in (("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"), ("RAY_USAGE_STATS_ENABLED", "0"),
+                     ("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0"), ("HF_HUB_OFFLINE", "1"),
+                     ("TRANSFORMERS_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1")):
+    os.environ.setdefault(_var, _value)
+
+from opdf_ray.config import RunSpec  # noqa: E402
+from opdf_ray.leaderboard import read_leaderboard  # noqa: E402
+from opdf_ray.search_space import parse_space  # noqa: E402
+from opdf_ray.tune import SearchSettings, run_search  # noqa: E402
+
+FIXED = {"max_length": 64, "batch_size": 32, "eval_batch_size": 128, "teacher_epochs": 2}
+BASE = dict(task="rte", preset="minilm", max_train_samples=512, seed=42)
+
+
+def settings(out: Path, name: str, **kw) -> SearchSettings:
+    import ray
+
+    cpus = ray.cluster_resources()["CPU"]
+    values = dict(name=name, storage=str(out / "storage"), leaderboard=str(out / "board"), max_concurrent=1,
+                  workers_per_trial=1, cpus_per_worker=cpus - 0.01, seed=0)
+    return SearchSettings(**(values | kw))
+
+
+def efficiency(out: Path, epochs: int = 3) -> None:
+    grid_space = parse_space({"fixed": FIXED | {"method": "prokt"}, "epochs": {"default": epochs}, "params": {
+        "lr": {"type": "categorical", "choices": [2e-5, 5e-5, 1e-4]},
+        "teacher_lr": {"type": "categorical", "choices": [1e-5, 5e-5]},
+        "opdf_cores": {"type": "categorical", "choices": [0, 5]}}}, "grid")
+    tpe_space = parse_space({"fixed": FIXED | {"method": "prokt"}, "epochs": {"default": epochs}, "params": {
+        "lr": {"type": "loguniform", "low": 1e-5, "high": 2e-4},
+        "teacher_lr": {"type": "loguniform", "low": 5e-6, "high": 1e-4},
+        "opdf_cores": {"type": "categorical", "choices": [0, 5]}}}, "tpe")
+    base = RunSpec(**BASE)
+    t0 = time.time()
+    run_search(base, grid_space, settings(out, "grid", num_samples=12, sampler="grid", early_stopping=False))
+    t_grid = time.time() - t0
+    t0 = time.time()
+    run_search(base, tpe_space, settings(out, "tpe", num_samples=12))
+    t_tpe = time.time() - t0
+    board = read_leaderboard(str(out / "board")).sort_values("finished_at")
+    grid, tpe = board[board["run_id"] == "grid-rte"], board[board["run_id"] == "tpe-rte"]
+    best = grid["selection_score"].max()
+    grid_cost = grid["iterations"].sum()
+    tpe_cost, reached = 0, None
+    for _, r in tpe.iterrows():
+        tpe_cost += r["iterations"]
+        if r["status"] == "completed" and r["selection_score"] >= best - 0.5 and reached is None:
+            reached = tpe_cost
+    grid_reached = 0
+    for _, r in grid.iterrows():
+        grid_reached += r["iterations"]
+        if r["selection_score"] >= best - 0.5:
+            break
+    summary = {
+        "grid_trials": len(grid), "grid_trial_epochs": int(grid_cost), "grid_best_selection": best,
+        "grid_best_dev": float(grid.loc[grid["selection_score"].idxmax(), "dev_score"]),
+        "grid_trial_epochs_to_best": int(grid_reached), "grid_wall_s": round(t_grid),
+        "tpe_trials": len(tpe), "tpe_pruned": int((tpe["status"] == "pruned").sum()),
+        "tpe_trial_epochs": int(tpe["iterations"].sum()), "tpe_best_selection": tpe["selection_score"].max(),
+        "tpe_trial_epochs_to_within_0.5": None if reached is None else int(reached), "tpe_wall_s": round(t_tpe),
+        "ratio_to_grid": None if reached is None else round(reached / grid_cost, 3),
+    }
+    print(json.dumps(summary, indent=2))
+    print(board[["run_id", "trial_id", "status", "lr", "teacher_lr", "opdf_cores", "iterations",
+                 "selection_score", "dev_score"]].to_string(index=False))
+
+
+def overhead(out: Path) -> None:
+    space = parse_space({"fixed": FIXED | {"method": "kd", "lr": 5e-5}, "epochs": {"default": 1}, "params": {
+        "opdf_cores": {"type": "categorical", "choices": [0]}}}, "fixed")
+    base = RunSpec(**BASE)
+    import ray
+
+    t0 = time.time()
+    ray.init()
+    t_ray = time.time() - t0
+    grid = run_search(base, space, settings(out, "overhead", num_samples=1, sampler="grid", early_stopping=False))
+    result = grid[0].metrics
+    first_step = result["training_started_at"] - t0
+    trial_wall = result["time_total_s"]
+    ray.shutdown()
+    t1 = time.time()
+    cmd = [sys.executable, "-m", "opdf_ray.run", "--task", "rte", "--method", "kd", "--preset", "minilm",
+           "--max-train-samples", "512", "--max-length", "64", "--epochs", "1", "--lr", "5e-5",
+           "--teacher-epochs", "2", "--eval-batch-size", "128", "--no-progress", "--no-save-model",
+           "--cache-dir", str(out / "single-cache")]
+    subprocess.run(cmd, check=True, capture_output=True)
+    single = time.time() - t1
+    print(json.dumps({"ray_init_s": round(t_ray, 1), "start_to_first_training_step_s": round(first_step, 1),
+                      "tune_trial_wall_s": round(trial_wall, 1), "single_run_wall_s (incl. teacher fine-tune)":
+                      round(single, 1)}, indent=2))
+
+
+def allreduce(out: Path) -> None:
+    import ray
+
+    ray.init()
+    rows = {}
+    for cores in (0, 5):
+        space = parse_space({"fixed": FIXED | {"method": "kd", "lr": 5e-5, "max_steps": 4, "eval_steps": 4},
+                             "epochs": {"default": 1},
+                             "params": {"opdf_cores": {"type": "categorical", "choices": [cores]}}}, "fixed")
+        name = f"allreduce{cores}"
+        run_search(RunSpec(**BASE | {"max_train_samples": 256}), space,
+                   settings(out, name, num_samples=1, sampler="grid", early_stopping=False, workers_per_trial=2,
+                            cpus_per_worker=0.99))
+        board = read_leaderboard(str(out / "board"))
+        r = board[board["run_id"] == f"{name}-rte"].iloc[0]
+        rows[cores] = {"bytes_per_step": int(r["bytes_all_reduced"]) // int(r["steps"]),
+                       "trainable_params": int(r["trainable_params"])}
+    ratio = rows[5]["bytes_per_step"] / rows[0]["bytes_per_step"]
+    print(json.dumps({"dense": rows[0], "opdf5": rows[5], "opdf_over_dense": round(ratio, 3)}, indent=2))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("which", choices=["efficiency", "overhead", "allreduce"])
+    parser.add_argument("--out", default="outputs/bench_search")
+    args = parser.parse_args()
+    out = Path(args.out).resolve() / args.which
+    if args.which == "efficiency":
+        import ray
+
+        ray.init()
+    {"efficiency": efficiency, "overhead": overhead, "allreduce": allreduce}[args.which](out)
