@@ -42,14 +42,14 @@ def settings(out: Path, name: str, **kw) -> SearchSettings:
     return SearchSettings(**(values | kw))
 
 
-def efficiency(out: Path, epochs: int = 3) -> None:
+def efficiency(out: Path, epochs: int = 2) -> None:
     grid_space = parse_space({"fixed": FIXED | {"method": "prokt"}, "epochs": {"default": epochs}, "params": {
-        "lr": {"type": "categorical", "choices": [2e-5, 5e-5, 1e-4]},
-        "teacher_lr": {"type": "categorical", "choices": [1e-5, 5e-5]},
+        "lr": {"type": "categorical", "choices": [3e-5, 1e-4, 3e-4]},
+        "teacher_lr": {"type": "categorical", "choices": [3e-5, 1e-4]},
         "opdf_cores": {"type": "categorical", "choices": [0, 5]}}}, "grid")
     tpe_space = parse_space({"fixed": FIXED | {"method": "prokt"}, "epochs": {"default": epochs}, "params": {
-        "lr": {"type": "loguniform", "low": 1e-5, "high": 2e-4},
-        "teacher_lr": {"type": "loguniform", "low": 5e-6, "high": 1e-4},
+        "lr": {"type": "loguniform", "low": 1e-5, "high": 5e-4},
+        "teacher_lr": {"type": "loguniform", "low": 1e-5, "high": 3e-4},
         "opdf_cores": {"type": "categorical", "choices": [0, 5]}}}, "tpe")
     base = RunSpec(**BASE | {"max_train_samples": 1024})
     t0 = time.time()

@@ -79,6 +79,12 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     for name in ("num_samples", "workers_per_trial", "grace_epochs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
+    from opdf_ray.methods import get_method
+
+    if "://" in args.storage and any(get_method(m).needs_finetuned_teacher for m in space.methods()):
+        raise ValueError(f"--storage {args.storage}: KD/Theseus searches need a filesystem every node shares "
+                         f"(EFS/NFS) for the fine-tuned teacher; copying it to cloud storage is not implemented "
+                         f"yet. Use a shared path, or --methods prokt,lgtm")
     bases = {}
     for task in tasks:
         values = {"task": task, "preset": args.preset, "teacher": args.teacher, "data_dir": args.data_dir,

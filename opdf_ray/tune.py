@@ -223,8 +223,9 @@ def _finetune_teacher_task(spec_dict: dict, target: str) -> str:
     from opdf_ray.models import load_tokenizer, teacher_source
 
     if "://" in target:
-        raise ValueError("cloud storage URIs are not supported for the fine-tuned teacher yet; use a shared "
-                         "filesystem path for --storage")
+        raise ValueError("KD/Theseus searches need --storage on a filesystem every node shares (EFS/NFS): copying "
+                         "the fine-tuned teacher to cloud storage is not implemented yet (ProKT/LGTM work with "
+                         "any storage)")
     if (Path(target) / "teacher.json").is_file():
         return target
     spec = RunSpec.from_dict(spec_dict)

@@ -16,9 +16,11 @@ REPO = Path(__file__).resolve().parent.parent
     (["--task", "qnli"], "GLUE qnli/train not found"),
     (["--task", "rte", "--space", "missing.yaml"], "search space missing.yaml not found"),
     (["--task", "rte", "--max-length", "0"], "max_length=0 is invalid"),
+    (["--task", "rte", "--storage", "s3://bucket/x"], "KD/Theseus searches need a filesystem every node shares"),
 ])
 def test_bad_input_fails_before_ray_starts(args, message, tmp_path):
-    done = subprocess.run([sys.executable, str(REPO / "tune_main.py"), *args, "--storage", str(tmp_path)],
+    storage = [] if "--storage" in args else ["--storage", str(tmp_path)]
+    done = subprocess.run([sys.executable, str(REPO / "tune_main.py"), *args, *storage],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr

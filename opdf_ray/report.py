@@ -1,0 +1,371 @@
+"""Reports from a leaderboard: the OPDF paper's Table 1 layout (Markdown + self-contained HTML), plots, run summary.
+
+    python -m opdf_ray.report outputs/search/leaderboard --out outputs/report [--select-by dev] [--protocol all]
+
+Rows are methods (KD, ProKT, LGTM, Theseus, fine-tuning), each followed by one ``+OPDF (n cores)`` row per core
+count present; columns are the tasks present with their metrics, the average, and the train/inference parameter
+counts. A cell is the mean ± std over seeds of the *best configuration's* dev metric and its seed count; the
+best configuration is the one with the highest mean selection score (the honest rule) or, with
+``--select-by dev``, the highest mean dev score (the papers' way). The best value per column is in bold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from opdf_ray.config import RunSpec
+from opdf_ray.data import TASKS
+from opdf_ray.leaderboard import read_leaderboard
+
+METHOD_ORDER = ("kd", "prokt", "lgtm", "theseus", "finetune")
+METHOD_NAMES = {"kd": "KD", "prokt": "ProKT", "lgtm": "LGTM", "theseus": "BERT-of-Theseus", "finetune": "Fine-tune"}
+METRIC_NAMES = {"accuracy": "Acc", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman"}
+SELECT_BY = ("selection", "dev")
+PROTOCOLS = ("selection", "dev", "all")
+
+
+@dataclass(frozen=True)
+class Column:
+    task: str
+    metric: str          # a leaderboard column, e.g. dev_f1 or dev_mismatched_accuracy
+    label: str
+
+
+def columns_for(tasks: list[str]) -> list[Column]:
+    """The table's metric columns, in GLUE order: CoLA MCC, STS-B P/S, MRPC/QQP F1/Acc, MNLI m/mm, others Acc."""
+    out = []
+    for name in [t for t in TASKS if t in tasks]:
+        task = TASKS[name]
+        if name == "mnli":
+            out += [Column(name, "dev_accuracy", "MNLI-m"), Column(name, "dev_mismatched_accuracy", "MNLI-mm")]
+            continue
+        label = name.upper().replace("SST2", "SST-2").replace("STSB", "STS-B")
+        out += [Column(name, f"dev_{m}", f"{label} {METRIC_NAMES[m]}" if len(task.metrics) > 1 else label)
+                for m in task.metrics]
+    return out
+
+
+def _completed(board: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    done = board[board["status"] == "completed"]
+    return done if protocol == "all" else done[done["protocol"] == protocol]
+
+
+def best_configs(board: pd.DataFrame, select_by: str = "selection", protocol: str = "selection") -> pd.DataFrame:
+    """Per (task, method, cores): the rows (one per seed) of the configuration with the best mean selection (or
+    dev) score. Returns those rows."""
+    if select_by not in SELECT_BY:
+        raise ValueError(f"select_by={select_by!r}; allowed: {', '.join(SELECT_BY)}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r}; allowed: {', '.join(PROTOCOLS)}")
+    done = _completed(board, protocol)
+    score = "selection_score" if select_by == "selection" else "dev_score"
+    done = done.dropna(subset=[score])
+    if done.empty:
+        return done
+    means = done.groupby(["task", "method", "opdf_cores", "config_id"], observed=True)[score].mean().reset_index()
+    best = means.loc[means.groupby(["task", "method", "opdf_cores"], observed=True)[score].idxmax()]
+    keys = best[["task", "method", "opdf_cores", "config_id"]]
+    return done.merge(keys, on=["task", "method", "opdf_cores", "config_id"])
+
+
+@dataclass
+class Table:
+    columns: list[Column]
+    rows: list[dict]      # {"label", "method", "cores", "cells": {label: (mean, std, n) | None}, "avg", "params"}
+
+    def bold(self) -> dict[str, float]:
+        """Best mean per column (ties all bold)."""
+        best = {}
+        for col in [c.label for c in self.columns] + ["Avg"]:
+            values = [r["cells"].get(col) for r in self.rows]
+            values = [v[0] for v in values if v is not None]
+            if values:
+                best[col] = max(values)
+        return best
+
+
+def build_table(board: pd.DataFrame, select_by: str = "selection", protocol: str = "selection") -> Table:
+    chosen = best_configs(board, select_by, protocol)
+    if chosen.empty:
+        raise ValueError(f"no completed trials with protocol={protocol!r} in the leaderboard: nothing to tabulate "
+                         f"(statuses present: {dict(board['status'].value_counts()) if len(board) else {}})")
+    tasks = sorted(set(chosen["task"].astype(str)), key=list(TASKS).index)
+    columns = columns_for(tasks)
+    rows = []
+    methods = [m for m in METHOD_ORDER if m in set(chosen["method"])]
+    for method in methods:
+        for cores in sorted(set(chosen.loc[chosen["method"] == method, "opdf_cores"])):
+            part = chosen[(chosen["method"] == method) & (chosen["opdf_cores"] == cores)]
+            cells, task_scores = {}, {}
+            for col in columns:
+                values = part.loc[part["task"].astype(str) == col.task, col.metric].dropna()
+                if len(values):
+                    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+                    cells[col.label] = (float(values.mean()), std, int(len(values)))
+                    task_scores.setdefault(col.task, []).append(float(values.mean()))
+            if task_scores and len(task_scores) == len(tasks):
+                per_task = [sum(v) / len(v) for v in task_scores.values()]
+                cells["Avg"] = (sum(per_task) / len(per_task), None, None)
+            label = METHOD_NAMES[method] if cores == 0 else f"+ OPDF ({cores} cores)"
+            rows.append({"label": label, "method": method, "cores": int(cores), "cells": cells,
+                         "train_params": _params(part, "trainable_params"),
+                         "inference_params": _params(part, "inference_params")})
+    return Table(columns, rows)
+
+
+def _params(part: pd.DataFrame, column: str) -> str:
+    values = sorted(set(part[column].dropna().astype(int)))
+    if not values:
+        return "–"
+    text = [f"{v / 1e6:.1f}M" for v in values]
+    return text[0] if len(text) == 1 else f"{text[0]}–{text[-1]}"
+
+
+def _cell(value, best: float | None, markdown: bool) -> str:
+    if value is None:
+        return "–"
+    mean, std, n = value
+    text = f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f} ({n})"
+    if best is not None and math.isclose(mean, best, abs_tol=1e-9):
+        return f"**{text}**" if markdown else f"<b>{html.escape(text)}</b>"
+    return text if markdown else html.escape(text)
+
+
+def table_markdown(table: Table) -> str:
+    best = table.bold()
+    head = ["Method"] + [c.label for c in table.columns] + ["Avg", "# train params", "# inference params"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table.rows:
+        cells = [_cell(r["cells"].get(c), best.get(c), True) for c in head[1:-2]]
+        lines.append("| " + " | ".join([r["label"], *cells, r["train_params"], r["inference_params"]]) + " |")
+    return "\n".join(lines)
+
+
+def table_html(table: Table) -> str:
+    best = table.bold()
+    head = ["Method"] + [c.label for c in table.columns] + ["Avg", "# train params", "# inference params"]
+    out = ['<table id="glue-table"><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+           + "</tr></thead><tbody>"]
+    for r in table.rows:
+        cls = ' class="opdf"' if r["cores"] else ""
+        cells = [_cell(r["cells"].get(c), best.get(c), False) for c in head[1:-2]]
+        out.append(f"<tr{cls}><td>{html.escape(r['label'])}</td>" + "".join(f"<td>{c}</td>" for c in cells)
+                   + f"<td>{r['train_params']}</td><td>{r['inference_params']}</td></tr>")
+    return "\n".join(out + ["</tbody></table>"])
+
+
+# -- plots -------------------------------------------------------------------------------------------------------
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_cores(board: pd.DataFrame, chosen: pd.DataFrame, path: Path) -> Path | None:
+    """Dev score of the best configuration vs MPO core count (0 = OPDF off), one line per (task, method)."""
+    if chosen.empty or chosen["opdf_cores"].nunique() < 2:
+        return None
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    means = chosen.groupby(["task", "method", "opdf_cores"], observed=True)["dev_score"].mean().reset_index()
+    for (task, method), part in means.groupby(["task", "method"], observed=True):
+        ax.plot(part["opdf_cores"], part["dev_score"], marker="o", label=f"{task} {METHOD_NAMES[method]}")
+    ax.set(xlabel="MPO cores (0 = OPDF off)", ylabel="dev score (selection metric)", title="Dev score vs cores")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_lr(board: pd.DataFrame, path: Path) -> Path | None:
+    """Selection score of every completed or pruned trial against its student learning rate (log axis)."""
+    rows = board[board["status"].isin(["completed", "pruned"])].dropna(subset=["selection_score"])
+    if rows.empty:
+        return None
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (method, opdf), part in rows.groupby(["method", "opdf"], observed=True):
+        ax.scatter(part["lr"], part["selection_score"], label=f"{METHOD_NAMES[method]}{' +OPDF' if opdf else ''}",
+                   alpha=0.7)
+    ax.set_xscale("log")
+    ax.set(xlabel="student learning rate", ylabel="selection score", title="Sensitivity to the student lr")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_curves(board: pd.DataFrame, path: Path, top: int = 5) -> Path | None:
+    """Selection score per epoch of the ``top`` trials by selection score."""
+    rows = board.dropna(subset=["curve", "selection_score"]).nlargest(top, "selection_score")
+    if rows.empty:
+        return None
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for _, r in rows.iterrows():
+        points = json.loads(r["curve"])
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".",
+                    label=f"{r['task']} {METHOD_NAMES[r['method']]} c={r['opdf_cores']} ({r['trial_id']})")
+    ax.set(xlabel="epoch", ylabel="selection score", title=f"Learning curves of the top {len(rows)} trials")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+SEARCHED = ("lr", "teacher_lr", "temperature", "alpha_kd", "replacing_rate", "scheduler_linear_k",
+            "opdf_cores", "opdf_align_weight")
+
+
+def param_importance(board: pd.DataFrame) -> dict[str, float]:
+    """Optuna's parameter importances (its default evaluator) of the searched numeric parameters for the selection
+    score, from the completed trials of the largest task; empty when fewer than 4 trials or nothing varied."""
+    import optuna
+
+    done = board[board["status"] == "completed"].dropna(subset=["selection_score"])
+    if done.empty:
+        return {}
+    task = done["task"].astype(str).value_counts().index[0]
+    done = done[done["task"].astype(str) == task]
+    params = [p for p in SEARCHED if done[p].notna().all() and done[p].nunique() > 1]
+    if len(done) < 4 or not params:
+        return {}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    dists = {}
+    for p in params:
+        low, high = float(done[p].min()), float(done[p].max())
+        dists[p] = optuna.distributions.FloatDistribution(low, high, log=low > 0 and high / low > 20)
+    for _, r in done.iterrows():
+        study.add_trial(optuna.trial.create_trial(params={p: float(r[p]) for p in params}, distributions=dists,
+                                                  value=float(r["selection_score"])))
+    import warnings
+
+    with warnings.catch_warnings():          # "importances will be equal" on flat scores: the plot shows it
+        warnings.simplefilter("ignore")
+        return optuna.importance.get_param_importances(study)
+
+
+def plot_importance(importance: dict[str, float], path: Path) -> Path | None:
+    if not importance:
+        return None
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 3))
+    names = list(importance)[::-1]
+    ax.barh(names, [importance[n] for n in names])
+    ax.set(xlabel="importance (Optuna)", title="Which hyperparameters mattered")
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+# -- run summary -------------------------------------------------------------------------------------------------
+def run_summary(board: pd.DataFrame) -> str:
+    """Per run: trials by status, compute, and the best configuration as YAML for ``search_spaces/``."""
+    parts = []
+    for run_id, part in board.groupby("run_id", observed=True):
+        counts = part["status"].value_counts().to_dict()
+        hours = part["wall_seconds"].fillna(0).sum() / 3600
+        epochs = part["epochs_done"].fillna(0).sum()
+        lines = [f"### {run_id}", "", f"- trials: {len(part)} ({', '.join(f'{k} {v}' for k, v in counts.items())})",
+                 f"- compute: {hours:.2f} trial-hours, {epochs:.0f} trial-epochs"]
+        done = part[part["status"] == "completed"].dropna(subset=["selection_score"])
+        if len(done):
+            best = done.loc[done["selection_score"].idxmax()]
+            defaults = RunSpec().to_dict()
+            fixed = {k: _plain(best[k]) for k in defaults if k not in ("task", "data_dir", "cache_dir", "output_dir",
+                                                                       "device", "threads", "save_model", "progress")
+                     and not _same(best[k], defaults[k])}
+            lines += [f"- best trial {best['trial_id']}: selection {best['selection_score']:.2f}, dev "
+                      f"{best['dev_score']:.2f}", "", "Best configuration (paste into a search space):", "",
+                      "```yaml", yaml.safe_dump({"fixed": fixed}, sort_keys=True).rstrip(), "```"]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def _plain(value):
+    if hasattr(value, "item"):
+        value = value.item()
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _same(a, b) -> bool:
+    a = _plain(a)
+    return a == b or (a is None and b is None)
+
+
+# -- the whole report --------------------------------------------------------------------------------------------
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
+th,td{border:1px solid #bbb;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
+tr.opdf td:first-child{padding-left:1.5em;color:#555}th{background:#eee}img{max-width:640px;display:block;margin:1em 0}
+pre{background:#f6f6f6;padding:1em}"""
+
+
+def render(leaderboard: str, out: str | Path, select_by: str = "selection", protocol: str = "selection") -> Path:
+    """Write ``report.md``, ``report.html`` (self-contained) and the PNG plots to ``out``; returns the HTML path."""
+    board = read_leaderboard(leaderboard)
+    if board.empty:
+        raise ValueError(f"the leaderboard at {leaderboard} has no rows yet; run a search first "
+                         f"(python tune_main.py --task rte)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = build_table(board, select_by, protocol)
+    chosen = best_configs(board, select_by, protocol)
+    plots = [p for p in (plot_cores(board, chosen, out / "dev_vs_cores.png"),
+                         plot_lr(board, out / "lr_sensitivity.png"), plot_curves(board, out / "learning_curves.png"),
+                         plot_importance(param_importance(board), out / "param_importance.png")) if p]
+    rule = ("best mean selection score (held-out slice of train)" if select_by == "selection"
+            else "best mean dev score (the papers' rule: optimistic)")
+    intro = (f"{len(board)} trials from {board['run_id'].nunique()} run(s); protocol filter: {protocol}; "
+             f"configuration chosen by {rule}. Cells: dev mean ± std (seeds).")
+    summary = run_summary(board)
+    md = "\n\n".join(["# opdf-ray GLUE report", intro, table_markdown(table), "## Plots",
+                      "\n".join(f"![{p.stem}]({p.name})" for p in plots) or "(not enough trials for plots)",
+                      "## Runs", summary])
+    (out / "report.md").write_text(md + "\n")
+    images = "".join(f'<img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
+                     for p in plots)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>opdf-ray GLUE report</title><style>{CSS}"
+            f"</style></head><body><h1>opdf-ray GLUE report</h1><p>{html.escape(intro)}</p>{table_html(table)}"
+            f"<h2>Plots</h2>{images or '<p>(not enough trials for plots)</p>'}<h2>Runs</h2>"
+            f"<pre>{html.escape(summary)}</pre></body></html>")
+    (out / "report.html").write_text(page)
+    return out / "report.html"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m opdf_ray.report", description=__doc__.splitlines()[0])
+    parser.add_argument("leaderboard", help="leaderboard directory (or URI), e.g. outputs/search/leaderboard")
+    parser.add_argument("--out", default="outputs/report", help="output directory")
+    parser.add_argument("--select-by", default="selection", choices=SELECT_BY,
+                        help="what picks each cell's configuration: selection score (honest) or dev (papers')")
+    parser.add_argument("--protocol", default="selection", choices=PROTOCOLS,
+                        help="which runs to include, by the protocol they selected checkpoints with")
+    args = parser.parse_args(argv)
+    try:
+        page = render(args.leaderboard, args.out, args.select_by, args.protocol)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"report: {page} and {page.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

@@ -1,0 +1,111 @@
+"""Reports: exact cells from a synthetic leaderboard, clear errors, and a real headless-Chromium render."""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from opdf_ray.config import RunSpec
+from opdf_ray.leaderboard import make_row, write_row
+from opdf_ray.report import build_table, main, render, table_markdown
+
+ARTIFACTS = "outputs/ci-artifacts"
+
+
+def put(root, trial, task, method, cores, seed, selection, dev, lr=1e-5, status="completed", run="run1"):
+    spec = RunSpec(task=task, method=method, opdf_cores=cores, seed=seed, lr=lr).to_dict()
+    dev_keys = {"mrpc": {"dev/validation/f1": dev, "dev/validation/accuracy": dev - 10},
+                "rte": {"dev/validation/accuracy": dev}}[task]
+    result = {"best_score": selection, **dev_keys, "trainable_params": 26_800_000 if cores else 17_400_000,
+              "inference_params": 17_400_000, "training_iteration": 3, "epoch": 3.0,
+              "curve": "[[1.0, 50.0], [2.0, %s]]" % selection}
+    write_row(str(root), make_row(run, trial, status, spec, result))
+
+
+@pytest.fixture
+def board(tmp_path):
+    root = tmp_path / "board"
+    put(root, "a1", "mrpc", "kd", 0, 1, selection=79, dev=80)            # KD config A, two seeds
+    put(root, "a2", "mrpc", "kd", 0, 2, selection=81, dev=84)
+    put(root, "b1", "mrpc", "kd", 0, 1, selection=85, dev=70, lr=3e-5)   # KD config B: best selection, worse dev
+    put(root, "c1", "mrpc", "kd", 5, 1, selection=82, dev=86)            # KD + OPDF 5
+    put(root, "c2", "mrpc", "kd", 5, 2, selection=82, dev=88)
+    put(root, "d1", "mrpc", "prokt", 0, 1, selection=75, dev=78)
+    put(root, "e1", "rte", "kd", 0, 1, selection=60, dev=61)
+    put(root, "e2", "rte", "kd", 5, 1, selection=62, dev=58)
+    put(root, "p1", "rte", "kd", 5, 1, selection=99, dev=99, lr=9e-5, status="pruned")   # never in the table
+    return root
+
+
+def test_table_cells_follow_the_selection_rule(board):
+    from opdf_ray.leaderboard import read_leaderboard
+
+    table = build_table(read_leaderboard(str(board)))
+    assert [c.label for c in table.columns] == ["MRPC F1", "MRPC Acc", "RTE"]
+    rows = {r["label"]: r for r in table.rows}
+    assert list(rows) == ["KD", "+ OPDF (5 cores)", "ProKT"]
+    kd, opdf = rows["KD"]["cells"], rows["+ OPDF (5 cores)"]["cells"]
+    assert kd["MRPC F1"] == (70.0, 0.0, 1)                       # config B wins on selection
+    assert opdf["MRPC F1"][0] == 87.0 and opdf["MRPC F1"][1] == pytest.approx(2 ** 0.5) and opdf["MRPC F1"][2] == 2
+    assert kd["Avg"][0] == pytest.approx(((70 + 60) / 2 + 61) / 2)   # per task mean of its metrics, then tasks
+    assert opdf["Avg"][0] == pytest.approx(((87 + 77) / 2 + 58) / 2)
+    assert "Avg" not in rows["ProKT"]["cells"]                    # ProKT has no RTE row: no average
+    assert rows["+ OPDF (5 cores)"]["train_params"] == "26.8M" and rows["KD"]["inference_params"] == "17.4M"
+    md = table_markdown(table)
+    assert "| **87.0 ± 1.4 (2)** | **77.0 ± 1.4 (2)** | 58.0 ± 0.0 (1) |" in md
+    assert "| KD | 70.0 ± 0.0 (1) | 60.0 ± 0.0 (1) | **61.0 ± 0.0 (1)** | 63.0 | 17.4M | 17.4M |" in md
+
+
+def test_dev_rule_picks_the_papers_configuration(board):
+    from opdf_ray.leaderboard import read_leaderboard
+
+    rows = {r["label"]: r for r in build_table(read_leaderboard(str(board)), select_by="dev").rows}
+    mean, std, n = rows["KD"]["cells"]["MRPC F1"]
+    assert (mean, n) == (82.0, 2) and std == pytest.approx(8 ** 0.5)
+
+
+def test_empty_or_unfinished_leaderboards_give_a_clear_message(tmp_path, capsys):
+    assert main([str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    assert "no leaderboard at" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert "has no rows yet" in capsys.readouterr().err
+    put(tmp_path / "pruned", "p1", "rte", "kd", 0, 1, 50, 50, status="pruned")
+    assert main([str(tmp_path / "pruned"), "--out", str(tmp_path / "o")]) == 2
+    assert "no completed trials" in capsys.readouterr().err
+    assert main([str(tmp_path / "pruned"), "--protocol", "dev", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_report_files_are_written_and_the_html_is_self_contained(board, tmp_path):
+    page = render(str(board), tmp_path / "report")
+    text = page.read_text()
+    assert (tmp_path / "report" / "report.md").is_file()
+    assert {p.name for p in (tmp_path / "report").glob("*.png")} >= {"dev_vs_cores.png", "lr_sensitivity.png",
+                                                                      "learning_curves.png"}
+    assert "data:image/png;base64," in text and "http://" not in text and "https://" not in text
+    assert "fixed:" in (tmp_path / "report" / "report.md").read_text()    # best config as paste-able YAML
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run"]
+
+
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("OPDF_REQUIRE_CHROMIUM"),
+                    reason="chromium not installed (.ci/run installs Debian's chromium and requires it)")
+def test_html_renders_the_table_in_headless_chromium(board, tmp_path):
+    assert CHROMIUM, "OPDF_REQUIRE_CHROMIUM is set but no chromium binary was found"
+    page = render(str(board), tmp_path / "report")
+    url = page.resolve().as_uri()
+    dom = subprocess.run([CHROMIUM, *FLAGS, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert 'id="glue-table"' in dom.stdout and "<b>87.0 ± 1.4 (2)</b>" in dom.stdout
+    shot = (tmp_path / "report.png").resolve()
+    subprocess.run([CHROMIUM, *FLAGS, f"--screenshot={shot}", "--window-size=1200,1600", url],
+                   capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    from pathlib import Path
+
+    artifacts = Path(__file__).resolve().parent.parent / ARTIFACTS
+    artifacts.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shot, artifacts / "report-screenshot.png")
