@@ -184,8 +184,8 @@ def fit(method: Method, spec: RunSpec, data: Data, device: torch.device, steps: 
             progress.train_seconds += time.perf_counter() - t0
             progress.examples += len(batch["labels"]) * parallel.world_size
             progress.step += 1
-            if not all(math.isfinite(v) for v in logs.values()):
-                raise NonFiniteLossError(f"non-finite loss at step {progress.step}: {logs}")
+            if parallel.any(not all(math.isfinite(v) for v in logs.values())):   # every worker stops together
+                raise NonFiniteLossError(f"non-finite loss at step {progress.step} (this worker: {logs})")
             bar.update(1)
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
             if progress.step % eval_every == 0 or progress.step == steps:

@@ -32,6 +32,10 @@ class Parallel:
     def sum_(self, tensor: torch.Tensor) -> None:
         """Sum ``tensor`` in place across workers."""
 
+    def any(self, flag: bool) -> bool:
+        """True on every worker when ``flag`` is true on any (so all leave a loop together, none hangs)."""
+        return flag
+
     def gather(self, value):
         """Every worker's ``value`` (a picklable object), in rank order, on every worker."""
         return [value]
@@ -52,6 +56,8 @@ class TorchDistributed(Parallel):
             raise RuntimeError("TorchDistributed needs an initialised torch.distributed process group")
         self.dist = dist
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        nccl = dist.get_backend() == "nccl"          # NCCL reduces CUDA tensors only
+        self.device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
 
     def average_(self, tensors):
         if not tensors:
@@ -68,6 +74,11 @@ class TorchDistributed(Parallel):
 
     def sum_(self, tensor):
         self.dist.all_reduce(tensor)
+
+    def any(self, flag):
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
+        return bool(t.item())
 
     def gather(self, value):
         out = [None] * self.world_size

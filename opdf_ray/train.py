@@ -55,13 +55,13 @@ def train_loop_per_worker(config: dict) -> None:
         job = prepare(spec, parallel, config.get("finetuned_teacher"))
         last_step = total_steps(spec, job.data, parallel)
         placement = _placement(job, parallel)
-
         restored = {"restored_at_step": 0}
 
         def on_evaluate(progress, metrics):
             _maybe_fail_once(progress.step)
             if progress.step < last_step:                # the final report below carries dev and the model
-                _report(_progress_metrics(progress, metrics, job) | placement | restored, parallel, job=job, progress=progress)
+                _report(_progress_metrics(progress, metrics, job) | placement | restored, parallel, job=job,
+                        progress=progress)
 
         restored["training_started_at"] = time.time()      # data and models ready: the first step follows
         if resume_dir:

@@ -55,7 +55,7 @@ def test_dev_selection_protocol_is_recorded(tmp_path):
 
 
 def test_a_nan_loss_fails_the_run(tmp_path):
-    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step \d: {.loss.: nan}"):
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step \d \(this worker: {.loss.: nan"):
         run(RunSpec(task="rte", method="finetune", lr=1e30, cache_dir=str(tmp_path), save_model=False, **QUICK))
 
 
