@@ -44,19 +44,19 @@ def settings(out: Path, name: str, **kw) -> SearchSettings:
 
 def efficiency(out: Path, epochs: int = 2) -> None:
     grid_space = parse_space({"fixed": FIXED | {"method": "prokt"}, "epochs": {"default": epochs}, "params": {
-        "lr": {"type": "categorical", "choices": [3e-5, 1e-4, 3e-4]},
-        "teacher_lr": {"type": "categorical", "choices": [3e-5, 1e-4]},
+        "lr": {"type": "categorical", "choices": [3e-5, 3e-4]},
+        "teacher_lr": {"type": "categorical", "choices": [3e-5, 3e-4]},
         "opdf_cores": {"type": "categorical", "choices": [0, 5]}}}, "grid")
     tpe_space = parse_space({"fixed": FIXED | {"method": "prokt"}, "epochs": {"default": epochs}, "params": {
         "lr": {"type": "loguniform", "low": 1e-5, "high": 5e-4},
         "teacher_lr": {"type": "loguniform", "low": 1e-5, "high": 3e-4},
         "opdf_cores": {"type": "categorical", "choices": [0, 5]}}}, "tpe")
-    base = RunSpec(**BASE | {"max_train_samples": 1024})
+    base = RunSpec(**BASE)
     t0 = time.time()
-    run_search(base, grid_space, settings(out, "grid", num_samples=12, sampler="grid", early_stopping=False))
+    run_search(base, grid_space, settings(out, "grid", num_samples=8, sampler="grid", early_stopping=False))
     t_grid = time.time() - t0
     t0 = time.time()
-    run_search(base, tpe_space, settings(out, "tpe", num_samples=10))
+    run_search(base, tpe_space, settings(out, "tpe", num_samples=8))
     t_tpe = time.time() - t0
     board = read_leaderboard(str(out / "board")).sort_values("finished_at")
     grid, tpe = board[board["run_id"] == "grid-rte"], board[board["run_id"] == "tpe-rte"]

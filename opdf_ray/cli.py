@@ -12,7 +12,6 @@ import argparse
 import logging
 import sys
 import time
-from pathlib import Path
 
 from opdf_ray.config import PRESETS, RunSpec
 from opdf_ray.data import TASKS

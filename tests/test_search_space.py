@@ -55,8 +55,10 @@ def test_restricting_methods_keeps_only_those():
 
 @pytest.mark.parametrize("raw,message", [
     ({"parms": {}}, r"unknown top-level key\(s\) \['parms'\]; allowed: fixed, epochs, params"),
-    ({"params": {"learning_rate": {"type": "uniform", "low": 0, "high": 1}}}, "params.learning_rate: unknown parameter"),
-    ({"params": {"lr": {"type": "loguniform", "low": 1e-3, "high": 1e-5}}}, "low=0.001 must be smaller than high=1e-05"),
+    ({"params": {"learning_rate": {"type": "uniform", "low": 0, "high": 1}}},
+     "params.learning_rate: unknown parameter"),
+    ({"params": {"lr": {"type": "loguniform", "low": 1e-3, "high": 1e-5}}},
+     "low=0.001 must be smaller than high=1e-05"),
     ({"params": {"lr": {"type": "loguniform", "low": 0, "high": 1e-5}}}, "log-uniform range needs low > 0"),
     ({"params": {"lr": {"type": "normal", "low": 0, "high": 1}}}, "'normal' is not one of loguniform, uniform"),
     ({"params": {"epochs": {"type": "int", "low": 1.5, "high": 3}}}, "params.epochs.low: 1.5 is not an int"),
