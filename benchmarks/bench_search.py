@@ -1,12 +1,14 @@
 """Search benchmarks (issue 4), all on the minilm preset and real RTE data, printed as ratios in one run.
 
-  efficiency  grid over student lr × teacher lr × cores (ProKT) vs Optuna TPE + ASHA on ranges around it:
-              trial-epochs each needs to reach within 0.5 point of the grid's best selection score
+  efficiency  grid over student lr × teacher lr × cores (ProKT; --method kd: lr × temperature × cores) vs
+              Optuna TPE + ASHA on ranges around it: trial-epochs each needs to reach within 0.5 point of
+              the grid's best selection score
   overhead    time from the search's start to the first training step, and a trial's wall time against the
               single-run command (python -m opdf_ray.run) on the same configuration
   allreduce   bytes all-reduced per step by 2 data-parallel workers, KD with and without OPDF (5 cores)
 
-    python benchmarks/bench_search.py efficiency|overhead|allreduce [--out DIR]
+    python benchmarks/bench_search.py efficiency [--method kd --task mrpc --samples 1024 --epochs 3]
+    python benchmarks/bench_search.py overhead|allreduce
 """
 
 from __future__ import annotations
@@ -42,24 +44,33 @@ def settings(out: Path, name: str, **kw) -> SearchSettings:
     return SearchSettings(**(values | kw))
 
 
-def efficiency(out: Path, epochs: int = 2) -> None:
-    grid_space = parse_space({"fixed": FIXED | {"method": "prokt"}, "epochs": {"default": epochs}, "params": {
-        "lr": {"type": "categorical", "choices": [3e-5, 3e-4]},
-        "teacher_lr": {"type": "categorical", "choices": [3e-5, 3e-4]},
+SPACES = {   # (grid choices, TPE ranges) per method: the issue's axes for ProKT, an informative variant for KD
+    "prokt": ({"lr": [3e-5, 3e-4], "teacher_lr": [3e-5, 3e-4]},
+              {"lr": (1e-5, 5e-4, "loguniform"), "teacher_lr": (1e-5, 3e-4, "loguniform")}),
+    "kd": ({"lr": [2e-5, 1e-4], "temperature": [1.0, 4.0]},
+           {"lr": (1e-5, 3e-4, "loguniform"), "temperature": (1.0, 4.0, "uniform")}),
+}
+
+
+def efficiency(out: Path, method: str = "prokt", task: str = "rte", samples: int = 512, epochs: int = 2) -> None:
+    grid_choices, ranges = SPACES[method]
+    fixed = FIXED | {"method": method}
+    grid_space = parse_space({"fixed": fixed, "epochs": {"default": epochs}, "params": {
+        **{k: {"type": "categorical", "choices": v} for k, v in grid_choices.items()},
         "opdf_cores": {"type": "categorical", "choices": [0, 5]}}}, "grid")
-    tpe_space = parse_space({"fixed": FIXED | {"method": "prokt"}, "epochs": {"default": epochs}, "params": {
-        "lr": {"type": "loguniform", "low": 1e-5, "high": 5e-4},
-        "teacher_lr": {"type": "loguniform", "low": 1e-5, "high": 3e-4},
+    tpe_space = parse_space({"fixed": fixed, "epochs": {"default": epochs}, "params": {
+        **{k: {"type": kind, "low": low, "high": high} for k, (low, high, kind) in ranges.items()},
         "opdf_cores": {"type": "categorical", "choices": [0, 5]}}}, "tpe")
-    base = RunSpec(**BASE)
+    base = RunSpec(**BASE | {"task": task, "max_train_samples": samples})
+    n_grid = 2 ** (len(grid_choices) + 1)
     t0 = time.time()
-    run_search(base, grid_space, settings(out, "grid", num_samples=8, sampler="grid", early_stopping=False))
+    run_search(base, grid_space, settings(out, "grid", num_samples=n_grid, sampler="grid", early_stopping=False))
     t_grid = time.time() - t0
     t0 = time.time()
-    run_search(base, tpe_space, settings(out, "tpe", num_samples=8))
+    run_search(base, tpe_space, settings(out, "tpe", num_samples=n_grid))
     t_tpe = time.time() - t0
     board = read_leaderboard(str(out / "board")).sort_values("finished_at")
-    grid, tpe = board[board["run_id"] == "grid-rte"], board[board["run_id"] == "tpe-rte"]
+    grid, tpe = board[board["run_id"] == f"grid-{task}"], board[board["run_id"] == f"tpe-{task}"]
     best = grid["selection_score"].max()
     grid_cost = grid["iterations"].sum()
     tpe_cost, reached = 0, None
@@ -73,6 +84,7 @@ def efficiency(out: Path, epochs: int = 2) -> None:
         if r["selection_score"] >= best - 0.5:
             break
     summary = {
+        "method": method, "task": task, "train_samples": samples, "epochs": epochs,
         "grid_trials": len(grid), "grid_trial_epochs": int(grid_cost), "grid_best_selection": best,
         "grid_best_dev": float(grid.loc[grid["selection_score"].idxmax(), "dev_score"]),
         "grid_trial_epochs_to_best": int(grid_reached), "grid_wall_s": round(t_grid),
@@ -82,7 +94,7 @@ def efficiency(out: Path, epochs: int = 2) -> None:
         "ratio_to_grid": None if reached is None else round(reached / grid_cost, 3),
     }
     print(json.dumps(summary, indent=2))
-    print(board[["run_id", "trial_id", "status", "lr", "teacher_lr", "opdf_cores", "iterations",
+    print(board[["run_id", "trial_id", "status", *grid_choices, "opdf_cores", "iterations",
                  "selection_score", "dev_score"]].to_string(index=False))
 
 
@@ -140,10 +152,16 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("which", choices=["efficiency", "overhead", "allreduce"])
     parser.add_argument("--out", default="outputs/bench_search")
+    parser.add_argument("--method", default="prokt", choices=sorted(SPACES), help="efficiency: the method searched")
+    parser.add_argument("--task", default="rte", help="efficiency: the task")
+    parser.add_argument("--samples", type=int, default=512, help="efficiency: training examples")
+    parser.add_argument("--epochs", type=int, default=2, help="efficiency: epochs per trial")
     args = parser.parse_args()
-    out = Path(args.out).resolve() / args.which
     if args.which == "efficiency":
         import ray
 
         ray.init()
-    {"efficiency": efficiency, "overhead": overhead, "allreduce": allreduce}[args.which](out)
+        efficiency(Path(args.out).resolve() / f"efficiency-{args.method}-{args.task}", args.method, args.task,
+                   args.samples, args.epochs)
+    else:
+        {"overhead": overhead, "allreduce": allreduce}[args.which](Path(args.out).resolve() / args.which)
