@@ -40,15 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from opdf_ray.models import packaged_minilm_path
+    from opdf_ray.models import from_pretrained, packaged_minilm_path
     from opdf_ray.overparam import merge, overparameterize, parameter_counts
 
     hf_logging.set_verbosity_error()          # the fresh classifier head is expected; no load report
     hf_logging.disable_progress_bar()
     torch.manual_seed(0)
     path = packaged_minilm_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).eval()
+    tokenizer = from_pretrained(AutoTokenizer, path)
+    model = from_pretrained(AutoModelForSequenceClassification, path, num_labels=2).eval()
     batch = tokenizer([a for a, _ in SENTENCE_PAIRS], [b for _, b in SENTENCE_PAIRS], padding=True,
                       return_tensors="pt")
     labels = torch.tensor(LABELS)
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or tempfile.mkdtemp(prefix="opdf-demo-")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    reloaded = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    reloaded = from_pretrained(AutoModelForSequenceClassification, out).eval()
     with torch.no_grad():
         reload_diff = (reloaded(**batch).logits - trained_logits).abs().max().item()
     log.info("merged: %s parameters (as deployed, same as the original); max |Δlogit| merged vs trained MPO: "

@@ -29,8 +29,8 @@ from opdf_ray.data import (GlueSplits, GlueTask, TokenizedDataset, compute_metri
 from opdf_ray.methods import Method, get_method
 from opdf_ray.methods.base import model_inputs
 from opdf_ray.parallel import Parallel
-from opdf_ray.models import (fingerprint, get_preset, keep_layers, load_classifier, load_tokenizer,
-                             teacher_source)
+from opdf_ray.models import (fingerprint, from_pretrained, get_preset, keep_layers, load_classifier,
+                             load_tokenizer, teacher_source)
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,8 @@ def _check_spec_against_models(spec: RunSpec, source: str, layer_ids: list[int])
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(source)
-    except OSError:
+        config = from_pretrained(AutoConfig, source)
+    except FileNotFoundError:
         return                              # load_classifier will raise the clear, specific error
     depth = config.num_hidden_layers
     if not spec.student and not all(0 <= i < depth for i in layer_ids):

@@ -96,9 +96,13 @@ def teacher_source(preset: str, teacher: str | None, cache_dir: str | os.PathLik
     return get_preset(preset).teacher
 
 
-def _from_pretrained(loader, source: str, **kwargs):
+def from_pretrained(loader, source: str, **kwargs):
+    """``loader.from_pretrained`` with remote code always off (a checkpoint never runs its own Python here) and a
+    clear error for a missing source."""
+    if kwargs.pop("trust_remote_code", False):
+        raise ValueError("opdf-ray never executes code shipped with a checkpoint (trust_remote_code is refused)")
     try:
-        return loader.from_pretrained(source, **kwargs)
+        return loader.from_pretrained(source, trust_remote_code=False, **kwargs)
     except OSError as e:
         raise FileNotFoundError(
             f"could not load {source!r}: it is not a model directory here and the Hugging Face hub did not provide "
@@ -109,7 +113,7 @@ def _from_pretrained(loader, source: str, **kwargs):
 def load_tokenizer(source: str):
     from transformers import AutoTokenizer
 
-    return _from_pretrained(AutoTokenizer, source)
+    return from_pretrained(AutoTokenizer, source)
 
 
 def load_classifier(source: str, num_labels: int) -> nn.Module:
@@ -120,7 +124,7 @@ def load_classifier(source: str, num_labels: int) -> nn.Module:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()                # the new head's "newly initialised" report is expected
     try:
-        model = _from_pretrained(AutoModelForSequenceClassification, source, num_labels=num_labels)
+        model = from_pretrained(AutoModelForSequenceClassification, source, num_labels=num_labels)
     finally:
         hf_logging.set_verbosity(verbosity)
     if model.config.num_labels != num_labels:

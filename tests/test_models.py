@@ -39,3 +39,19 @@ def test_keep_layers_rejects_bad_ids(ids, message):
 def test_keep_layers_rejects_a_model_without_encoder_layers():
     with pytest.raises(ValueError, match="no base_model.encoder.layer list"):
         keep_layers(torch.nn.Linear(2, 2), [0])
+
+
+def test_checkpoints_never_run_their_own_code(tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    from opdf_ray.models import from_pretrained
+
+    with pytest.raises(ValueError, match="never executes code shipped with a checkpoint"):
+        from_pretrained(AutoConfig, str(tmp_path), **{"trust_remote_code": True})
+    repo = Path(__file__).resolve().parent.parent
+    flag = "trust_remote_code" + "=True"                  # split so this file does not match itself
+    tracked = subprocess.run(["git", "grep", "-l", flag], cwd=repo, capture_output=True, text=True).stdout
+    assert tracked == ""
