@@ -15,6 +15,7 @@ import time
 
 from opdf_ray.config import PRESETS, RunSpec
 from opdf_ray.data import TASKS
+from opdf_ray.storage import is_uri, join
 
 log = logging.getLogger("opdf_ray")
 
@@ -80,7 +81,7 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
             raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
     from opdf_ray.methods import get_method
 
-    if "://" in args.storage and any(get_method(m).needs_finetuned_teacher for m in space.methods()):
+    if is_uri(args.storage) and any(get_method(m).needs_finetuned_teacher for m in space.methods()):
         raise ValueError(f"--storage {args.storage}: KD/Theseus searches need a filesystem every node shares "
                          f"(EFS/NFS) for the fine-tuned teacher; copying it to cloud storage is not implemented "
                          f"yet. Use a shared path, or --methods prokt,lgtm")
@@ -90,7 +91,23 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
                   "cache_dir": args.cache_dir, "seed": args.seed, "max_train_samples": args.max_train_samples}
         bases[task] = RunSpec.from_dict(values | overrides(args))
         load_glue(task, args.data_dir, max_train_samples=args.max_train_samples)   # missing data fails here
+    search_settings(args, cpus=1.0, concurrent=1, gpus=args.gpus_per_worker or 0.0, max_epochs=args.max_epochs)
     return tasks, bases, space
+
+
+def search_settings(args, cpus: float, concurrent: int, gpus: float, max_epochs: int | None):
+    """The validated ``SearchSettings``: explicit flags win over what the cluster's size suggests."""
+    from opdf_ray.tune import SearchSettings
+
+    def given(value, default):
+        return default if value is None else value
+
+    return SearchSettings(
+        name=args.name, storage=args.storage, leaderboard=args.leaderboard or join(args.storage, "leaderboard"),
+        num_samples=args.num_samples, max_concurrent=given(args.max_concurrent, concurrent),
+        workers_per_trial=args.workers_per_trial, cpus_per_worker=given(args.cpus_per_worker, cpus),
+        gpus_per_worker=gpus, seed=args.seed, max_epochs=max_epochs, grace_epochs=args.grace_epochs,
+        max_failures=args.max_failures, optuna_storage=args.optuna_storage)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,10 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from opdf_ray.leaderboard import best_rows, read_leaderboard
-    from opdf_ray.tune import SearchSettings, default_parallelism, experiment_name, join, run_search
+    from opdf_ray.tune import default_parallelism, experiment_name, run_search
 
     if not ray.is_initialized():
-        ray.init(address=args.address)   # with ray[default]: the State API Ray Train needs to free placement groups
+        try:                             # with ray[default]: the State API Ray Train needs to free placement groups
+            ray.init(address=args.address)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            print(f"error: could not start or reach Ray (--address {args.address}): {str(e).splitlines()[0]}",
+                  file=sys.stderr)
+            return 2
     total = ray.cluster_resources()
     gpus = args.gpus_per_worker if args.gpus_per_worker is not None else (1.0 if total.get("GPU") else 0.0)
     cpus, concurrent = default_parallelism(total.get("CPU", 1), total.get("GPU", 0), args.workers_per_trial, gpus)
@@ -119,16 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("no GPU in the Ray cluster: capping epochs at %d and max_length at %d so the search finishes "
                     "in minutes (set --max-epochs/--max-length to choose; the leaderboard records both)",
                     CPU_QUICK["max_epochs"], CPU_QUICK["max_length"])
-    try:
-        settings = SearchSettings(
-            name=args.name, storage=args.storage, leaderboard=args.leaderboard or join(args.storage, "leaderboard"),
-            num_samples=args.num_samples, max_concurrent=args.max_concurrent or concurrent,
-            workers_per_trial=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker or cpus,
-            gpus_per_worker=gpus, seed=args.seed, max_epochs=max_epochs, grace_epochs=args.grace_epochs,
-            max_failures=args.max_failures, optuna_storage=args.optuna_storage)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    settings = search_settings(args, cpus, concurrent, gpus, max_epochs)
     log.info("search: tasks %s, %d trials each, %d at once, %d worker(s) × %s CPU / %s GPU per trial; "
              "Ray up after %.1f s", tasks, settings.num_samples, settings.max_concurrent,
              settings.workers_per_trial, settings.cpus_per_worker, settings.gpus_per_worker, time.time() - started)

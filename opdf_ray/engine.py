@@ -218,11 +218,15 @@ def teacher_settings(spec: RunSpec) -> dict:
                                           "selection_cap", "select_on", "weight_decay", "warmup_ratio")}
 
 
-def finetune_teacher(spec: RunSpec, source: str, data: Data, device: torch.device, cache_dir: Path) -> tuple[str, dict]:
-    """Fine-tune the teacher once per (teacher, task, seed, settings) and reuse it from ``cache_dir/teachers``."""
+def teacher_cache_path(spec: RunSpec, source: str, data: Data, cache_dir: Path) -> Path:
+    """Where the single-run command keeps a fine-tuned teacher: one per (teacher, task, seed, settings)."""
+    key = fingerprint(source, teacher_settings(spec), data.splits.sources)
+    return cache_dir / "teachers" / f"{spec.task}-{key}"
+
+
+def finetune_teacher(spec: RunSpec, source: str, data: Data, device: torch.device, path: Path) -> tuple[str, dict]:
+    """Fine-tune the teacher into ``path`` (with ``teacher.json``), or reuse what is already there."""
     settings = teacher_settings(spec)
-    key = fingerprint(source, settings, data.splits.sources)
-    path = cache_dir / "teachers" / f"{spec.task}-{key}"
     if (path / "teacher.json").is_file():
         info = json.loads((path / "teacher.json").read_text())
         log.info("reusing fine-tuned teacher %s (dev %s)", path, info["dev"])
@@ -293,7 +297,8 @@ def prepare(spec: RunSpec, parallel: Parallel | None = None, finetuned_teacher: 
             teacher_info = json.loads(info_file.read_text()) if info_file.is_file() else {}
             base = load_classifier(finetuned_teacher, task.num_labels)
         else:
-            ft_source, teacher_info = finetune_teacher(spec, source, data, device, cache_dir)
+            ft_source, teacher_info = finetune_teacher(spec, source, data, device,
+                                                       teacher_cache_path(spec, source, data, cache_dir))
             base = load_classifier(ft_source, task.num_labels)
     else:
         base = load_classifier(source, task.num_labels)

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from opdf_ray import __version__
 from opdf_ray.config import RunSpec
 from opdf_ray.data import TASKS
+from opdf_ray.storage import filesystem
 
 log = logging.getLogger(__name__)
 
@@ -134,17 +135,9 @@ def make_row(run_id: str, trial_id: str, status: str, spec: dict, result: dict |
     return row
 
 
-def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in root:
-        return pafs.FileSystem.from_uri(root)
-    from pathlib import Path
-
-    return pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
-
-
 def write_row(root: str, row: dict) -> str:
     """Write one row atomically to ``<root>/task=<task>/<run_id>--<trial_id>.parquet``; returns its path."""
-    fs, base = _filesystem(root)
+    fs, base = filesystem(root)
     folder = f"{base}/task={row['task']}"
     fs.create_dir(folder, recursive=True)
     name = f"{row['run_id']}--{row['trial_id']}.parquet"
@@ -159,7 +152,7 @@ def write_row(root: str, row: dict) -> str:
 def read_leaderboard(root: str) -> pd.DataFrame:
     """Every row under ``root``; a file that is not a leaderboard row (corrupt, foreign schema) is skipped
     with a warning naming it, so one bad file never hides the rest."""
-    fs, base = _filesystem(root)
+    fs, base = filesystem(root)
     info = fs.get_file_info(base)
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"no leaderboard at {root}")

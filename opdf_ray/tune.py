@@ -17,6 +17,7 @@ from pathlib import Path
 from opdf_ray.config import RunSpec
 from opdf_ray.leaderboard import make_row, write_row
 from opdf_ray.search_space import SearchSpace, spec_values
+from opdf_ray.storage import delete_dir, is_uri, join
 from opdf_ray.train import trial_driver, worker_threads
 
 log = logging.getLogger(__name__)
@@ -71,13 +72,6 @@ class SearchSettings:
             bad("sampler", "tpe or grid")
         if not self.name or "/" in self.name:
             bad("name", "a non-empty name without '/'")
-
-
-def join(root: str, *parts: str) -> str:
-    """Join a local path or a URI (``s3://…``) with ``/``."""
-    if "://" in root:
-        return "/".join([root.rstrip("/"), *parts])
-    return str(Path(root).expanduser().resolve().joinpath(*parts))
 
 
 def experiment_name(settings: SearchSettings, task: str) -> str:
@@ -154,7 +148,7 @@ def _callbacks(run_id: str, settings: SearchSettings, train_storage: str):
             status = "completed" if result.get("finished") else "pruned"
             self._record(trial, status, result, None)
             if status == "pruned":
-                _delete(join(train_storage, trial.trial_id))
+                delete_dir(join(train_storage, trial.trial_id))
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self._record(trial, "failed", trial.last_result, _error_text(trial))
@@ -178,14 +172,6 @@ def _error_text(trial) -> str | None:
         return None
 
 
-def _delete(uri: str) -> None:
-    import pyarrow.fs as pafs
-
-    fs, path = (pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri))
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
-        fs.delete_dir(path)
-
-
 def driver_resources(settings: SearchSettings) -> dict:
     """The trial driver only waits on its workers: a sliver of CPU, and the head-node resource when the cluster
     defines it (``cluster/gpu.yaml``), so drivers never take a GPU node's slot."""
@@ -207,6 +193,9 @@ def prepare_teacher(base: RunSpec, space: SearchSpace, settings: SearchSettings,
 
     if not any(get_method(m).needs_finetuned_teacher for m in space.methods()):
         return None
+    if is_uri(exp_dir):
+        raise ValueError("KD/Theseus searches need --storage on a filesystem every node shares (EFS/NFS): copying "
+                         "the fine-tuned teacher to cloud storage is not implemented yet")
     spec = trial_spec(base, space, {}, settings, overrides)
     target = join(exp_dir, "teacher")
     resources = {"num_cpus": settings.cpus_per_worker, "num_gpus": settings.gpus_per_worker}
@@ -214,33 +203,15 @@ def prepare_teacher(base: RunSpec, space: SearchSpace, settings: SearchSettings,
 
 
 def _finetune_teacher_task(spec_dict: dict, target: str) -> str:
-    import json
-    import shutil
-    import tempfile
-
-    from opdf_ray.engine import finetune_teacher, prepare_data, resolve_device
     from opdf_ray.data import default_cache_dir
+    from opdf_ray.engine import finetune_teacher, prepare_data, resolve_device
     from opdf_ray.models import load_tokenizer, teacher_source
 
-    if "://" in target:
-        raise ValueError("KD/Theseus searches need --storage on a filesystem every node shares (EFS/NFS): copying "
-                         "the fine-tuned teacher to cloud storage is not implemented yet (ProKT/LGTM work with "
-                         "any storage)")
-    if (Path(target) / "teacher.json").is_file():
-        return target
     spec = RunSpec.from_dict(spec_dict)
     cache_dir = Path(spec.cache_dir or default_cache_dir())
     source = teacher_source(spec.preset, spec.teacher, cache_dir)
     data = prepare_data(spec, load_tokenizer(source), cache_dir)
-    with tempfile.TemporaryDirectory() as tmp:
-        path, info = finetune_teacher(spec, source, data, resolve_device(spec.device), Path(tmp))
-        staging = Path(target).with_name(".teacher.staging")
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(path, staging)
-        load_tokenizer(source).save_pretrained(staging)
-        (staging / "teacher.json").write_text(json.dumps(info, indent=2))
-        staging.rename(target)
-    return target
+    return finetune_teacher(spec, source, data, resolve_device(spec.device), Path(target))[0]
 
 
 def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resume: bool = False,
@@ -269,8 +240,7 @@ def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resu
                               reduction_factor=settings.reduction_factor, metric=METRIC, mode=MODE
                               ) if settings.early_stopping else None
     search = _optuna_search(TrialSampler(base, space, settings, run, teacher, overrides), settings, name)
-    run_config = tune.RunConfig(name=name, storage_path=settings.storage if "://" in settings.storage
-                                else str(Path(settings.storage).expanduser().resolve()),
+    run_config = tune.RunConfig(name=name, storage_path=join(settings.storage),
                                 callbacks=_callbacks(name, settings, train_storage),
                                 failure_config=tune.FailureConfig(max_failures=0))
     tune_config = tune.TuneConfig(search_alg=search, scheduler=scheduler,

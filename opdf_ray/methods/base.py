@@ -200,7 +200,7 @@ class Method:
             for key, value in tensors.items():
                 if key.startswith(f"opt.{name}."):
                     index, slot = key[len(f"opt.{name}."):].split(".", 1)
-                    slots.setdefault(int(index), {})[slot] = value.clone()   # own storage, not the file buffer
+                    slots.setdefault(int(index), {})[slot] = value
             groups = [g | {"betas": tuple(g["betas"])} for g in saved["param_groups"]]
             opt.load_state_dict({"state": slots, "param_groups": groups})
             sched.load_state_dict(saved["scheduler"])
