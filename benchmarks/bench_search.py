@@ -26,6 +26,7 @@ for _var, _value in (("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"), ("RAY_USAGE_STA
                      ("TRANSFORMERS_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1")):
     os.environ.setdefault(_var, _value)
 
+from opdf_ray import trial_metrics as tm  # noqa: E402
 from opdf_ray.config import RunSpec  # noqa: E402
 from opdf_ray.leaderboard import read_leaderboard  # noqa: E402
 from opdf_ray.search_space import parse_space  # noqa: E402
@@ -72,15 +73,15 @@ def efficiency(out: Path, method: str = "prokt", task: str = "rte", samples: int
     board = read_leaderboard(str(out / "board")).sort_values("finished_at")
     grid, tpe = board[board["run_id"] == f"grid-{task}"], board[board["run_id"] == f"tpe-{task}"]
     best = grid["selection_score"].max()
-    grid_cost = grid["iterations"].sum()
+    grid_cost = grid["epochs_done"].sum()
     tpe_cost, reached = 0, None
     for _, r in tpe.iterrows():
-        tpe_cost += r["iterations"]
+        tpe_cost += r["epochs_done"]
         if r["status"] == "completed" and r["selection_score"] >= best - 0.5 and reached is None:
             reached = tpe_cost
     grid_reached = 0
     for _, r in grid.iterrows():
-        grid_reached += r["iterations"]
+        grid_reached += r["epochs_done"]
         if r["selection_score"] >= best - 0.5:
             break
     summary = {
@@ -89,12 +90,12 @@ def efficiency(out: Path, method: str = "prokt", task: str = "rte", samples: int
         "grid_best_dev": float(grid.loc[grid["selection_score"].idxmax(), "dev_score"]),
         "grid_trial_epochs_to_best": int(grid_reached), "grid_wall_s": round(t_grid),
         "tpe_trials": len(tpe), "tpe_pruned": int((tpe["status"] == "pruned").sum()),
-        "tpe_trial_epochs": int(tpe["iterations"].sum()), "tpe_best_selection": tpe["selection_score"].max(),
+        "tpe_trial_epochs": int(tpe["epochs_done"].sum()), "tpe_best_selection": tpe["selection_score"].max(),
         "tpe_trial_epochs_to_within_0.5": None if reached is None else int(reached), "tpe_wall_s": round(t_tpe),
         "ratio_to_grid": None if reached is None else round(reached / grid_cost, 3),
     }
     print(json.dumps(summary, indent=2))
-    print(board[["run_id", "trial_id", "status", *grid_choices, "opdf_cores", "iterations",
+    print(board[["run_id", "trial_id", "status", *grid_choices, "opdf_cores", "epochs_done",
                  "selection_score", "dev_score"]].to_string(index=False))
 
 
@@ -110,7 +111,7 @@ def overhead(out: Path) -> None:
     t_ray = time.time() - t0
     grid = run_search(base, space, settings(out, "overhead", num_samples=1, sampler="grid", early_stopping=False))
     result = grid[0].metrics
-    first_step = result["training_started_at"] - t0
+    first_step = result[tm.TRAINING_STARTED_AT] - t0
     trial_wall = result["time_total_s"]
     train_s = result["train_seconds"]
     ray.shutdown()

@@ -1,3 +1,13 @@
 """opdf-ray: Over-Parameterised Distillation (OPDF) for BERT-style models, searched and scaled out with Ray."""
 
 __version__ = "0.1.0"
+
+
+def shipped_path(name: str):
+    """A folder shipped with opdf-ray (``search_spaces``, ``data/glue``): at the top of a checkout (an editable
+    install), or inside the package in a wheel (pyproject.toml maps it to ``opdf_ray/_shipped/<name>``)."""
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent
+    checkout = package.parent / name
+    return checkout if checkout.is_dir() else package / "_shipped" / Path(name).name

@@ -34,6 +34,11 @@ class Progress:
     train_seconds: float = 0.0
     examples: int = 0
 
+    @property
+    def examples_per_second(self) -> float:
+        """Training throughput (all workers' examples per second of optimiser steps, evaluation excluded)."""
+        return self.examples / max(self.train_seconds, 1e-9)
+
     def meta(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "best_state"}
 

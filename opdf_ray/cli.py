@@ -12,7 +12,9 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 
+from opdf_ray import trial_metrics as tm
 from opdf_ray.config import PRESETS, RunSpec
 from opdf_ray.data import TASKS
 from opdf_ray.storage import is_uri, join
@@ -25,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "distillation over GLUE tasks; every finished trial lands in a Parquet leaderboard.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", required=True, help=f"one task, a comma list, or 'all' ({', '.join(TASKS)})")
-    p.add_argument("--preset", default="minilm", choices=PRESETS, help="model preset (see python -m opdf_ray.run)")
+    p.add_argument("--preset", default="minilm", choices=tuple(PRESETS),
+                   help="model preset (see python -m opdf_ray.run)")
     p.add_argument("--teacher", help="teacher path or hub id (overrides the preset's)")
     p.add_argument("--space", default=None, help="search space YAML (default: search_spaces/default.yaml)")
     p.add_argument("--methods", help="comma list restricting the space's methods, e.g. kd,lgtm")
@@ -48,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-failures", type=int, default=2, help="worker errors a trial recovers from (checkpoint)")
     p.add_argument("--optuna-storage", help="Optuna RDB URL (e.g. sqlite:///optuna.db) for optuna-dashboard")
     p.add_argument("--address", help="Ray cluster address (default: start Ray locally; 'auto' on a cluster)")
+    p.add_argument("--mlflow", nargs="?", const="", metavar="TRACKING_URI",
+                   help="log every trial to MLflow (default URI: sqlite:///<storage>/mlflow.db)")
+    p.add_argument("--wandb", metavar="PROJECT", help="log every trial to this Weights & Biases project "
+                   "(offline: WANDB_MODE=offline, then `wandb sync`)")
     return p
 
 
@@ -107,7 +114,21 @@ def search_settings(args, cpus: float, concurrent: int, gpus: float, max_epochs:
         num_samples=args.num_samples, max_concurrent=given(args.max_concurrent, concurrent),
         workers_per_trial=args.workers_per_trial, cpus_per_worker=given(args.cpus_per_worker, cpus),
         gpus_per_worker=gpus, seed=args.seed, max_epochs=max_epochs, grace_epochs=args.grace_epochs,
-        max_failures=args.max_failures, optuna_storage=args.optuna_storage)
+        max_failures=args.max_failures, optuna_storage=args.optuna_storage, mlflow_uri=mlflow_uri(args),
+        wandb_project=args.wandb)
+
+
+def mlflow_uri(args) -> str | None:
+    """``--mlflow`` alone: an SQLite store beside the experiments (MLflow 3 refuses its old file store)."""
+    if args.mlflow is None:
+        return None
+    if args.mlflow:
+        return args.mlflow
+    if is_uri(args.storage):
+        raise ValueError(f"--mlflow without a tracking URI keeps the runs under --storage, but {args.storage} is "
+                         f"not a local path; pass one: --mlflow http://host:5000 or --mlflow sqlite:////path/mlflow.db")
+    Path(join(args.storage)).mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{join(args.storage, 'mlflow.db')}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,10 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{task}: {len(grid)} trials, {grid.num_errors} failed; experiment in "
               f"{join(settings.storage, experiment_name(settings, task))}")
         try:
-            best = grid.get_best_result(metric="best_score", mode="max", filter_nan_and_inf=True)
+            best = grid.get_best_result(metric=tm.BEST_SCORE, mode="max", filter_nan_and_inf=True)
             spec = best.config["spec"]
             print(f"{task}: best trial {best.path.rsplit('/', 1)[-1]}: {spec['method']} opdf_cores="
-                  f"{spec['opdf_cores']} lr={spec['lr']:.2e} selection={best.metrics.get('best_score'):.2f} "
+                  f"{spec['opdf_cores']} lr={spec['lr']:.2e} selection={best.metrics.get(tm.BEST_SCORE):.2f} "
                   f"dev={_dev(best.metrics)}")
         except (RuntimeError, KeyError, TypeError):
             print(f"{task}: no trial reported a score")
@@ -166,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dev(metrics: dict) -> str:
-    values = [f"{k.split('/', 1)[1]}={v:.2f}" for k, v in metrics.items() if k.startswith("dev/")]
+    values = [f"{k[len(tm.DEV_PREFIX):]}={v:.2f}" for k, v in metrics.items() if k.startswith(tm.DEV_PREFIX)]
     return " ".join(values) or "n/a (stopped early)"
 
 

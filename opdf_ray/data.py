@@ -19,12 +19,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
+
+from opdf_ray import shipped_path
+from opdf_ray.storage import published
 
 log = logging.getLogger(__name__)
 
-BUNDLED_GLUE = Path(__file__).resolve().parent.parent / "data" / "glue"
+BUNDLED_GLUE = shipped_path("data/glue")
 HUB_DATASET = "nyu-mll/glue"
+SELECT_ON = ("selection", "dev")             # what picks checkpoints: the honest held-out slice, or dev (papers)
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,15 @@ def load_glue(task_name: str, data_dir=None, selection_fraction: float = 0.1, se
     return GlueSplits(task, rest, selection, dev, sources)
 
 
-# ----------------------------------------------------------------------------------------------- tokenising, batches
+def selection_split(task: GlueTask, select_on: str) -> str:
+    """The split that picks checkpoints and gives the searched score: the held-out ``selection`` slice, or under
+    the papers' protocol (``select_on="dev"``) the first dev split."""
+    if select_on not in SELECT_ON:
+        raise ValueError(f"select_on={select_on!r}; allowed: {', '.join(SELECT_ON)}")
+    return "selection" if select_on == "selection" else task.dev_splits[0]
+
+
+# ---------------------------------------------------------------------------------------------------- tokenising
 
 
 def default_cache_dir() -> Path:
@@ -242,42 +253,9 @@ def tokenize(df: pd.DataFrame, task: GlueTask, tokenizer, max_length: int,
     texts = [df[k].tolist() for k in task.text_keys]
     enc = tokenizer(*texts, truncation=True, max_length=max_length, return_token_type_ids=True)
     out = {"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"], "labels": df["label"].tolist()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(pa.table(out), tmp)
-    os.replace(tmp, path)                                   # atomic: concurrent trials never read half a file
+    with published(path) as (_, tmp):                       # concurrent trials never read half a file
+        pq.write_table(pa.table(out), tmp)
     return out
-
-
-class TokenizedDataset(torch.utils.data.Dataset):
-    def __init__(self, encoded: dict[str, list]):
-        self.encoded = encoded
-
-    def __len__(self) -> int:
-        return len(self.encoded["labels"])
-
-    def __getitem__(self, i: int) -> dict:
-        return {k: v[i] for k, v in self.encoded.items()} | {"index": i}
-
-
-def make_collate(pad_token_id: int, regression: bool):
-    """Pad a list of examples to the longest one (dynamic padding)."""
-
-    def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
-        length = max(len(e["input_ids"]) for e in examples)
-        ids = torch.full((len(examples), length), pad_token_id, dtype=torch.long)
-        types = torch.zeros((len(examples), length), dtype=torch.long)
-        mask = torch.zeros((len(examples), length), dtype=torch.long)
-        for row, e in enumerate(examples):
-            n = len(e["input_ids"])
-            ids[row, :n] = torch.tensor(e["input_ids"])
-            types[row, :n] = torch.tensor(e["token_type_ids"])
-            mask[row, :n] = 1
-        labels = torch.tensor([e["labels"] for e in examples], dtype=torch.float if regression else torch.long)
-        return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": labels,
-                "index": torch.tensor([e["index"] for e in examples])}
-
-    return collate
 
 
 # ----------------------------------------------------------------------------------------------------------- metrics

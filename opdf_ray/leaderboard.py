@@ -13,29 +13,29 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import platform
-import uuid
 import warnings
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from opdf_ray import __version__
-from opdf_ray.config import RunSpec
+from opdf_ray import trial_metrics as tm
+from opdf_ray.config import EXECUTION, SEED, RunSpec
 from opdf_ray.data import TASKS
-from opdf_ray.storage import filesystem
+from opdf_ray.storage import filesystem, join, published
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: `evaluations` (ASHA counts epochs; Tune's iterations now include log results), log_steps
 STATUSES = ("completed", "pruned", "failed")
 METRICS = tuple(dict.fromkeys(m for t in TASKS.values() for m in t.metrics))   # accuracy, f1, mcc, …
 _ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
-# RunSpec fields that say where things live, not what was trained: not part of a configuration's identity
-_NOT_CONFIG = ("seed", "data_dir", "cache_dir", "output_dir", "device", "threads", "save_model", "progress")
+# fields that are not part of a configuration's identity: where things live, and the seed it was repeated with
+_NOT_CONFIG = RunSpec.fields_with_role(EXECUTION, SEED)
 
 
 def _spec_fields() -> list[pa.Field]:
@@ -66,7 +66,8 @@ SCHEMA = pa.schema([
     pa.field("best_step", pa.int64()),
     pa.field("steps", pa.int64()),
     pa.field("epochs_done", pa.float64()),
-    pa.field("iterations", pa.int64()),
+    pa.field("iterations", pa.int64()),                        # results Tune received (log results included)
+    pa.field("evaluations", pa.int64()),
     pa.field("trainable_params", pa.int64()),
     pa.field("inference_params", pa.int64()),
     pa.field("wall_seconds", pa.float64()),
@@ -94,7 +95,11 @@ def config_id(spec: dict) -> str:
 
 def make_row(run_id: str, trial_id: str, status: str, spec: dict, result: dict | None, error: str | None = None,
              wall_seconds: float | None = None) -> dict:
-    """One leaderboard row from a trial's spec and its last reported result (flat Tune metrics)."""
+    """One leaderboard row from a trial's spec and its last reported result (``opdf_ray.trial_metrics``).
+
+    Raises:
+        ValueError: unknown status, or a completed trial whose result lacks a key of the metrics contract.
+    """
     import ray
     import torch
 
@@ -102,6 +107,11 @@ def make_row(run_id: str, trial_id: str, status: str, spec: dict, result: dict |
         raise ValueError(f"status={status!r}; allowed: {', '.join(STATUSES)}")
     result = result or {}
     task = TASKS[spec["task"]]
+    if status == "completed":
+        missing = tm.missing_keys(result, task.metrics, task.dev_splits)
+        if missing:
+            raise ValueError(f"trial {trial_id} completed but its result lacks {missing}: the worker's reports and "
+                             f"opdf_ray.trial_metrics disagree")
     dev_split = task.dev_splits[0]
     row = {name: None for name in SCHEMA.names}
     row |= {k: spec.get(k) for k in (f.name for f in dataclasses.fields(RunSpec))}
@@ -109,77 +119,71 @@ def make_row(run_id: str, trial_id: str, status: str, spec: dict, result: dict |
         "schema_version": SCHEMA_VERSION, "run_id": run_id, "trial_id": trial_id, "status": status, "error": error,
         "opdf": spec["opdf_cores"] >= 2, "config_id": config_id(spec), "protocol": spec["select_on"],
         "selection_metric": task.selection_metric,
-        "selection_score": result.get("best_score"),
-        "dev_score": result.get(f"dev/{dev_split}/{task.selection_metric}"),
-        "teacher_dev_score": result.get(f"teacher_dev/{dev_split}/{task.selection_metric}"),
-        "dev_mismatched_accuracy": result.get("dev/validation_mismatched/accuracy"),
-        "best_step": result.get("best_step"), "steps": result.get("step"), "epochs_done": result.get("epoch"),
-        "iterations": result.get("training_iteration"),
-        "trainable_params": result.get("trainable_params"), "inference_params": result.get("inference_params"),
-        "wall_seconds": wall_seconds if wall_seconds is not None else result.get("time_total_s"),
-        "train_seconds": result.get("train_seconds"), "examples_per_second": result.get("examples_per_second"),
-        "workers": result.get("workers"), "nodes": result.get("nodes"),
-        "restored_at_step": result.get("restored_at_step"), "bytes_all_reduced": result.get("bytes_all_reduced"),
-        "curve": result.get("curve"), "hardware": result.get("hardware"),
+        "selection_score": result.get(tm.BEST_SCORE),
+        "dev_score": result.get(tm.dev_key(dev_split, task.selection_metric)),
+        "teacher_dev_score": result.get(tm.teacher_dev_key(dev_split, task.selection_metric)),
+        "dev_mismatched_accuracy": result.get(tm.dev_key("validation_mismatched", "accuracy")),
+        "best_step": result.get(tm.BEST_STEP), "steps": result.get(tm.STEP), "epochs_done": result.get(tm.EPOCH),
+        "iterations": result.get(tm.TRAINING_ITERATION), "evaluations": result.get(tm.EVALUATIONS),
+        "trainable_params": result.get(tm.TRAINABLE_PARAMS), "inference_params": result.get(tm.INFERENCE_PARAMS),
+        "wall_seconds": wall_seconds if wall_seconds is not None else result.get(tm.TIME_TOTAL_S),
+        "train_seconds": result.get(tm.TRAIN_SECONDS), "examples_per_second": result.get(tm.EXAMPLES_PER_SECOND),
+        "workers": result.get(tm.WORKERS), "nodes": result.get(tm.NODES),
+        "restored_at_step": result.get(tm.RESTORED_AT_STEP), "bytes_all_reduced": result.get(tm.BYTES_ALL_REDUCED),
+        "curve": result.get(tm.CURVE), "hardware": result.get(tm.HARDWARE),
         "opdf_ray_version": __version__, "ray_version": ray.__version__, "torch_version": torch.__version__,
         "python_version": platform.python_version(), "finished_at": pd.Timestamp.now(tz="UTC").floor("s"),
     }
     for m in METRICS:
-        row[f"selection_{m}"] = result.get(f"selection/{m}")
-        row[f"dev_{m}"] = result.get(f"dev/{dev_split}/{m}")
+        row[f"selection_{m}"] = result.get(tm.selection_key(m))
+        row[f"dev_{m}"] = result.get(tm.dev_key(dev_split, m))
     if status == "pruned" and row["selection_score"] is None:
-        row["selection_score"] = result.get("score")
-    for key, value in row.items():                 # a NaN trial reports -inf: store "no score", not a number
-        if isinstance(value, float) and not math.isfinite(value):
-            row[key] = None
-    return row
+        row["selection_score"] = result.get(tm.SCORE)
+    return {key: tm.finite_or_none(value) for key, value in row.items()}
 
 
 def write_row(root: str, row: dict) -> str:
     """Write one row atomically to ``<root>/task=<task>/<run_id>--<trial_id>.parquet``; returns its path."""
-    fs, base = filesystem(root)
-    folder = f"{base}/task={row['task']}"
-    fs.create_dir(folder, recursive=True)
-    name = f"{row['run_id']}--{row['trial_id']}.parquet"
-    tmp = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+    target = join(root, f"task={row['task']}", f"{row['run_id']}--{row['trial_id']}.parquet")
     table = pa.Table.from_pylist([row], schema=SCHEMA)
-    with fs.open_output_stream(tmp) as out:
+    with published(target) as (fs, tmp), fs.open_output_stream(tmp) as out:
         pq.write_table(table.drop_columns(["task"]), out)   # task lives in the partition directory
-    fs.move(tmp, f"{folder}/{name}")
-    return f"{folder}/{name}"
+    return target
 
 
 def read_leaderboard(root: str) -> pd.DataFrame:
-    """Every row under ``root``; a file that is not a leaderboard row (corrupt, foreign schema) is skipped
-    with a warning naming it, so one bad file never hides the rest."""
+    """Every row under ``root`` (``pyarrow.dataset``: hive partitions, rows of older schema versions unified
+    with the current schema, their new columns null). A file that is not a leaderboard row (corrupt, foreign,
+    written by a newer opdf-ray, outside a ``task=`` folder) is skipped with a warning naming it, so one bad
+    file never hides the rest."""
     fs, base = filesystem(root)
-    info = fs.get_file_info(base)
-    if info.type == pafs.FileType.NotFound:
+    if fs.get_file_info(base).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"no leaderboard at {root}")
-    selector = pafs.FileSelector(base, recursive=True)
-    frames = []
-    for entry in fs.get_file_info(selector):
-        name = entry.base_name
-        if entry.type != pafs.FileType.File or name.startswith((".", "_")):
-            continue
-        task = _partition_task(entry.path, base)
+    found = [e.path for e in fs.get_file_info(pafs.FileSelector(base, recursive=True))
+             if e.type == pafs.FileType.File and not e.base_name.startswith((".", "_"))]
+    rows, schemas = [], []
+    for path in sorted(found):
         try:
-            if task is None or not name.endswith(".parquet"):
+            if _partition_task(path, base) is None or not path.endswith(".parquet"):
                 raise ValueError("not a task=<name>/<run>--<trial>.parquet file")
-            with fs.open_input_file(entry.path) as f:
-                table = pq.read_table(f)
-            version = int((table.schema.metadata or {}).get(b"schema_version", b"-1"))
-            if version != SCHEMA_VERSION or "trial_id" not in table.column_names:
-                raise ValueError(f"schema_version {version}, expected {SCHEMA_VERSION}")
+            with fs.open_input_file(path) as f:
+                schema = pq.read_schema(f)
+            version = int((schema.metadata or {}).get(b"schema_version", b"-1"))
+            if not 1 <= version <= SCHEMA_VERSION or "trial_id" not in schema.names:
+                raise ValueError(f"schema_version {version}, this opdf-ray reads 1..{SCHEMA_VERSION}")
         except (OSError, ValueError, pa.ArrowException) as e:
-            warnings.warn(f"leaderboard: skipping {entry.path}: {e}", stacklevel=2)
+            warnings.warn(f"leaderboard: skipping {path}: {e}", stacklevel=2)
             continue
-        frame = table.to_pandas()
-        frame.insert(0, "task", task)
-        frames.append(frame)
-    if not frames:
+        rows.append(path)
+        schemas.append(schema)
+    if not rows:
         return pd.DataFrame(columns=SCHEMA.names)
-    return pd.concat(frames, ignore_index=True)
+    schema = pa.unify_schemas([SCHEMA, *schemas], promote_options="permissive")   # task: from the partition
+    table = pads.dataset(rows, schema=schema, filesystem=fs, format="parquet",
+                         partitioning=pads.partitioning(pa.schema([("task", pa.string())]), flavor="hive"),
+                         partition_base_dir=base).to_table()
+    frame = table.to_pandas()
+    return frame[["task", *[c for c in frame.columns if c != "task"]]]
 
 
 def _partition_task(path: str, base: str) -> str | None:

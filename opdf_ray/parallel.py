@@ -36,6 +36,10 @@ class Parallel:
         """True on every worker when ``flag`` is true on any (so all leave a loop together, none hangs)."""
         return flag
 
+    def any_each(self, flags: list[bool]) -> list[bool]:
+        """Element-wise ``any`` across workers (one collective for the whole list)."""
+        return list(flags)
+
     def gather(self, value):
         """Every worker's ``value`` (a picklable object), in rank order, on every worker."""
         return [value]
@@ -79,6 +83,13 @@ class TorchDistributed(Parallel):
         t = torch.tensor([1.0 if flag else 0.0], device=self.device)
         self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
         return bool(t.item())
+
+    def any_each(self, flags):
+        if not flags:
+            return []
+        t = torch.tensor([1.0 if f else 0.0 for f in flags], device=self.device)
+        self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
+        return [bool(v) for v in t.tolist()]
 
     def gather(self, value):
         out = [None] * self.world_size

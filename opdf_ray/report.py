@@ -12,6 +12,7 @@ best configuration is the one with the highest mean selection score (the honest 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import base64
 import html
 import json
@@ -23,12 +24,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from opdf_ray.config import RunSpec
+from opdf_ray.config import METHOD_TITLES, METHODS, RunSpec
 from opdf_ray.data import TASKS
 from opdf_ray.leaderboard import read_leaderboard
 
-METHOD_ORDER = ("kd", "prokt", "lgtm", "theseus", "finetune")
-METHOD_NAMES = {"kd": "KD", "prokt": "ProKT", "lgtm": "LGTM", "theseus": "BERT-of-Theseus", "finetune": "Fine-tune"}
+METHOD_ORDER, METHOD_NAMES = METHODS, METHOD_TITLES
 METRIC_NAMES = {"accuracy": "Acc", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman"}
 SELECT_BY = ("selection", "dev")
 PROTOCOLS = ("selection", "dev", "all")
@@ -221,8 +221,8 @@ def plot_curves(board: pd.DataFrame, path: Path, top: int = 5) -> Path | None:
     return _save(fig, path)
 
 
-SEARCHED = ("lr", "teacher_lr", "temperature", "alpha_kd", "replacing_rate", "scheduler_linear_k",
-            "opdf_cores", "opdf_align_weight")
+SEARCHED = tuple(f.name for f in dataclasses.fields(RunSpec) if f.name in RunSpec.hyperparameters()
+                 and (f.metadata["type"] or type(f.default)) in (int, float))   # numeric hyperparameters
 
 
 def param_importance(board: pd.DataFrame) -> dict[str, float]:
@@ -288,8 +288,7 @@ def run_summary(board: pd.DataFrame) -> str:
         if len(done):
             best = done.loc[done["selection_score"].idxmax()]
             defaults = RunSpec().to_dict()
-            fixed = {k: _plain(best[k]) for k in defaults if k not in ("task", "data_dir", "cache_dir", "output_dir",
-                                                                       "device", "threads", "save_model", "progress")
+            fixed = {k: _plain(best[k]) for k in RunSpec.hyperparameters() if k != "epochs"
                      and not _same(best[k], defaults[k])}
             lines += [f"- best trial {best['trial_id']}: selection {best['selection_score']:.2f}, dev "
                       f"{best['dev_score']:.2f}", "", "Best configuration (paste into a search space):", "",

@@ -28,15 +28,16 @@ from pathlib import Path
 
 import yaml
 
-from opdf_ray.config import RunSpec
+from opdf_ray import shipped_path
+from opdf_ray.config import EXECUTION, TARGET, RunSpec
 
 TYPES = ("loguniform", "uniform", "int", "categorical")
 TOP_KEYS = ("fixed", "epochs", "params")
 PARAM_KEYS = {"type", "low", "high", "step", "choices", "when", "include_zero"}
 SPEC_FIELDS = {f.name: f for f in dataclasses.fields(RunSpec)}
 PSEUDO = ("opdf",)
-NOT_SEARCHABLE = ("task", "preset", "teacher", "student", "data_dir", "cache_dir", "output_dir", "device",
-                  "threads", "save_model", "progress")
+NOT_SEARCHABLE = RunSpec.fields_with_role(TARGET, EXECUTION)   # set on the command line
+EPOCHS_HINT = "epochs are set per task in the top-level 'epochs:' section (capped by --max-epochs)"
 
 
 def _fail(where: str, problem: str) -> None:
@@ -77,6 +78,8 @@ class Param:
 
 def _parse_param(name: str, raw, earlier: dict[str, Param]) -> Param:
     where = f"params.{name}"
+    if name == "epochs":
+        _fail(where, f"epochs cannot be searched: {EPOCHS_HINT}")
     if name not in SPEC_FIELDS and name not in PSEUDO:
         _fail(where, f"unknown parameter; allowed: RunSpec fields ({', '.join(sorted(SPEC_FIELDS))}) or "
                      f"{', '.join(PSEUDO)}")
@@ -199,6 +202,8 @@ def parse_space(raw, source: str = "<dict>") -> SearchSpace:
     bad = sorted(set(fixed) - set(SPEC_FIELDS))
     if bad:
         _fail(f"{source} fixed", f"unknown RunSpec field(s) {bad}")
+    if "epochs" in fixed:
+        _fail(f"{source} fixed.epochs", EPOCHS_HINT)
     epochs = raw.get("epochs") or {}
     if not isinstance(epochs, dict):
         _fail(f"{source} epochs", f"expected a mapping task → epochs, got {epochs!r}")
@@ -235,7 +240,7 @@ def load_space(path: str | Path) -> SearchSpace:
 
 
 def default_space_path() -> Path:
-    return Path(__file__).resolve().parent.parent / "search_spaces" / "default.yaml"
+    return shipped_path("search_spaces") / "default.yaml"
 
 
 def _check_draws(space: SearchSpace, n: int = 64) -> None:

@@ -1,7 +1,12 @@
-"""Where results live: a local path or a URI Ray and Arrow support (``s3://…``, ``gs://…``), handled alike."""
+"""Where results live: a local path or a URI Ray and Arrow support (``s3://…``, ``gs://…``), handled alike;
+and the one way anything here is published: written under a temporary name, then renamed."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -30,3 +35,35 @@ def delete_dir(root: str) -> None:
     fs, path = filesystem(root)
     if fs.get_file_info(path).type != pafs.FileType.NotFound:
         fs.delete_dir(path)
+
+
+@contextlib.contextmanager
+def published(target: str | os.PathLike) -> Iterator[tuple[pafs.FileSystem, str]]:
+    """Write ``target`` (a file or a folder, local or a URI) so that no reader ever sees it half written.
+
+    Yields ``(filesystem, temporary path)``: a dot-prefixed sibling of ``target`` (readers skip dot names), which a
+    local caller may use as a plain path. On success the temporary is renamed onto ``target``; a file replaces
+    the old one, a folder that another process published first wins (both are the same artefact) and ours is
+    dropped. On an error the temporary is removed and the error propagates: nothing partial is left behind.
+    """
+    fs, path = filesystem(str(target))
+    parent, name = path.rsplit("/", 1)
+    fs.create_dir(parent, recursive=True)
+    tmp = f"{parent}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        yield fs, tmp
+        try:
+            fs.move(tmp, path)
+        except OSError:
+            if fs.get_file_info(path).type != pafs.FileType.Directory:
+                raise                                   # not "a concurrent writer finished first"
+    finally:
+        _remove(fs, tmp)
+
+
+def _remove(fs: pafs.FileSystem, path: str) -> None:
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    elif info.type == pafs.FileType.File:
+        fs.delete_file(path)

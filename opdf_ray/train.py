@@ -16,28 +16,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from opdf_ray import trial_metrics as tm
 from opdf_ray.checkpoint import META, save_checkpoint
 from opdf_ray.config import RunSpec
-from opdf_ray.engine import NonFiniteLossError, finalize, prepare, save_student, total_steps, train
+from opdf_ray.data import selection_split
+from opdf_ray.engine import finalize, prepare, save_student, train
+from opdf_ray.loop import NonFiniteLossError
 from opdf_ray.parallel import Parallel, TorchDistributed
 
 log = logging.getLogger(__name__)
 NONFINITE_MARKER = "nonfinite.json"
-# what a NaN trial reports (the scheduler needs its metric; -inf ranks it last) before the driver fails it
-NONFINITE_METRICS = {"nonfinite_loss": 1.0, "best_score": float("-inf"), "score": float("-inf")}
 FAIL_ONCE_ENV = "OPDF_RAY_FAIL_ONCE"   # "<step>:<marker file>": fault drill, a worker dies once at that evaluation
-
-
-def flat_metrics(results: dict) -> dict[str, float]:
-    """The final results as flat, scalar Tune metrics: ``selection/<metric>``, ``dev/<split>/<metric>``…"""
-    out = {f"selection/{k}": v for k, v in results["selection"].items()}
-    out |= {f"dev/{split}/{k}": v for split, metrics in results["dev"].items() for k, v in metrics.items()}
-    out |= {f"teacher_dev/{split}/{k}": v for split, metrics in results.get("teacher_dev", {}).items()
-            for k, v in metrics.items()}
-    for key in ("best_step", "steps", "trainable_params", "inference_params", "train_seconds",
-                "examples_per_second", "merge_max_abs_logit_diff", "bytes_all_reduced", "workers"):
-        out[key] = results[key]
-    return out
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -50,30 +39,39 @@ def train_loop_per_worker(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_dir:
         if resume_dir and (Path(resume_dir) / NONFINITE_MARKER).is_file():
-            _report(NONFINITE_METRICS, parallel, marker=json.loads((Path(resume_dir) / NONFINITE_MARKER).read_text()))
+            _report(tm.NONFINITE_METRICS, parallel,
+                    marker=json.loads((Path(resume_dir) / NONFINITE_MARKER).read_text()))
             return                                       # a NaN is deterministic: do not train it again
         job = prepare(spec, parallel, config.get("finetuned_teacher"))
-        last_step = total_steps(spec, job.data, parallel)
+        last_step = job.plan.total_steps
         placement = _placement(job, parallel)
-        restored = {"restored_at_step": 0}
+        restored = {tm.RESTORED_AT_STEP: 0}
+        select_split = selection_split(job.data.task, spec.select_on)
+
+        def evaluation(progress, score):
+            return (tm.evaluation_metrics(progress, score, job.data.task.selection_metric, select_split)
+                    | placement | restored)
 
         def on_evaluate(progress, metrics):
             _maybe_fail_once(progress.step)
             if progress.step < last_step:                # the final report below carries dev and the model
-                _report(_progress_metrics(progress, metrics, job) | placement | restored, parallel, job=job,
+                _report(evaluation(progress, metrics[job.data.task.selection_metric]), parallel, job=job,
                         progress=progress)
 
-        restored["training_started_at"] = time.time()      # data and models ready: the first step follows
+        def on_log(progress, logs):
+            ray.train.report(tm.log_metrics(progress.step, logs, progress.best_score))
+
+        restored[tm.TRAINING_STARTED_AT] = time.time()      # data and models ready: the first step follows
         if resume_dir:
-            restored["restored_at_step"] = json.loads((Path(resume_dir) / META).read_text())["progress"]["step"]
+            restored[tm.RESTORED_AT_STEP] = json.loads((Path(resume_dir) / META).read_text())["progress"]["step"]
         try:
-            progress = train(job, resume_from=resume_dir, on_evaluate=on_evaluate)
+            progress = train(job, resume_from=resume_dir, on_evaluate=on_evaluate, on_log=on_log)
         except NonFiniteLossError as e:
             log.error("%s", e)
-            _report(NONFINITE_METRICS, parallel, marker={"error": str(e)})
+            _report(tm.NONFINITE_METRICS, parallel, marker={"error": str(e)})
             return
     results, exported = finalize(job, progress)
-    metrics = _progress_metrics(progress, {}, job) | flat_metrics(results) | placement | restored | {"finished": 1.0}
+    metrics = evaluation(progress, None) | tm.final_metrics(results) | {tm.FINISHED: 1.0}
     _report(metrics, parallel, job=job, progress=progress, results=results, exported=exported)
 
 
@@ -101,25 +99,8 @@ def _placement(job, parallel: Parallel) -> dict:
     device = job.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
     nodes = parallel.gather(ray.get_runtime_context().get_node_id())
-    return {"nodes": len(set(nodes)), "hardware": f"{parallel.world_size}x {device.type}:{name} "
-                                                  f"({torch.get_num_threads()} threads/worker)"}
-
-
-def _progress_metrics(progress, metrics: dict, job) -> dict:
-    task = job.data.task
-    last = progress.history[-1] if progress.history else {}
-    out = {"step": progress.step, "epoch": last.get("epoch", 0.0),
-           "score": metrics.get(task.selection_metric, progress.best_score),
-           "best_score": progress.best_score, "best_step": progress.best_step,
-           "examples_per_second": progress.examples / max(progress.train_seconds, 1e-9),
-           "curve": json.dumps([[round(h["epoch"], 4), h[f"{_select_name(job)}_{task.selection_metric}"]]
-                                for h in progress.history])}
-    out |= {f"train/{k}": v for k, v in last.items() if k not in ("step", "epoch") and isinstance(v, float)}
-    return out
-
-
-def _select_name(job) -> str:
-    return "selection" if job.spec.select_on == "selection" else job.data.task.dev_splits[0]
+    return {tm.NODES: len(set(nodes)), tm.HARDWARE: f"{parallel.world_size}x {device.type}:{name} "
+                                                    f"({torch.get_num_threads()} threads/worker)"}
 
 
 def _report(metrics: dict, parallel: Parallel, job=None, progress=None, results=None, exported=None,
@@ -136,7 +117,7 @@ def _report(metrics: dict, parallel: Parallel, job=None, progress=None, results=
         else:
             save_checkpoint(tmp, job.method, progress)
         if results is not None:
-            save_student(results, exported, job.tokenizer, Path(tmp))
+            save_student(results, exported, job.data.tokenizer, Path(tmp))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
@@ -170,7 +151,7 @@ def trial_driver(config: dict) -> None:
             failure_config=ray.train.FailureConfig(max_failures=run.get("max_failures", 2))),
     )
     result = trainer.fit()
-    if result.metrics and result.metrics.get("nonfinite_loss"):
+    if result.metrics and result.metrics.get(tm.NONFINITE):
         raise NonFiniteLossError(f"trial {trial_id}: training loss became NaN/inf; the trial is failed")
 
 

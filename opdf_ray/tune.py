@@ -8,12 +8,14 @@ once per task before the trials, as a Ray task, and stored under the experiment.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from opdf_ray import trial_metrics as tm
 from opdf_ray.config import RunSpec
 from opdf_ray.leaderboard import make_row, write_row
 from opdf_ray.search_space import SearchSpace, spec_values
@@ -21,7 +23,7 @@ from opdf_ray.storage import delete_dir, is_uri, join
 from opdf_ray.train import trial_driver, worker_threads
 
 log = logging.getLogger(__name__)
-METRIC, MODE = "best_score", "max"
+METRIC, MODE = tm.BEST_SCORE, "max"
 DRIVER_CPU = 0.01                      # a trial driver only waits on its Ray Train workers
 DRIVER_RESOURCE = "opdf_driver"        # a custom resource on the head node of cluster/gpu.yaml: drivers stay there
 
@@ -46,8 +48,10 @@ class SearchSettings:
     checkpoints_to_keep: int = 2
     optuna_storage: str | None = None
     placement: str = "PACK"
-    sampler: str = "tpe"           # "grid": every combination of an all-categorical space (a baseline)
+    sampler: str = "tpe"           # "grid": every combination of an all-categorical space (bench_search.py)
     early_stopping: bool = True    # ASHA; off for a grid baseline
+    mlflow_uri: str | None = None  # log every trial to this MLflow tracking URI (Ray's MLflowLoggerCallback)
+    wandb_project: str | None = None   # log every trial to this W&B project (WANDB_MODE=offline works offline)
 
     def __post_init__(self):
         def bad(field, allowed):
@@ -72,20 +76,29 @@ class SearchSettings:
             bad("sampler", "tpe or grid")
         if not self.name or "/" in self.name:
             bad("name", "a non-empty name without '/'")
+        for field, module, extra in (("mlflow_uri", "mlflow", "mlflow-skinny"), ("wandb_project", "wandb", "wandb")):
+            if getattr(self, field) is not None and importlib.util.find_spec(module) is None:
+                raise ValueError(f"{field}={getattr(self, field)!r} needs the {module} package: pip install {extra} "
+                                 f"(or pip install 'opdf-ray[tracking]')")
 
 
 def experiment_name(settings: SearchSettings, task: str) -> str:
     return f"{settings.name}-{task}"
 
 
+def trial_epochs(space: SearchSpace, task: str, settings: SearchSettings) -> int:
+    """The one place a trial's epoch count is decided: the space's ``epochs`` for the task, capped by
+    ``--max-epochs`` (a space cannot set ``epochs`` anywhere else); ASHA's horizon uses the same number."""
+    epochs = space.epochs_for(task)
+    return min(epochs, settings.max_epochs) if settings.max_epochs else epochs
+
+
 def trial_spec(base: RunSpec, space: SearchSpace, drawn: dict, settings: SearchSettings,
                overrides: dict | None = None) -> RunSpec:
-    """The RunSpec of one trial: base ← space ``fixed`` ← per-task epochs ← drawn values ← ``overrides``
-    (explicit command-line settings such as ``--max-length``)."""
-    epochs = space.epochs_for(base.task)
-    if settings.max_epochs:
-        epochs = min(epochs, settings.max_epochs)
-    values = base.to_dict() | space.fixed | {"epochs": epochs} | spec_values(drawn) | (overrides or {})
+    """The RunSpec of one trial: base ← space ``fixed`` ← drawn values ← ``overrides`` (explicit command-line
+    settings such as ``--max-length``) ← epochs (``trial_epochs``) and the execution settings of a trial."""
+    values = base.to_dict() | space.fixed | spec_values(drawn) | (overrides or {})
+    values["epochs"] = trial_epochs(space, base.task, settings)
     values |= {"threads": worker_threads(settings.cpus_per_worker), "progress": False, "save_model": False}
     return RunSpec.from_dict(values)
 
@@ -103,34 +116,45 @@ class TrialSampler:
         return {"spec": spec.to_dict(), "run": self.run, "finetuned_teacher": self.finetuned_teacher}
 
 
-def _optuna_search(sampler_fn: TrialSampler, settings: SearchSettings, study_name: str):
-    import optuna
-    from ray.tune.search import ConcurrencyLimiter
+def prune_aware_optuna_search(**kwargs):
+    """Ray's ``OptunaSearch`` (``kwargs`` as it takes them) that tells trials the scheduler stopped early as
+    *pruned*: Ray's own would tell them as complete, and TPE would treat a half-trained score as final.
+
+    Public API only: ``OptunaSearch.on_trial_complete`` tells Optuna PRUNED for a result-less, error-free
+    completion, so a stopped trial (its last result lacks ``finished``) is completed without its result. Log
+    results are not told to Optuna; intermediate values are indexed by evaluation. Pinned by
+    ``tests/test_tune_units.py`` (Ray is pinned to 2.60 in pyproject.toml).
+    """
     from ray.tune.search.optuna import OptunaSearch
 
     class PruneAwareOptunaSearch(OptunaSearch):
-        """Trials the scheduler stopped early end without ``finished``: Optuna records them as pruned (Ray's
-        OptunaSearch would tell them as complete, and TPE would treat a half-trained score as final)."""
+        def on_trial_result(self, trial_id, result):
+            if tm.is_evaluation(result):
+                super().on_trial_result(trial_id, result | {tm.TRAINING_ITERATION: result[tm.EVALUATIONS]})
 
         def on_trial_complete(self, trial_id, result=None, error=False):
-            if result and not error and not result.get("finished") and trial_id not in self._completed_trials:
-                self._ot_study.tell(self._ot_trials[trial_id], None, state=optuna.trial.TrialState.PRUNED)
-                self._completed_trials.add(trial_id)
-                return
-            super().on_trial_complete(trial_id, result, error)
+            stopped_early = bool(result) and not error and not result.get(tm.FINISHED)
+            super().on_trial_complete(trial_id, None if stopped_early else result, error)
+
+    return PruneAwareOptunaSearch(**kwargs)
+
+
+def _optuna_search(sampler_fn: TrialSampler, settings: SearchSettings, study_name: str):
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
 
     storage = optuna.storages.RDBStorage(settings.optuna_storage) if settings.optuna_storage else None
     if settings.sampler == "grid":
         sampler = optuna.samplers.GridSampler(grid_of(sampler_fn.space), seed=settings.seed)
     else:
         sampler = optuna.samplers.TPESampler(seed=settings.seed)
-    search = PruneAwareOptunaSearch(space=sampler_fn, sampler=sampler,
-                                    study_name=study_name, storage=storage, metric=METRIC, mode=MODE)
+    search = prune_aware_optuna_search(space=sampler_fn, sampler=sampler, study_name=study_name, storage=storage,
+                                       metric=METRIC, mode=MODE)
     return ConcurrencyLimiter(search, max_concurrent=settings.max_concurrent)
 
 
 def grid_of(space: SearchSpace) -> dict[str, list]:
-    """The grid of an all-categorical, unconditional space (``--sampler grid``)."""
+    """The grid of an all-categorical, unconditional space (``SearchSettings(sampler="grid")``)."""
     bad = [p.name for p in space.params if p.type != "categorical" or p.when or p.include_zero]
     if bad:
         raise ValueError(f"a grid search needs categorical, unconditional parameters; not so: {bad}")
@@ -145,7 +169,7 @@ def _callbacks(run_id: str, settings: SearchSettings, train_storage: str):
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             result = trial.last_result or {}
-            status = "completed" if result.get("finished") else "pruned"
+            status = "completed" if result.get(tm.FINISHED) else "pruned"
             self._record(trial, status, result, None)
             if status == "pruned":
                 delete_dir(join(train_storage, trial.trial_id))
@@ -161,7 +185,26 @@ def _callbacks(run_id: str, settings: SearchSettings, train_storage: str):
             except Exception:                 # noqa: BLE001 — a row we cannot write must not kill the search
                 log.exception("leaderboard: could not record trial %s", trial.trial_id)
 
-    return [RecordTrials()]
+    return [RecordTrials(), *experiment_loggers(settings, run_id)]
+
+
+def experiment_loggers(settings: SearchSettings, experiment: str) -> list:
+    """Opt-in experiment trackers through Ray's logger callbacks: every trial becomes an MLflow run / a W&B run
+    with its config and every reported result (per-step training loss included). TensorBoard needs nothing:
+    Tune writes ``events.out.tfevents*`` into each trial folder (``tensorboard --logdir <storage>/<experiment>``).
+    """
+    loggers = []
+    if settings.mlflow_uri:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        loggers.append(MLflowLoggerCallback(tracking_uri=settings.mlflow_uri, experiment_name=experiment))
+    if settings.wandb_project:
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        # upload_timeout bounds the wait for a trial's uploads at the end (Ray's default, 30 min, also applies when
+        # the search ends on an error, with actors that never got their end signal)
+        loggers.append(WandbLoggerCallback(project=settings.wandb_project, group=experiment, upload_timeout=120))
+    return loggers
 
 
 def _error_text(trial) -> str | None:
@@ -196,22 +239,12 @@ def prepare_teacher(base: RunSpec, space: SearchSpace, settings: SearchSettings,
     if is_uri(exp_dir):
         raise ValueError("KD/Theseus searches need --storage on a filesystem every node shares (EFS/NFS): copying "
                          "the fine-tuned teacher to cloud storage is not implemented yet")
+    from opdf_ray.teacher import finetune_teacher_into
+
     spec = trial_spec(base, space, {}, settings, overrides)
     target = join(exp_dir, "teacher")
     resources = {"num_cpus": settings.cpus_per_worker, "num_gpus": settings.gpus_per_worker}
-    return ray.get(ray.remote(**resources)(_finetune_teacher_task).remote(spec.to_dict(), target))
-
-
-def _finetune_teacher_task(spec_dict: dict, target: str) -> str:
-    from opdf_ray.data import default_cache_dir
-    from opdf_ray.engine import finetune_teacher, prepare_data, resolve_device
-    from opdf_ray.models import load_tokenizer, teacher_source
-
-    spec = RunSpec.from_dict(spec_dict)
-    cache_dir = Path(spec.cache_dir or default_cache_dir())
-    source = teacher_source(spec.preset, spec.teacher, cache_dir)
-    data = prepare_data(spec, load_tokenizer(source), cache_dir)
-    return finetune_teacher(spec, source, data, resolve_device(spec.device), Path(target))[0]
+    return ray.get(ray.remote(**resources)(finetune_teacher_into).remote(spec.to_dict(), target))
 
 
 def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resume: bool = False,
@@ -232,10 +265,10 @@ def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resu
            "max_failures": settings.max_failures, "checkpoints_to_keep": settings.checkpoints_to_keep,
            "placement": settings.placement}
     trainable = tune.with_resources(trial_driver, driver_resources(settings))
-    max_epochs = space.epochs_for(base.task) if not settings.max_epochs else min(settings.max_epochs,
-                                                                                 space.epochs_for(base.task))
-    # max_t one past the last evaluation: ASHA stops trials only at its rungs, a full trial ends on its own
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_epochs + 1,
+    max_epochs = trial_epochs(space, base.task, settings)
+    # ASHA counts epochs (the `epoch` of evaluation results), whatever the evaluation or log frequency; max_t one
+    # past the last epoch: ASHA stops trials only at its rungs, a full trial ends on its own
+    scheduler = ASHAScheduler(time_attr=tm.EPOCH, max_t=max_epochs + 1,
                               grace_period=min(settings.grace_epochs, max_epochs),
                               reduction_factor=settings.reduction_factor, metric=METRIC, mode=MODE
                               ) if settings.early_stopping else None

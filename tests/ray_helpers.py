@@ -11,7 +11,7 @@ from opdf_ray.search_space import parse_space  # noqa: E402
 from opdf_ray.tune import SearchSettings  # noqa: E402
 
 TINY_SPACE = {
-    "fixed": {"max_length": 32, "batch_size": 16, "eval_batch_size": 64, "teacher_epochs": 1},
+    "fixed": {"max_length": 32, "batch_size": 16, "eval_batch_size": 64, "teacher_epochs": 1, "log_steps": 1},
     "epochs": {"default": 2},
     "params": {
         "method": {"type": "categorical", "choices": ["kd", "prokt"]},

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow   # one subprocess per case (imports torch + transformers)
+
 REPO = Path(__file__).resolve().parent.parent
 
 

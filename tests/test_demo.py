@@ -1,4 +1,4 @@
-"""The README's main command on the real packaged all-MiniLM-L6-v2 (offline)."""
+"""The one-minute OPDF demo (`python -m opdf_ray.demo`) on the real packaged all-MiniLM-L6-v2, offline."""
 
 import pytest
 from transformers import AutoConfig

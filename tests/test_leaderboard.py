@@ -5,16 +5,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from opdf_ray.config import RunSpec
+from rows import completed_result
+
 from opdf_ray.leaderboard import (SCHEMA, SCHEMA_VERSION, best_rows, config_id, make_row, read_leaderboard,
                                   seed_summary, write_row)
 
 
 def row(trial, status="completed", task="mrpc", method="kd", cores=0, seed=42, lr=1e-5, score=80.0, dev=82.0):
     spec = RunSpec(task=task, method=method, opdf_cores=cores, seed=seed, lr=lr).to_dict()
-    result = {"best_score": score, "dev/validation/f1": dev, "dev/validation/accuracy": dev - 5,
-              "selection/f1": score, "training_iteration": 3, "step": 30, "trainable_params": 10, "finished": 1.0}
-    if status != "completed":
-        result = {"score": score, "training_iteration": 1}
+    result = completed_result(task, score, dev) if status == "completed" else {"score": score,
+                                                                                "training_iteration": 1}
     return make_row("run1", trial, status, spec, result, error="boom" if status == "failed" else None)
 
 

@@ -6,6 +6,8 @@ import subprocess
 
 import pytest
 
+from rows import completed_result, stopped_result
+
 from opdf_ray.config import RunSpec
 from opdf_ray.leaderboard import make_row, write_row
 from opdf_ray.report import build_table, main, render, table_markdown
@@ -15,11 +17,10 @@ ARTIFACTS = "outputs/ci-artifacts"
 
 def put(root, trial, task, method, cores, seed, selection, dev, lr=1e-5, status="completed", run="run1"):
     spec = RunSpec(task=task, method=method, opdf_cores=cores, seed=seed, lr=lr).to_dict()
-    dev_keys = {"mrpc": {"dev/validation/f1": dev, "dev/validation/accuracy": dev - 10},
-                "rte": {"dev/validation/accuracy": dev}}[task]
-    result = {"best_score": selection, **dev_keys, "trainable_params": 26_800_000 if cores else 17_400_000,
-              "inference_params": 17_400_000, "training_iteration": 3, "epoch": 3.0,
-              "curve": "[[1.0, 50.0], [2.0, %s]]" % selection}
+    result = completed_result(task, selection, dev, trainable=26_800_000 if cores else 17_400_000,
+                              inference=17_400_000, curve=[[1.0, 50.0], [2.0, selection]], other_below=10)
+    if status != "completed":
+        result = stopped_result(selection)
     write_row(str(root), make_row(run, trial, status, spec, result))
 
 

@@ -11,7 +11,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from opdf_ray import run as run_cli
 from opdf_ray.config import RunSpec
-from opdf_ray.engine import NonFiniteLossError, run
+from opdf_ray.engine import run
+from opdf_ray.loop import NonFiniteLossError
 
 QUICK = dict(preset="tiny", max_train_samples=48, max_steps=3, batch_size=16, eval_batch_size=64, teacher_epochs=1,
              progress=False)

@@ -18,6 +18,8 @@ from opdf_ray.leaderboard import SCHEMA, read_leaderboard  # noqa: E402
 from opdf_ray.train import FAIL_ONCE_ENV  # noqa: E402
 from opdf_ray.tune import run_search  # noqa: E402
 
+pytestmark = pytest.mark.slow   # real Ray searches: minutes
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -26,14 +28,18 @@ def local_ray(tmp_path_factory):
     marker = tmp_path_factory.mktemp("fault") / "failed-once"
     marker.write_text("armed later")               # exists: no injected failure until a test removes it
     os.environ[FAIL_ONCE_ENV] = f"5:{marker}"      # workers inherit the environment of the Ray they join
+    os.environ |= {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path_factory.mktemp("wandb")),
+                   "WANDB_SILENT": "true"}           # W&B's logger actor writes offline runs there
     ray.init(num_cpus=4)
     yield marker
     ray.shutdown()
-    os.environ.pop(FAIL_ONCE_ENV, None)
+    for var in (FAIL_ONCE_ENV, "WANDB_MODE", "WANDB_DIR", "WANDB_SILENT"):
+        os.environ.pop(var, None)
 
 
-def test_search_with_two_workers_per_trial_fills_the_leaderboard(local_ray, tmp_path):
-    conf = settings(tmp_path, workers_per_trial=2, optuna_storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+def test_search_with_two_workers_per_trial_fills_the_leaderboard_and_the_trackers(local_ray, tmp_path):
+    conf = settings(tmp_path, workers_per_trial=2, optuna_storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+                    mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", wandb_project="opdf-test")
     grid = run_search(tiny_base(tmp_path), tiny_space(), conf)
     assert len(grid) == 3 and grid.num_errors == 0
     board = read_leaderboard(conf.leaderboard)
@@ -42,7 +48,7 @@ def test_search_with_two_workers_per_trial_fills_the_leaderboard(local_ray, tmp_
     assert set(board["status"]) <= {"completed", "pruned"} and "completed" in set(board["status"])
     done = board[board["status"] == "completed"]
     assert (done["workers"] == 2).all() and (done["bytes_all_reduced"] > 0).all()
-    assert done["dev_accuracy"].between(0, 100).all() and (done["iterations"] == 2).all()
+    assert done["dev_accuracy"].between(0, 100).all() and (done["evaluations"] == 2).all()
     assert (done["inference_params"] < done["trainable_params"]).eq(done["opdf"]).all()
     study = optuna.load_study(study_name="t-rte", storage=conf.optuna_storage)
     states = sorted(t.state.name for t in study.trials)
@@ -52,6 +58,18 @@ def test_search_with_two_workers_per_trial_fills_the_leaderboard(local_ray, tmp_
     assert kept == set(done["trial_id"])           # checkpoints of pruned trials are deleted
     teacher = Path(conf.storage) / "t-rte" / "teacher" / "teacher.json"
     assert teacher.is_file()                       # fine-tuned once for the search, before the trials
+    # per-step training loss, not only per evaluation: TensorBoard (Tune's own files), MLflow and W&B (offline)
+    for trial_id, row in board.set_index("trial_id").iterrows():
+        events = b"".join(p.read_bytes() for p in (Path(conf.storage) / "t-rte" / trial_id).glob("events.out*"))
+        assert events.count(b"train/loss") >= row["steps"] > row["evaluations"]     # every step was logged
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=conf.mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name("t-rte").experiment_id])
+    assert len(runs) == 3
+    logged = sorted(len(client.get_metric_history(r.info.run_id, "train/loss")) for r in runs)
+    assert all(n >= steps for n, steps in zip(logged, sorted(board["steps"])))   # every step, per trial
+    assert len(list(Path(os.environ["WANDB_DIR"]).glob("wandb/offline-run-*"))) == 3
 
 
 def test_a_nan_trial_is_failed_and_the_others_finish(local_ray, tmp_path):

@@ -6,15 +6,18 @@ import optuna
 import pytest
 import yaml
 
-from opdf_ray.config import RunSpec
-from opdf_ray.search_space import default_space_path, load_space, parse_space, spec_values
+from opdf_ray.config import METHODS, RunSpec
+from opdf_ray.search_space import SPEC_FIELDS, default_space_path, load_space, parse_space, spec_values
 
 SPACES = sorted((Path(__file__).resolve().parent.parent / "search_spaces").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
-def test_shipped_spaces_are_valid(path):
-    load_space(path)
+def test_shipped_spaces_are_valid_and_search_known_methods(path):
+    space = load_space(path)                       # raises on any invalid key, range or drawn combination
+    assert space.source == str(path) and space.params
+    assert set(space.methods()) <= set(METHODS) and all(p.name in SPEC_FIELDS or p.name == "opdf"
+                                                        for p in space.params)
 
 
 def draws(space, n=60, seed=0):
@@ -61,7 +64,10 @@ def test_restricting_methods_keeps_only_those():
      "low=0.001 must be smaller than high=1e-05"),
     ({"params": {"lr": {"type": "loguniform", "low": 0, "high": 1e-5}}}, "log-uniform range needs low > 0"),
     ({"params": {"lr": {"type": "normal", "low": 0, "high": 1}}}, "'normal' is not one of loguniform, uniform"),
-    ({"params": {"epochs": {"type": "int", "low": 1.5, "high": 3}}}, "params.epochs.low: 1.5 is not an int"),
+    ({"params": {"max_steps": {"type": "int", "low": 1.5, "high": 3}}}, "params.max_steps.low: 1.5 is not an int"),
+    ({"params": {"epochs": {"type": "int", "low": 1, "high": 3}}}, "epochs cannot be searched: epochs are set per "
+                                                                    "task in the top-level 'epochs:' section"),
+    ({"fixed": {"epochs": 7}}, "fixed.epochs: epochs are set per task in the top-level 'epochs:' section"),
     ({"params": {"lr": {"type": "uniform", "low": "a", "high": 1}}}, "params.lr.low: 'a' is not a finite number"),
     ({"params": {"lr": {"type": "uniform", "low": 0.1, "high": 1, "when": {"method": ["kd"]}}}},
      "'method' is not a parameter declared before lr"),

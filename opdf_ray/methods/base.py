@@ -41,22 +41,22 @@ def make_optimizer(module: nn.Module, lr: float, weight_decay: float) -> torch.o
 
 def linear_schedule(optimizer, total_steps: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up over ``warmup_ratio·total`` steps, then linear decay to 0 (the HF default the papers use)."""
-    warmup = int(warmup_ratio * total_steps)
+    from transformers import get_linear_schedule_with_warmup
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
 
 
 class Method:
     """One distillation method: owns its optimisers and performs one training step per batch.
 
-    Life cycle (driven by ``opdf_ray.engine``): construct with the spec, student and teacher → ``apply_opdf()``
-    (over-parameterise the layers the method trains and, for alignment, the teacher's) → ``setup(total_steps)``
-    (optimisers) → ``train_step(batch, held_batch)`` per batch → ``export_student()`` (merged, stock).
+    Life cycle (driven by ``opdf_ray.engine`` and ``opdf_ray.loop.fit``), each hook called once, in this order:
+
+    1. construct with the spec, student and teacher;
+    2. ``apply_opdf()``: over-parameterise the layers the method trains (and the teacher's, for alignment);
+    3. ``cache_teacher_logits(batches, n)``, only when ``caches_teacher_logits`` and the spec ask for it;
+    4. ``setup(total_steps)``: optimisers and schedules (``optimizers()`` returns them from then on);
+    5. ``train_step(batch, held_batch)`` per batch; ``eval_model()`` whenever the loop evaluates;
+    6. ``export_student()``: the merged, stock student.
     """
 
     name: ClassVar[str] = ""
@@ -64,11 +64,14 @@ class Method:
     trains_teacher: ClassVar[bool] = False
     needs_finetuned_teacher: ClassVar[bool] = False   # KD/Theseus: a task-fine-tuned, frozen teacher
     uses_held_batch: ClassVar[bool] = False           # LGTM: a batch from the selection slice per step
+    caches_teacher_logits: ClassVar[bool] = False     # KD: a frozen teacher's logits can be computed once
 
     def __init__(self, spec, student: nn.Module, teacher: nn.Module | None, parallel: Parallel | None = None):
         self.spec, self.student, self.teacher = spec, student, teacher
         self.parallel = parallel or Parallel()
         self.steps_done = 0
+        self.student_opt: torch.optim.AdamW | None = None          # built by setup()
+        self.student_sched: torch.optim.lr_scheduler.LRScheduler | None = None
 
     # -- structure (Theseus overrides) ------------------------------------------------------------------------
     def student_layers(self) -> nn.ModuleList:
@@ -107,7 +110,15 @@ class Method:
         return tensor_alignment_loss(self.student_layers(), self.teacher_layers(), cores=s.opdf_align_cores,
                                      weight=s.opdf_align_weight)
 
+    def trainable_parameter_count(self) -> int:
+        """Parameters the student trains with (MPO cores included): what OPDF over-parameterises."""
+        return sum(p.numel() for p in self.eval_model().parameters() if p.requires_grad)
+
     # -- training --------------------------------------------------------------------------------------------------
+    def cache_teacher_logits(self, batches, n_examples: int) -> None:
+        """Compute the frozen teacher's logits for every training example once (``caches_teacher_logits``)."""
+        raise NotImplementedError(f"{self.name} does not cache teacher logits")
+
     def setup(self, total_steps: int) -> None:
         s = self.spec
         self.student_opt = make_optimizer(self.eval_model(), s.lr, s.weight_decay)
@@ -116,6 +127,18 @@ class Method:
             self.teacher.eval().requires_grad_(False)
 
     def train_step(self, batch: dict, held_batch: dict | None = None) -> dict[str, float]:
+        """One optimiser step (of each model the method trains) on ``batch``.
+
+        Args:
+            batch: a padded batch on the device (``input_ids``, ``token_type_ids``, ``attention_mask``,
+                ``labels``, ``index``), this worker's share of the global batch.
+            held_batch: a batch of the selection slice for methods with ``uses_held_batch`` (LGTM), else None.
+
+        Returns:
+            The step's loss terms as floats; ``"loss"`` (the student's total) is always there. ``fit`` stops
+            every worker when any value is NaN/inf, shows ``loss`` on the progress bar, and every key is
+            recorded in the history and reported as ``train/<key>``.
+        """
         raise NotImplementedError
 
     def student_loss(self, s_logits, t_logits, labels) -> tuple[torch.Tensor, dict[str, float]]:
@@ -140,10 +163,16 @@ class Method:
         self.clip_and_step(optimizer, scheduler)
 
     def clip_and_step(self, optimizer, scheduler) -> None:
-        """Average gradients across data-parallel workers, clip, step. With several workers a parameter this
-        worker did not use gets a zero gradient (as DDP does), so every worker reduces the same tensors."""
+        """Average gradients across data-parallel workers, clip, step.
+
+        A parameter no worker used this step keeps ``grad = None``, so AdamW leaves it (and its moments) alone,
+        exactly as with one worker; one that only some workers used gets a zero gradient on the others, so
+        every worker reduces the same tensors. Results therefore do not depend on the worker count.
+        """
         params = [p for g in optimizer.param_groups for p in g["params"]]
         if self.parallel.world_size > 1:
+            used = self.parallel.any_each([p.grad is not None for p in params])
+            params = [p for p, u in zip(params, used) if u]
             for p in params:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)

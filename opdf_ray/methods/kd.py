@@ -17,18 +17,19 @@ class KD(Method):
 
     name = "kd"
     needs_finetuned_teacher = True
+    caches_teacher_logits = True
 
     def __init__(self, spec, student, teacher, parallel=None):
         super().__init__(spec, student, teacher, parallel)
         self.cached_logits: torch.Tensor | None = None
 
-    def precompute_teacher_logits(self, loader, n_examples: int) -> None:
-        """Fill the cache from a loader over (this worker's share of) the training set that yields ``index``
-        with every batch; shares are summed across workers, so each example's logits are computed once."""
+    def cache_teacher_logits(self, batches, n_examples: int) -> None:
+        """Fill the cache from batches over (this worker's share of) the training set, each with its ``index``;
+        shares are summed across workers, so each example's logits are computed once."""
         self.teacher.eval()
         table = None
         with torch.inference_mode():
-            for batch in loader:
+            for batch in batches:
                 logits = self.teacher(**model_inputs(batch)).logits
                 if table is None:
                     table = logits.new_zeros(n_examples, logits.shape[-1])

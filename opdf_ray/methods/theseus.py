@@ -90,13 +90,10 @@ class Theseus(Method):
         if align is not None:
             loss = loss + align
             logs["align"] = align.item()
-        if loss.requires_grad:
-            self.optimizer_step(loss, self.student_opt, self.student_sched)
-        elif self.parallel.world_size > 1:      # other workers may have gradients: join their all-reduce
-            self.student_opt.zero_grad(set_to_none=True)
-            self.clip_and_step(self.student_opt, self.student_sched)
-        else:                                   # every block drew its frozen predecessors: nothing to update
-            self.student_sched.step()
+        self.student_opt.zero_grad(set_to_none=True)
+        if loss.requires_grad:                  # False when every block drew its frozen predecessors
+            loss.backward()
+        self.clip_and_step(self.student_opt, self.student_sched)   # steps only successors some worker used
         self.steps_done += 1
         return {"loss": loss.item(), **logs}
 

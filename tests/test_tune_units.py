@@ -1,0 +1,125 @@
+"""The search's pure parts without a Ray cluster: trial specs and epochs, parallelism, grids, the pruned-trial
+searcher, and the path from a worker's reports to a leaderboard row (the metrics contract)."""
+
+import optuna
+import pytest
+from ray_helpers import settings, tiny_base, tiny_space
+from rows import completed_result
+
+from opdf_ray import trial_metrics as tm
+from opdf_ray.checkpoint import Progress
+from opdf_ray.config import RunSpec
+from opdf_ray.leaderboard import make_row, read_leaderboard, write_row
+from opdf_ray.search_space import parse_space
+from opdf_ray.tune import (DRIVER_CPU, METRIC, MODE, default_parallelism, grid_of, prune_aware_optuna_search,
+                           trial_epochs, trial_spec)
+
+
+def test_trial_spec_layers_fixed_drawn_and_command_line_values(tmp_path):
+    space = tiny_space()
+    drawn = {"method": "prokt", "lr": 3e-4, "opdf": False}
+    spec = trial_spec(tiny_base(tmp_path), space, drawn, settings(tmp_path, cpus_per_worker=2.0),
+                      overrides={"max_length": 48})
+    assert (spec.method, spec.lr, spec.opdf_cores) == ("prokt", 3e-4, 0)          # drawn
+    assert spec.batch_size == 16 and spec.teacher_epochs == 1                     # the space's fixed values
+    assert spec.max_length == 48                                                  # the command line wins
+    assert spec.epochs == 2 and spec.threads == 2                                 # epochs section; CPU share
+    assert not spec.progress and not spec.save_model                              # a trial's execution
+
+
+def test_epochs_come_only_from_the_epochs_section_capped_by_max_epochs(tmp_path):
+    space = parse_space({"epochs": {"default": 3, "rte": 10}, "params": {"lr": {"type": "loguniform", "low": 1e-5,
+                                                                                "high": 1e-4}}})
+    assert trial_epochs(space, "rte", settings(tmp_path)) == 10
+    assert trial_epochs(space, "mrpc", settings(tmp_path)) == 3
+    assert trial_epochs(space, "rte", settings(tmp_path, max_epochs=2)) == 2
+    spec = trial_spec(tiny_base(tmp_path), space, {"lr": 2e-5}, settings(tmp_path, max_epochs=4))
+    assert spec.epochs == 4                                  # the trial trains what ASHA's horizon assumes
+    with pytest.raises(ValueError, match="epochs cannot be searched"):
+        parse_space({"params": {"epochs": {"type": "int", "low": 1, "high": 5}}})
+    with pytest.raises(ValueError, match="fixed.epochs: epochs are set per task"):
+        parse_space({"fixed": {"epochs": 7}})
+
+
+@pytest.mark.parametrize("cpus,gpus,workers,gpus_per_worker,expected", [
+    (2, 0, 1, 0.0, (round(2 - DRIVER_CPU, 2), 1)),      # a laptop: one trial gets every core
+    (2, 0, 2, 0.0, (round((2 - DRIVER_CPU) / 2, 2), 1)),
+    (1, 0, 8, 0.0, (0.25, 1)),                          # never below a quarter CPU per worker
+    (32, 4, 1, 1.0, (7.0, 4)),                          # GPUs bound concurrency; CPUs shared among trials
+    (32, 4, 2, 1.0, (7.0, 2)),                          # 2 trials × 2 workers share the CPUs
+    (8, 1, 2, 1.0, (3.0, 1)),                           # too few GPUs: still one trial (an autoscaler may add)
+])
+def test_default_parallelism_fits_the_cluster(cpus, gpus, workers, gpus_per_worker, expected):
+    assert default_parallelism(cpus, gpus, workers, gpus_per_worker) == expected
+
+
+def test_grid_of_takes_every_categorical_choice_and_rejects_the_rest():
+    space = parse_space({"params": {"method": {"type": "categorical", "choices": ["kd", "prokt"]},
+                                    "lr": {"type": "categorical", "choices": [1e-5, 1e-4]}}})
+    assert grid_of(space) == {"method": ["kd", "prokt"], "lr": [1e-5, 1e-4]}
+    with pytest.raises(ValueError, match=r"categorical, unconditional parameters; not so: \['lr'\]"):
+        grid_of(parse_space({"params": {"lr": {"type": "loguniform", "low": 1e-5, "high": 1e-4}}}))
+
+
+def test_stopped_trials_are_told_to_optuna_as_pruned_and_log_results_are_ignored():
+    storage = optuna.storages.InMemoryStorage()
+    search = prune_aware_optuna_search(space=lambda trial: {"lr": trial.suggest_float("lr", 1e-5, 1e-3, log=True)},
+                                       metric=METRIC, mode=MODE, study_name="s", storage=storage, seed=0)
+    for trial_id in ("stopped", "done", "failed"):
+        search.suggest(trial_id)
+        search.on_trial_result(trial_id, tm.log_metrics(3, {"loss": 0.5}, -1.0) | {tm.TRAINING_ITERATION: 1})
+        search.on_trial_result(trial_id, {tm.BEST_SCORE: 60.0, tm.EPOCH: 1.0, tm.EVALUATIONS: 1,
+                                          tm.TRAINING_ITERATION: 2})
+    search.on_trial_complete("stopped", {tm.BEST_SCORE: 60.0, tm.EVALUATIONS: 1})          # no `finished`
+    search.on_trial_complete("done", {tm.BEST_SCORE: 70.0, tm.FINISHED: 1.0})
+    search.on_trial_complete("failed", None, error=True)
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    states = [t.state for t in trials]
+    assert states == [optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE,
+                      optuna.trial.TrialState.FAIL]
+    assert trials[1].value == 70.0
+    assert all(t.intermediate_values == {1: 60.0} for t in trials)   # indexed by evaluation; no log results
+
+
+def test_a_workers_reports_become_a_complete_leaderboard_row(tmp_path):
+    progress = Progress(step=20, best_score=71.0, best_step=20, train_seconds=4.0, examples=200,
+                        history=[{"step": 10, "epoch": 1.0, "loss": 0.7, "selection_f1": 65.0},
+                                 {"step": 20, "epoch": 2.0, "loss": 0.5, "selection_f1": 71.0}])
+    evaluation = tm.evaluation_metrics(progress, None, "f1", "selection")
+    results = {"selection": {"f1": 71.0, "accuracy": 66.0}, "dev": {"validation": {"f1": 80.0, "accuracy": 70.0}},
+               "teacher_dev": {"validation": {"f1": 88.0, "accuracy": 84.0}}, "best_step": 20, "steps": 20,
+               "trainable_params": 300, "inference_params": 100, "train_seconds": 4.0, "examples_per_second": 50.0,
+               "merge_max_abs_logit_diff": 1e-6, "bytes_all_reduced": 0, "workers": 1}
+    final = evaluation | tm.final_metrics(results) | {tm.FINISHED: 1.0, tm.TRAINING_ITERATION: 5}
+    spec = RunSpec(task="mrpc", method="kd", opdf_cores=3).to_dict()
+    write_row(str(tmp_path), make_row("run", "t1", "completed", spec, final))
+    row = read_leaderboard(str(tmp_path)).iloc[0]
+    assert (row["selection_score"], row["dev_score"], row["dev_accuracy"], row["teacher_dev_score"]) == (
+        71.0, 80.0, 70.0, 88.0)
+    assert (row["evaluations"], row["epochs_done"], row["steps"], row["examples_per_second"]) == (2, 2.0, 20, 50.0)
+    assert (row["trainable_params"], row["inference_params"], row["iterations"]) == (300, 100, 5)
+    assert row["curve"] == "[[1.0, 65.0], [2.0, 71.0]]"
+
+
+def test_a_completed_trial_missing_a_contract_key_is_an_error_not_a_null_column():
+    spec = RunSpec(task="mrpc").to_dict()
+    result = completed_result("mrpc", 70.0, 80.0)
+    del result[tm.dev_key("validation", "accuracy")]
+    with pytest.raises(ValueError, match=r"lacks \['dev/validation/accuracy'\]"):
+        make_row("run", "t1", "completed", spec, result)
+    make_row("run", "t2", "pruned", spec, {tm.SCORE: 60.0})          # a stopped trial has no final metrics
+
+
+def test_rows_of_an_older_schema_version_are_read_with_the_new_columns_empty(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spec = RunSpec(task="rte").to_dict()
+    write_row(str(tmp_path), make_row("run", "new", "completed", spec, completed_result("rte", 60.0, 61.0)))
+    old = pq.read_table(tmp_path / "task=rte" / "run--new.parquet").drop_columns(["evaluations", "log_steps"])
+    old = old.set_column(old.schema.get_field_index("trial_id"), "trial_id", pa.array(["old"]))
+    old = old.replace_schema_metadata({"schema_version": "1"})
+    pq.write_table(old, tmp_path / "task=rte" / "run--old.parquet")
+    board = read_leaderboard(str(tmp_path)).set_index("trial_id")
+    assert board.loc["new", "evaluations"] == 3 and board.loc["old", "dev_score"] == 61.0
+    assert board.loc["old", ["evaluations", "log_steps"]].isna().all()
