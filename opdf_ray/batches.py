@@ -32,8 +32,13 @@ class Data:
 
     task: GlueTask
     splits: GlueSplits
-    encoded: dict[str, dict[str, list]]   # "train", "selection", and each dev split name
+    encoded: dict[str, dict[str, list]]   # "train", "selection", each dev split, and LGTM's "feedback" if split
     tokenizer: object
+
+    @property
+    def feedback_split(self) -> str:
+        """Where LGTM's held-out feedback batches come from."""
+        return "feedback" if "feedback" in self.encoded else "selection"
 
     def size(self, name: str) -> int:
         return len(self.encoded[name]["labels"])
@@ -57,10 +62,13 @@ class Data:
 
 def prepare_data(spec, tokenizer, cache_dir: Path) -> Data:
     """Load the task under the run's protocol (``spec``: a ``RunSpec``) and tokenise every split (cached)."""
+    feedback = spec.lgtm_feedback if spec.method == "lgtm" else "shared"
     splits = load_glue(spec.task, spec.data_dir, spec.selection_fraction, spec.selection_cap, spec.seed,
-                       spec.max_train_samples)
+                       spec.max_train_samples, feedback)
     frames = {"train": splits.train, "selection": splits.selection, **splits.dev}
     encoded = {name: tokenize(df, splits.task, tokenizer, spec.max_length, cache_dir) for name, df in frames.items()}
+    if splits.feedback is not splits.selection:              # LGTM's own feedback half (lgtm_feedback=split)
+        encoded["feedback"] = tokenize(splits.feedback, splits.task, tokenizer, spec.max_length, cache_dir)
     return Data(splits.task, splits, encoded, tokenizer)
 
 
@@ -73,7 +81,13 @@ def on_device(loader: Iterable[dict], device: torch.device) -> Iterator[dict]:
         yield to_device(batch, device)
 
 
-def cycle(loader: Iterable) -> Iterator:
-    """Endless passes over ``loader`` (a sampler's epoch advances only through ``set_epoch``)."""
+def cycle(loader: DataLoader, start: int = 0) -> Iterator:
+    """Endless passes over a shuffled ``loader``, reshuffled every pass (``set_epoch``), starting at overall
+    batch ``start``: batch k is the same whether or not the run was resumed in between."""
+    epoch, skip = divmod(start, len(loader))
     while True:
-        yield from loader
+        loader.sampler.set_epoch(epoch)
+        for i, batch in enumerate(loader):
+            if i >= skip:
+                yield batch
+        epoch, skip = epoch + 1, 0

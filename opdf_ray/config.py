@@ -10,14 +10,16 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from opdf_ray.data import SELECT_ON, TASKS
+from opdf_ray.data import LGTM_FEEDBACK, SELECT_ON, TASKS
 from opdf_ray.losses import CORE_SELECTIONS
 from opdf_ray.mpo import STYLES
 
 # every method, in the order reports list them, with its display name (``opdf_ray.methods`` holds the classes)
 METHOD_TITLES = {"kd": "KD", "prokt": "ProKT", "lgtm": "LGTM", "theseus": "BERT-of-Theseus", "finetune": "Fine-tune"}
 METHODS = tuple(METHOD_TITLES)
-LGTM_ETA = ("student", "teacher")
+LGTM_VARIANTS = ("paper", "code")
+INITS = ("finetuned", "pretrained")
+ALIGN_MAPS = ("init", "block-last")
 REPLACING_SCHEDULERS = ("linear", "constant")
 
 
@@ -67,6 +69,11 @@ class RunSpec:
                                 role=TARGET)
     student_layers: str | None = _knob(None, "teacher layers copied into the student, e.g. '0,2,4' "
                                        "(default: the preset's)", type=str)
+    student_init: str = _knob("finetuned", "the student's layers come from the task-fine-tuned teacher (the OPDF "
+                              "authors' setting; every method starts from the same point) or the pre-trained one "
+                              "(the published ProKT/LGTM/Theseus defaults)", choices=INITS)
+    teacher_init: str = _knob("finetuned", "ProKT/LGTM: the teacher they train starts task-fine-tuned or from its "
+                              "pre-trained weights (the published default)", choices=INITS)
     # data and protocol
     data_dir: str | None = _knob(None, "GLUE folder (HF parquet layout or classic TSV); default: $OPDF_GLUE_DIR, "
                                  "then the repo's data/glue, then the HF hub", type=str, role=EXECUTION)
@@ -96,10 +103,15 @@ class RunSpec:
     temperature: float = _knob(1.0, "KD temperature T")
     alpha_kd: float = _knob(1.0, "student loss = α·KD + (1−α)·CE (LGTM's default 1.0: pure KD)")
     t_alpha_kd: float = _knob(0.4, "ProKT/LGTM teacher loss = α_t·KL(p_s‖p_t) + (1−α_t)·CE")
-    t2_scaling: bool = _knob(False, "multiply the KD loss by T² (off in LGTM's code)")
+    t2_scaling: bool = _knob(False, "multiply the KD loss by T² (Hinton; off in LGTM's code, identical at T=1; a "
+                             "search space that searches the temperature must turn it on)")
     init_classifier_to_zero: bool = _knob(True, "ProKT/LGTM: zero the teacher and student classifiers at start")
-    lgtm_eta: str = _knob("student", "LGTM finite-difference step η: the student's lr (paper) or the teacher's "
-                          "(published code)", choices=LGTM_ETA)
+    lgtm_variant: str = _knob("paper", "LGTM distillation influence: the paper's (finite difference of the student's "
+                              "KD loss, η = the student's lr) or the published code's (the teacher's loss, η = the "
+                              "teacher's lr)", choices=LGTM_VARIANTS)
+    lgtm_feedback: str = _knob("split", "LGTM: feedback batches from one half of the selection slice, checkpoint "
+                               "selection on the other (split), or both from the whole slice (shared: the "
+                               "published code judges on its own feedback data)", choices=LGTM_FEEDBACK)
     cache_teacher_logits: bool = _knob(True, "KD: compute the frozen teacher's logits once and reuse them")
     teacher_epochs: int = _knob(3, "KD/Theseus: epochs of the cached teacher fine-tuning")
     teacher_finetune_lr: float = _knob(5e-5, "KD/Theseus: learning rate of the teacher fine-tuning")
@@ -113,11 +125,15 @@ class RunSpec:
     opdf_cores: int = _knob(0, "MPO cores per matrix (0 = OPDF off; the paper uses 3–7)")
     opdf_bond_dim: int | None = _knob(None, "truncate MPO bonds (default: full rank, exact)", type=int)
     opdf_style: str = _knob("paper", "MPO factor shapes", choices=STYLES)
-    opdf_align_weight: float = _knob(100.0, "weight of the tensor-alignment loss (0 = ablation); MSE is a mean "
-                                     "over core entries, so its gradient is tiny per unit weight")
+    opdf_align_weight: float = _knob(1.0, "weight of the tensor-alignment loss (0 = ablation); each core's MSE is "
+                                     "divided by the teacher core's mean square, so the loss is a relative squared "
+                                     "error and one weight means the same for every width and core count")
     opdf_align_cores: str = _knob("auxiliary", "cores the alignment loss compares", choices=CORE_SELECTIONS)
-    opdf_teacher: bool = _knob(True, "over-parameterise the teacher the same way (needed for alignment; ProKT/"
-                               "LGTM then also train the teacher as MPO, as the published LGTM+OPDF)")
+    opdf_align_map: str = _knob("init", "alignment pairs: student layer i with the teacher layer it was "
+                                "initialised from (init), or the last teacher layer of its block (block-last: the "
+                                "published 2i+1)", choices=ALIGN_MAPS)
+    opdf_teacher: bool = _knob(True, "align with the teacher's MPO cores (ProKT/LGTM then also train the teacher "
+                               "as MPO, as the published LGTM+OPDF); the teacher's forward always stays exact")
     # execution
     device: str = _knob("auto", "auto, cpu, cuda or cuda:N", role=EXECUTION)
     threads: int | None = _knob(None, "torch CPU threads (default: torch's choice)", type=int, role=EXECUTION)
@@ -172,12 +188,30 @@ class RunSpec:
             raise ValueError("opdf_bond_dim is set but OPDF is off (opdf_cores=0); set --opdf-cores too")
         if self.student_layers is not None:
             self.layer_ids()   # validates the format
+        if self.student and self.opdf and self.opdf_align_map == "init":
+            raise ValueError("opdf_align_map='init' pairs each student layer with the teacher layer it was copied "
+                             "from, but --student loads a separate model; use --opdf-align-map block-last")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             bad("device", "auto, cpu, cuda or cuda:N")
 
     @property
     def opdf(self) -> bool:
         return self.opdf_cores >= 2
+
+    def student_layer_ids(self) -> list[int]:
+        """The teacher layers the student is made of: ``student_layers`` or the preset's."""
+        return self.layer_ids() or list(get_preset(self.preset).student_layers)
+
+    def needs_finetuned_teacher(self, frozen_teacher: bool, trains_teacher: bool) -> bool:
+        """Whether the run starts from the task-fine-tuned teacher: a method with a frozen teacher (KD, Theseus)
+        distils from it; ``student_init``/``teacher_init`` = finetuned start the student/teacher from it."""
+        return (frozen_teacher or (self.student_init == "finetuned" and not self.student)
+                or (trains_teacher and self.teacher_init == "finetuned"))
+
+    @property
+    def compresses(self) -> bool:
+        """OPDF with truncated bonds: the student is compressed, not over-parameterised."""
+        return self.opdf and self.opdf_bond_dim is not None
 
     def layer_ids(self) -> list[int] | None:
         if self.student_layers is None:

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 BUNDLED_GLUE = shipped_path("data/glue")
 HUB_DATASET = "nyu-mll/glue"
 SELECT_ON = ("selection", "dev")             # what picks checkpoints: the honest held-out slice, or dev (papers)
+LGTM_FEEDBACK = ("split", "shared")          # LGTM's feedback: its own half of the held-out slice, or all of it
 
 
 @dataclass(frozen=True)
@@ -180,23 +181,30 @@ def _check_labels(df: pd.DataFrame, task: GlueTask, split: str, source: str) -> 
 
 @dataclass
 class GlueSplits:
-    """Raw splits under the evaluation protocol: ``train`` (minus the held-out ``selection`` slice) and ``dev``."""
+    """Raw splits under the evaluation protocol: ``train`` (minus the held-out slice), ``selection`` (picks
+    checkpoints), ``feedback`` (LGTM's held-out batches: the same frame as ``selection``, or the other half of
+    the held-out slice) and ``dev``."""
 
     task: GlueTask
     train: pd.DataFrame
     selection: pd.DataFrame
+    feedback: pd.DataFrame
     dev: dict[str, pd.DataFrame]
     sources: dict[str, str]
 
 
 def load_glue(task_name: str, data_dir=None, selection_fraction: float = 0.1, selection_cap: int = 2000,
-              seed: int = 42, max_train_samples: int | None = None) -> GlueSplits:
-    """Load a task and carve the seeded ``selection`` slice out of its training split.
+              seed: int = 42, max_train_samples: int | None = None, feedback: str = "shared") -> GlueSplits:
+    """Load a task and carve the seeded held-out slice out of its training split.
 
-    The selection slice (``round(fraction·n)``, at most ``selection_cap``) serves checkpoint selection, the metric
-    Tune optimises and LGTM's feedback batches; dev is only ever evaluated. ``max_train_samples`` trims what is
-    left for training (a budget knob for quick runs).
+    The held-out slice (``round(fraction·n)``, at most ``selection_cap``) serves checkpoint selection, the metric
+    Tune optimises and LGTM's feedback batches; dev is only ever evaluated. ``feedback="split"`` gives LGTM's
+    feedback its own half of the slice, so the data that teaches the teacher never judges the student (the
+    other half selects); ``"shared"`` uses the whole slice for both. ``max_train_samples`` trims what is left
+    for training (a budget knob for quick runs).
     """
+    if feedback not in LGTM_FEEDBACK:
+        raise ValueError(f"feedback={feedback!r}; allowed: {', '.join(LGTM_FEEDBACK)}")
     task = get_task(task_name)
     if not 0 < selection_fraction < 1:
         raise ValueError(f"selection_fraction must be in (0, 1), got {selection_fraction}")
@@ -205,14 +213,23 @@ def load_glue(task_name: str, data_dir=None, selection_fraction: float = 0.1, se
     order = np.random.default_rng(seed).permutation(len(train))
     selection = train.iloc[order[:n_sel]].reset_index(drop=True)
     rest = train.iloc[order[n_sel:]].reset_index(drop=True)
+    feedback_frame = selection
+    if feedback == "split":
+        if n_sel < 2:
+            raise ValueError(f"the held-out slice has {n_sel} example(s): too few to split into feedback and "
+                             f"selection halves; raise selection_fraction or use lgtm_feedback=shared")
+        half = n_sel // 2
+        selection, feedback_frame = selection.iloc[:half].reset_index(drop=True), \
+            selection.iloc[half:].reset_index(drop=True)
     if max_train_samples is not None:
         rest = rest.iloc[:max_train_samples].reset_index(drop=True)
     dev, sources = {}, {"train": train_source}
     for split in task.dev_splits:
         dev[split], sources[split] = load_split(task.name, split, data_dir)
-    log.info("%s: %d train, %d selection (held out of train, seed %d), dev %s; from %s", task.name, len(rest),
-             len(selection), seed, {k: len(v) for k, v in dev.items()}, sources)
-    return GlueSplits(task, rest, selection, dev, sources)
+    log.info("%s: %d train, %d selection%s (held out of train, seed %d), dev %s; from %s", task.name, len(rest),
+             len(selection), f" + {len(feedback_frame)} feedback" if feedback == "split" else "", seed,
+             {k: len(v) for k, v in dev.items()}, sources)
+    return GlueSplits(task, rest, selection, feedback_frame, dev, sources)
 
 
 def selection_split(task: GlueTask, select_on: str) -> str:

@@ -19,14 +19,14 @@ import torch
 from opdf_ray import __version__, mpo
 from opdf_ray.batches import Data, on_device, prepare_data, to_device
 from opdf_ray.checkpoint import Progress
-from opdf_ray.config import RunSpec, get_preset
+from opdf_ray.config import RunSpec
 from opdf_ray.data import default_cache_dir, selection_split
 from opdf_ray.loop import Plan, banner, evaluate, fit, make_plan
 from opdf_ray.methods import Method, get_method
 from opdf_ray.methods.base import model_inputs
 from opdf_ray.models import from_pretrained, keep_layers, load_classifier, load_tokenizer, resolve_device
 from opdf_ray.parallel import Parallel
-from opdf_ray.teacher import load_teacher, teacher_source
+from opdf_ray.teacher import starting_models, teacher_source
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +82,19 @@ def prepare(spec: RunSpec, parallel: Parallel | None = None, finetuned_teacher: 
     device = resolve_device(spec.device)
     cache_dir = Path(spec.cache_dir or default_cache_dir())
     method_cls = get_method(spec.method)
-    layer_ids = spec.layer_ids() or list(get_preset(spec.preset).student_layers)
+    layer_ids = spec.student_layer_ids()
     source = teacher_source(spec.preset, spec.teacher, cache_dir)
     _check_spec_against_models(spec, source, layer_ids)
     data = prepare_data(spec, load_tokenizer(source), cache_dir)
     plan = make_plan(spec, data.size("train"), parallel.world_size)   # a bad batch split fails before any work
 
-    base, teacher_info = load_teacher(spec, method_cls.needs_finetuned_teacher, source, data, device, cache_dir,
-                                      finetuned_teacher)
+    student_base, teacher, teacher_info = starting_models(
+        spec, method_cls.needs_finetuned_teacher, method_cls.trains_teacher, source, data, device, finetuned_teacher)
     set_seed(spec.seed)
-    student = load_classifier(spec.student, data.task.num_labels) if spec.student else keep_layers(base, layer_ids)
+    student = (load_classifier(spec.student, data.task.num_labels) if spec.student
+               else keep_layers(student_base, layer_ids))
     deployed = sum(p.numel() for p in student.parameters())   # OPDF merges back to exactly this
-    teacher = base if method_cls.uses_teacher else None
+    teacher = teacher if method_cls.uses_teacher else None
     method = method_cls(spec, student.to(device), None if teacher is None else teacher.to(device), parallel)
     method.apply_opdf()
     params = {"trainable_params": method.trainable_parameter_count(), "inference_params": deployed}

@@ -30,7 +30,10 @@ from opdf_ray.storage import filesystem, join, published
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2   # 2: `evaluations` (ASHA counts epochs; Tune's iterations now include log results), log_steps
+# 2: `evaluations` (ASHA counts epochs; Tune's iterations now include log results), log_steps.
+# 3: `teacher_truncated` (before 3, opdf_bond_dim truncated the teacher too), student_init, teacher_init,
+#    opdf_align_map (default init layers), lgtm_variant (replaces lgtm_eta), lgtm_feedback; normalised alignment.
+SCHEMA_VERSION = 3
 STATUSES = ("completed", "pruned", "failed")
 METRICS = tuple(dict.fromkeys(m for t in TASKS.values() for m in t.metrics))   # accuracy, f1, mcc, …
 _ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
@@ -54,6 +57,7 @@ SCHEMA = pa.schema([
     pa.field("error", pa.string()),
     *_spec_fields(),                                           # every hyperparameter of the trial
     pa.field("opdf", pa.bool_()),
+    pa.field("teacher_truncated", pa.bool_()),                 # distilled from a truncated teacher (rows < v3)
     pa.field("config_id", pa.string()),                        # the hyperparameters minus seed and paths
     pa.field("protocol", pa.string()),
     pa.field("selection_metric", pa.string()),
@@ -117,7 +121,8 @@ def make_row(run_id: str, trial_id: str, status: str, spec: dict, result: dict |
     row |= {k: spec.get(k) for k in (f.name for f in dataclasses.fields(RunSpec))}
     row |= {
         "schema_version": SCHEMA_VERSION, "run_id": run_id, "trial_id": trial_id, "status": status, "error": error,
-        "opdf": spec["opdf_cores"] >= 2, "config_id": config_id(spec), "protocol": spec["select_on"],
+        "opdf": spec["opdf_cores"] >= 2, "teacher_truncated": False, "config_id": config_id(spec),
+        "protocol": spec["select_on"],
         "selection_metric": task.selection_metric,
         "selection_score": result.get(tm.BEST_SCORE),
         "dev_score": result.get(tm.dev_key(dev_split, task.selection_metric)),
@@ -183,7 +188,15 @@ def read_leaderboard(root: str) -> pd.DataFrame:
                          partitioning=pads.partitioning(pa.schema([("task", pa.string())]), flavor="hive"),
                          partition_base_dir=base).to_table()
     frame = table.to_pandas()
+    frame["teacher_truncated"] = frame["teacher_truncated"].astype("boolean").fillna(_truncated_before_v3(frame))
     return frame[["task", *[c for c in frame.columns if c != "task"]]]
+
+
+def _truncated_before_v3(frame: pd.DataFrame) -> pd.Series:
+    """Rows written before schema 3 with a bond dimension distilled from a teacher truncated to it (the teacher
+    was decomposed with the student's ``opdf_bond_dim`` whenever it was over-parameterised)."""
+    return (frame["opdf_bond_dim"].notna() & frame["opdf_teacher"].fillna(True).astype(bool)
+            & (frame["method"] != "finetune"))
 
 
 def _partition_task(path: str, base: str) -> str | None:
@@ -193,20 +206,30 @@ def _partition_task(path: str, base: str) -> str | None:
     return None
 
 
+VARIANT = ["task", "method", "opdf_cores", "mpo_bond"]   # what a table row is (mpo_bond 0 = full rank)
+
+
+def usable(df: pd.DataFrame) -> pd.DataFrame:
+    """Completed rows worth comparing, with ``mpo_bond`` (the student's bond dimension, 0 = full rank, i.e.
+    over-parameterised; > 0 = compressed): rows distilled from a truncated teacher are left out."""
+    done = df[(df["status"] == "completed") & ~df["teacher_truncated"].fillna(False).astype(bool)].copy()
+    done["mpo_bond"] = done["opdf_bond_dim"].fillna(0).astype(int)
+    return done
+
+
 def best_rows(df: pd.DataFrame, by: str = "selection_score") -> pd.DataFrame:
-    """The best completed row per (task, method, OPDF, cores), by the selection score (the honest rule) or by
+    """The best completed row per (task, method, cores, bond), by the selection score (the honest rule) or by
     ``dev_score`` (the papers')."""
-    done = df[df["status"] == "completed"].dropna(subset=[by])
+    done = usable(df).dropna(subset=[by])
     if done.empty:
         return done
-    index = done.groupby(["task", "method", "opdf", "opdf_cores"])[by].idxmax()
-    return done.loc[index].sort_values(["task", "method", "opdf_cores"]).reset_index(drop=True)
+    index = done.groupby(VARIANT)[by].idxmax()
+    return done.loc[index].sort_values(VARIANT).reset_index(drop=True)
 
 
 def seed_summary(df: pd.DataFrame, metric: str = "dev_score") -> pd.DataFrame:
     """Mean ± std of ``metric`` over seeds for every configuration (completed rows), with the seed count."""
-    done = df[df["status"] == "completed"]
-    grouped = done.groupby(["task", "method", "opdf", "opdf_cores", "config_id"])
+    grouped = usable(df).groupby([*VARIANT, "config_id"])
     out = grouped[metric].agg(["mean", "std", "count"]).rename(columns={"count": "seeds"})
     out["selection_mean"] = grouped["selection_score"].mean()
     return out.reset_index()

@@ -103,16 +103,16 @@ def fit(method: Method, spec, data: Data, device: torch.device, plan: Plan, desc
     train_loader = data.loader("train", plan.per_worker_batch, shuffle=True, seed=spec.seed, parallel=parallel)
     select_name = selection_split(task, spec.select_on)
     select_loader = data.loader(select_name, spec.eval_batch_size, shuffle=False, parallel=parallel)
-    held_batches = None
-    if method.uses_held_batch:
-        held_loader = data.loader("selection", plan.per_worker_batch, shuffle=True, seed=spec.seed + 1,
-                                  parallel=parallel)
-        held_batches = cycle(held_loader)
     steps, per_epoch = plan.total_steps, plan.steps_per_epoch
     method.setup(steps)
     progress = load_checkpoint(resume_from, method) if resume_from else Progress()
     if resume_from:
         log.info("resumed from %s at step %d", resume_from, progress.step)
+    held_batches = None
+    if method.uses_held_batch:                  # LGTM: one feedback batch per step, reshuffled every pass
+        held_loader = data.loader(data.feedback_split, plan.per_worker_batch, shuffle=True, seed=spec.seed + 1,
+                                  parallel=parallel)
+        held_batches = cycle(held_loader, start=progress.step)
     bar = tqdm(total=steps, initial=progress.step, desc=desc, disable=not (spec.progress and parallel.is_main),
                leave=False)
     while progress.step < steps:

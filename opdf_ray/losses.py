@@ -14,13 +14,16 @@ CORE_SELECTIONS = ("auxiliary", "central", "all")
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
-            t2_scaling: bool = False) -> torch.Tensor:
+            t2_scaling: bool = False, target_grad: bool = False) -> torch.Tensor:
     """Logit distillation: ``KL(softmax(z_t/T) ‖ softmax(z_s/T))``, mean over the batch.
 
     The teacher logits are the target and never receive gradient from this loss (ProKT's teacher step calls it
     with the roles swapped). ``t2_scaling`` multiplies by ``T²`` (Hinton et al., keeps gradient size comparable
     across temperatures); it is off by default because LGTM's published loss has no ``T²`` (identical at T=1).
     With a single output (regression, STS-B) the loss is the MSE between the two predictions.
+
+    ``target_grad=True`` lets the gradient reach the teacher logits too (LGTM's distillation influence
+    differentiates the student's KD loss with respect to the teacher).
 
     Shapes: ``student_logits, teacher_logits: (B, C)``.
     """
@@ -29,7 +32,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
                          f"{tuple(teacher_logits.shape)} must have the same shape (B, num_labels)")
-    target = teacher_logits.detach()
+    target = teacher_logits if target_grad else teacher_logits.detach()
     if student_logits.shape[-1] == 1:
         return F.mse_loss(student_logits, target)
     log_p_s = F.log_softmax(student_logits / temperature, dim=-1)
@@ -52,7 +55,8 @@ def _core_indices(n_cores: int, central: int, cores: str | Sequence[int]) -> lis
 
 def tensor_alignment_loss(student: nn.Module, teacher: nn.Module,
                           layer_map: Sequence[int] | dict[int, int] | None = None,
-                          cores: str | Sequence[int] = "auxiliary", weight: float = 1.0) -> torch.Tensor:
+                          cores: str | Sequence[int] = "auxiliary", weight: float = 1.0,
+                          normalize: bool = False) -> torch.Tensor:
     """OPDF's tensor-alignment loss: pull the student's MPO cores toward the teacher's.
 
     ``L = weight · mean_{pairs} mean_{k ∈ cores} MSE(T^s_k, T^t_k)`` over every over-parameterised matrix of student
@@ -62,6 +66,9 @@ def tensor_alignment_loss(student: nn.Module, teacher: nn.Module,
 
     Computed on the live parameters, so gradients reach every selected student core (the published code read
     ``state_dict()`` copies and trained nothing); teacher cores are detached and never receive gradient.
+
+    ``normalize=True`` divides each core's MSE by the teacher core's mean square: a relative squared error, so one
+    ``weight`` means the same for every width, core count and core size (what training uses).
 
     Raises:
         ValueError: bad ``cores``/``layer_map``, or paired cores of different shapes (say which pair and shapes).
@@ -78,7 +85,10 @@ def tensor_alignment_loss(student: nn.Module, teacher: nn.Module,
             if s_core.shape != t_core.shape:
                 raise ValueError(f"{name} core {k}: student shape {tuple(s_core.shape)} ≠ teacher shape "
                                  f"{tuple(t_core.shape)}; use the same MPO shapes and bond_dim on both")
-            mse = F.mse_loss(s_core, t_core.detach())
+            target = t_core.detach()
+            mse = F.mse_loss(s_core, target)
+            if normalize:
+                mse = mse / target.pow(2).mean().clamp_min(torch.finfo(target.dtype).tiny)
             term = mse if term is None else term + mse
         total = term / len(idx) if total is None else total + term / len(idx)
         count += 1

@@ -3,7 +3,8 @@
     python -m opdf_ray.report outputs/search/leaderboard --out outputs/report [--select-by dev] [--protocol all]
 
 Rows are methods (KD, ProKT, LGTM, Theseus, fine-tuning), each followed by one ``+OPDF (n cores)`` row per core
-count present; columns are the tasks present with their metrics, the average, and the train/inference parameter
+count present (and ``+ MPO compression (n cores, bond r)`` rows for truncated, i.e. compressed, students; rows
+distilled from a truncated teacher — leaderboards written before that was fixed — are left out); columns are the tasks present with their metrics, the average, and the train/inference parameter
 counts. A cell is the mean ± std over seeds of the *best configuration's* dev metric and its seed count; the
 best configuration is the one with the highest mean selection score (the honest rule) or, with
 ``--select-by dev``, the highest mean dev score (the papers' way). The best value per column is in bold.
@@ -26,7 +27,7 @@ import yaml
 
 from opdf_ray.config import METHOD_TITLES, METHODS, RunSpec
 from opdf_ray.data import TASKS
-from opdf_ray.leaderboard import read_leaderboard
+from opdf_ray.leaderboard import VARIANT, read_leaderboard, usable
 
 METHOD_ORDER, METHOD_NAMES = METHODS, METHOD_TITLES
 METRIC_NAMES = {"accuracy": "Acc", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman"}
@@ -56,7 +57,7 @@ def columns_for(tasks: list[str]) -> list[Column]:
 
 
 def _completed(board: pd.DataFrame, protocol: str) -> pd.DataFrame:
-    done = board[board["status"] == "completed"]
+    done = usable(board)
     return done if protocol == "all" else done[done["protocol"] == protocol]
 
 
@@ -72,16 +73,16 @@ def best_configs(board: pd.DataFrame, select_by: str = "selection", protocol: st
     done = done.dropna(subset=[score])
     if done.empty:
         return done
-    means = done.groupby(["task", "method", "opdf_cores", "config_id"], observed=True)[score].mean().reset_index()
-    best = means.loc[means.groupby(["task", "method", "opdf_cores"], observed=True)[score].idxmax()]
-    keys = best[["task", "method", "opdf_cores", "config_id"]]
-    return done.merge(keys, on=["task", "method", "opdf_cores", "config_id"])
+    means = done.groupby([*VARIANT, "config_id"], observed=True)[score].mean().reset_index()
+    best = means.loc[means.groupby(VARIANT, observed=True)[score].idxmax()]
+    keys = best[[*VARIANT, "config_id"]]
+    return done.merge(keys, on=[*VARIANT, "config_id"])
 
 
 @dataclass
 class Table:
     columns: list[Column]
-    rows: list[dict]      # {"label", "method", "cores", "cells": {label: (mean, std, n) | None}, "avg", "params"}
+    rows: list[dict]      # {"label", "method", "cores", "bond", "cells": {label: (mean, std, n) | None}, "params"}
 
     def bold(self) -> dict[str, float]:
         """Best mean per column (ties all bold)."""
@@ -104,8 +105,9 @@ def build_table(board: pd.DataFrame, select_by: str = "selection", protocol: str
     rows = []
     methods = [m for m in METHOD_ORDER if m in set(chosen["method"])]
     for method in methods:
-        for cores in sorted(set(chosen.loc[chosen["method"] == method, "opdf_cores"])):
-            part = chosen[(chosen["method"] == method) & (chosen["opdf_cores"] == cores)]
+        mine = chosen[chosen["method"] == method]
+        for cores, bond in sorted(set(zip(mine["opdf_cores"], mine["mpo_bond"])), key=lambda cb: (cb[1] > 0, cb)):
+            part = mine[(mine["opdf_cores"] == cores) & (mine["mpo_bond"] == bond)]
             cells, task_scores = {}, {}
             for col in columns:
                 values = part.loc[part["task"].astype(str) == col.task, col.metric].dropna()
@@ -116,8 +118,9 @@ def build_table(board: pd.DataFrame, select_by: str = "selection", protocol: str
             if task_scores and len(task_scores) == len(tasks):
                 per_task = [sum(v) / len(v) for v in task_scores.values()]
                 cells["Avg"] = (sum(per_task) / len(per_task), None, None)
-            label = METHOD_NAMES[method] if cores == 0 else f"+ OPDF ({cores} cores)"
-            rows.append({"label": label, "method": method, "cores": int(cores), "cells": cells,
+            label = (METHOD_NAMES[method] if cores == 0 else f"+ OPDF ({cores} cores)" if bond == 0
+                     else f"+ MPO compression ({cores} cores, bond {bond})")    # truncated: not over-parameterised
+            rows.append({"label": label, "method": method, "cores": int(cores), "bond": int(bond), "cells": cells,
                          "train_params": _params(part, "trainable_params"),
                          "inference_params": _params(part, "inference_params")})
     return Table(columns, rows)
@@ -176,6 +179,7 @@ def _figure():
 
 def plot_cores(board: pd.DataFrame, chosen: pd.DataFrame, path: Path) -> Path | None:
     """Dev score of the best configuration vs MPO core count (0 = OPDF off), one line per (task, method)."""
+    chosen = chosen[chosen["mpo_bond"] == 0]          # over-parameterised only (compression is another question)
     if chosen.empty or chosen["opdf_cores"].nunique() < 2:
         return None
     plt = _figure()
@@ -330,8 +334,11 @@ def render(leaderboard: str, out: str | Path, select_by: str = "selection", prot
                          plot_importance(param_importance(board), out / "param_importance.png")) if p]
     rule = ("best mean selection score (held-out slice of train)" if select_by == "selection"
             else "best mean dev score (the papers' rule: optimistic)")
+    truncated = int(board["teacher_truncated"].fillna(False).astype(bool).sum())
     intro = (f"{len(board)} trials from {board['run_id'].nunique()} run(s); protocol filter: {protocol}; "
-             f"configuration chosen by {rule}. Cells: dev mean ± std (seeds).")
+             f"configuration chosen by {rule}. Cells: dev mean ± std (seeds)."
+             + (f" {truncated} trial(s) distilled from a truncated teacher (written before opdf-ray fixed it) are "
+                f"left out." if truncated else ""))
     summary = run_summary(board)
     md = "\n\n".join(["# opdf-ray GLUE report", intro, table_markdown(table), "## Plots",
                       "\n".join(f"![{p.stem}]({p.name})" for p in plots) or "(not enough trials for plots)",

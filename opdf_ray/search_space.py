@@ -11,7 +11,7 @@ naming the key, the value and what is allowed, before Ray starts)::
       lr:     {type: loguniform, low: 5.0e-7, high: 1.0e-4}
       teacher_lr: {type: loguniform, low: 1.0e-6, high: 1.0e-4, when: {method: [prokt, lgtm]}}
       opdf_cores: {type: int, low: 3, high: 7, when: {opdf: [true]}}
-      opdf_align_weight: {type: loguniform, low: 1, high: 1000, include_zero: true, when: {opdf: [true]}}
+      opdf_align_weight: {type: loguniform, low: 0.01, high: 100, include_zero: true, when: {opdf: [true]}}
 
 Parameter types: ``loguniform``/``uniform`` (``low``, ``high``), ``int`` (``low``, ``high``, optional ``step``),
 ``categorical`` (``choices``; ``null`` allowed). ``include_zero`` adds a ``<name>_is_zero`` switch so 0 (the
@@ -222,6 +222,10 @@ def parse_space(raw, source: str = "<dict>") -> SearchSpace:
         if name in fixed:
             _fail(f"{source} params.{name}", "is also in 'fixed'; keep it in one place")
         params[name] = _parse_param(name, value, params)
+    if "temperature" in params and "t2_scaling" not in params and fixed.get("t2_scaling") is not True:
+        _fail(f"{source} params.temperature", "searching the KD temperature without T² scaling weakens KD by up to "
+                                              "T² (16× at T=4); add t2_scaling: true to 'fixed' (Hinton) or search "
+                                              "t2_scaling too")
     space = SearchSpace(tuple(params.values()), dict(fixed), dict(epochs), source)
     _check_draws(space)
     return space

@@ -44,22 +44,27 @@ def teacher_settings(spec: RunSpec) -> dict:
     return {k: getattr(spec, k) for k in FINETUNE_SETTINGS}
 
 
-def teacher_cache_path(spec: RunSpec, source: str, data: Data, cache_dir: Path) -> Path:
-    """Where the single-run command keeps a fine-tuned teacher: one per (teacher, task, seed, settings)."""
-    key = fingerprint(source, teacher_settings(spec), data.splits.sources)
-    return cache_dir / "teachers" / f"{spec.task}-{key}"
+def finetune_spec(spec: RunSpec) -> RunSpec:
+    """The run spec of the teacher's task fine-tuning: plain fine-tuning, dense, with the teacher's epochs and lr;
+    whatever the method, it selects checkpoints on the whole held-out slice."""
+    return dataclasses.replace(spec, method="finetune", lr=spec.teacher_finetune_lr, epochs=spec.teacher_epochs,
+                               opdf_cores=0, opdf_bond_dim=None)
 
 
-def finetune_teacher(spec: RunSpec, source: str, data: Data, device: torch.device, path: Path) -> tuple[str, dict]:
-    """Fine-tune the teacher into ``path`` (with ``teacher.json``), or reuse what is already there."""
+def finetune_teacher(spec: RunSpec, source: str, tokenizer, device: torch.device, root: Path) -> tuple[str, dict]:
+    """Fine-tune the teacher of ``spec`` under ``root/teachers/<task>-<key>`` (with ``teacher.json``), or reuse
+    what is there. The key covers the source, every setting the fine-tuning depends on and the data files, so a
+    teacher is never reused under other settings. Returns ``(path, info)``."""
+    ft_spec = finetune_spec(spec)
+    cache_dir = Path(spec.cache_dir or default_cache_dir())
+    data = prepare_data(ft_spec, tokenizer, cache_dir)
+    path = root / "teachers" / f"{spec.task}-{fingerprint(source, teacher_settings(spec), data.splits.sources)}"
     if (path / INFO_FILE).is_file():
         info = json.loads((path / INFO_FILE).read_text())
         log.info("reusing fine-tuned teacher %s (dev %s)", path, info["dev"])
         return str(path), info
     from opdf_ray.methods.finetune import FineTune
 
-    ft_spec = dataclasses.replace(spec, method="finetune", lr=spec.teacher_finetune_lr, epochs=spec.teacher_epochs,
-                                  opdf_cores=0, opdf_bond_dim=None)
     teacher = load_classifier(source, data.task.num_labels).to(device)
     method = FineTune(ft_spec, teacher, None)
     plan = make_plan(ft_spec, data.size("train"))
@@ -78,29 +83,38 @@ def finetune_teacher(spec: RunSpec, source: str, data: Data, device: torch.devic
     return str(path), info
 
 
-def finetune_teacher_into(spec_dict: dict, target: str) -> str:
-    """Fine-tune the task teacher of ``spec_dict`` (a ``RunSpec`` dict) into ``target``, on its own: a search
-    runs this once per task, as a Ray task, before its trials."""
+def finetune_teacher_into(spec_dict: dict, root: str) -> str:
+    """Fine-tune the task teacher of ``spec_dict`` (a ``RunSpec`` dict) under ``root`` and return its path: a
+    search runs this once per task, as a Ray task, before its trials."""
     spec = RunSpec.from_dict(spec_dict)
-    cache_dir = Path(spec.cache_dir or default_cache_dir())
-    source = teacher_source(spec.preset, spec.teacher, cache_dir)
-    data = prepare_data(spec, load_tokenizer(source), cache_dir)
-    return finetune_teacher(spec, source, data, resolve_device(spec.device), Path(target))[0]
+    source = teacher_source(spec.preset, spec.teacher, Path(spec.cache_dir or default_cache_dir()))
+    return finetune_teacher(spec, source, load_tokenizer(source), resolve_device(spec.device), Path(root))[0]
 
 
-def load_teacher(spec: RunSpec, needs_finetuning: bool, source: str, data: Data, device: torch.device,
-                 cache_dir: Path, finetuned: str | None = None) -> tuple[nn.Module, dict]:
-    """The teacher a run starts from and what is known about it (``teacher.json``).
+def starting_models(spec: RunSpec, frozen_teacher: bool, trains_teacher: bool, source: str, data: Data,
+                    device: torch.device, finetuned: str | None = None) -> tuple[nn.Module, nn.Module, dict]:
+    """``(student base, teacher, teacher.json info)``: the model the student's layers are copied from and the
+    teacher the method starts with.
 
-    ``needs_finetuning`` (KD, Theseus): the task-fine-tuned teacher, from ``finetuned`` (a search fine-tunes it
-    once, before its trials) or fine-tuned here and cached under ``cache_dir``. Otherwise the pre-trained
-    ``source`` (ProKT and LGTM train it inside the run).
+    A frozen teacher (KD, Theseus) is always the task-fine-tuned one; ``student_init``/``teacher_init`` choose
+    between fine-tuned and pre-trained for the student and for a teacher the method trains (ProKT, LGTM). The
+    fine-tuned teacher comes from ``finetuned`` (a search fine-tunes it once, before its trials) or is
+    fine-tuned here and cached under ``cache_dir``. Both roles may be the same object (the student is a copy).
+    ``data``: the run's data (its tokenizer and label count).
     """
-    if not needs_finetuning:
-        return load_classifier(source, data.task.num_labels), {}
-    if finetuned:
-        info_file = Path(finetuned) / INFO_FILE
-        info = json.loads(info_file.read_text()) if info_file.is_file() else {}
-        return load_classifier(finetuned, data.task.num_labels), info
-    path, info = finetune_teacher(spec, source, data, device, teacher_cache_path(spec, source, data, cache_dir))
-    return load_classifier(path, data.task.num_labels), info
+    num_labels = data.task.num_labels
+    tuned, info = None, {}
+    if spec.needs_finetuned_teacher(frozen_teacher, trains_teacher):
+        if finetuned:
+            info_file = Path(finetuned) / INFO_FILE
+            info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+        else:
+            finetuned, info = finetune_teacher(spec, source, data.tokenizer, device,
+                                               Path(spec.cache_dir or default_cache_dir()))
+        tuned = load_classifier(finetuned, num_labels)
+    wants_tuned_teacher = frozen_teacher or spec.teacher_init == "finetuned"
+    needs_pretrained = (spec.student_init == "pretrained" and not spec.student) or not wants_tuned_teacher
+    pretrained = load_classifier(source, num_labels) if needs_pretrained or tuned is None else None
+    student_base = tuned if spec.student_init == "finetuned" and tuned is not None else pretrained
+    teacher = tuned if wants_tuned_teacher and tuned is not None else pretrained
+    return student_base, teacher, info

@@ -228,23 +228,27 @@ def driver_resources(settings: SearchSettings) -> dict:
 
 def prepare_teacher(base: RunSpec, space: SearchSpace, settings: SearchSettings, exp_dir: str,
                     overrides: dict | None = None) -> str | None:
-    """Fine-tune the task teacher once (KD/Theseus need it) as a Ray task with one worker's resources; it is
-    stored in the experiment folder (reused on resume) and every trial loads it."""
+    """Fine-tune the task teacher once, as a Ray task with one worker's resources, when any trial may start from
+    it (a frozen KD/Theseus teacher, or ``student_init``/``teacher_init = finetuned``). It is stored under
+    ``<experiment>/teachers/<task>-<key>``, keyed by every setting it depends on (reused on resume, never by a
+    search with other settings), and every trial loads it."""
     import ray
 
     from opdf_ray.methods import get_method
 
-    if not any(get_method(m).needs_finetuned_teacher for m in space.methods()):
+    spec = trial_spec(base, space, {}, settings, overrides)
+    searched_init = any(p.name in ("student_init", "teacher_init") for p in space.params)
+    if not searched_init and not any(
+            spec.needs_finetuned_teacher(get_method(m).needs_finetuned_teacher, get_method(m).trains_teacher)
+            for m in space.methods()):
         return None
     if is_uri(exp_dir):
-        raise ValueError("KD/Theseus searches need --storage on a filesystem every node shares (EFS/NFS): copying "
-                         "the fine-tuned teacher to cloud storage is not implemented yet")
+        raise ValueError("searches that start from the fine-tuned teacher need --storage on a filesystem every node "
+                         "shares (EFS/NFS): copying it to cloud storage is not implemented yet")
     from opdf_ray.teacher import finetune_teacher_into
 
-    spec = trial_spec(base, space, {}, settings, overrides)
-    target = join(exp_dir, "teacher")
     resources = {"num_cpus": settings.cpus_per_worker, "num_gpus": settings.gpus_per_worker}
-    return ray.get(ray.remote(**resources)(finetune_teacher_into).remote(spec.to_dict(), target))
+    return ray.get(ray.remote(**resources)(finetune_teacher_into).remote(spec.to_dict(), exp_dir))
 
 
 def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resume: bool = False,

@@ -98,12 +98,14 @@ def test_theseus_uses_predecessors_when_not_replacing_and_successors_at_eval():
     assert calls == {"successor": 1, "predecessor": 0}
 
 
-def test_lgtm_teacher_gradient_is_the_exact_distillation_influence():
-    """G_φ = ∇_φ L_t − η·(∂²L_t/∂φ∂θ)·v, with v the held-out gradient at the look-ahead student θ': the finite
-    difference must match an exact autograd Hessian-vector product (float64, no dropout, no clipping)."""
+@pytest.mark.parametrize("variant", ["paper", "code"])
+def test_lgtm_teacher_gradient_is_the_exact_distillation_influence(variant):
+    """G_φ = ∇_φ L_t − η·(∂²L/∂φ∂θ)·v, with v the held-out gradient at the look-ahead student θ' and (L, η) the
+    student's KD loss and lr (paper) or the teacher's loss and lr (code): the finite difference must match an
+    exact autograd Hessian-vector product (float64, no dropout, no clipping)."""
     torch.manual_seed(0)
-    spec = RunSpec(task="rte", method="lgtm", preset="tiny", lr=1e-2, max_grad_norm=0.0,
-                   init_classifier_to_zero=False)
+    spec = RunSpec(task="rte", method="lgtm", preset="tiny", lr=1e-2, teacher_lr=2e-2, max_grad_norm=0.0,
+                   init_classifier_to_zero=False, lgtm_variant=variant)
     teacher = teacher_model(dropout=0.0, attention="eager").double()   # SDPA has no double backward on CPU
     m = get_method("lgtm")(spec, keep_layers(teacher, [0, 2]), teacher)
     m.setup(total_steps=10)
@@ -118,6 +120,13 @@ def test_lgtm_teacher_gradient_is_the_exact_distillation_influence():
         kl = (p_s * (torch.log_softmax(s_logits, -1) - torch.log_softmax(t_logits, -1))).sum(-1).mean()
         return spec.t_alpha_kd * kl + (1 - spec.t_alpha_kd) * torch.nn.functional.cross_entropy(t_logits, y)
 
+    def student_kd(t_logits, s_logits):        # α·KL(p_t‖p_s) with the teacher's logits *not* detached (φ enters)
+        p_t = torch.softmax(t_logits, -1)
+        return spec.alpha_kd * (p_t * (torch.log_softmax(t_logits, -1) - torch.log_softmax(s_logits, -1))
+                                ).sum(-1).mean()
+
+    influence = student_kd if variant == "paper" else teacher_loss
+
     t_logits, s_logits = teacher(**x).logits, student(**x).logits
     loss_s, _ = m.student_loss(s_logits, t_logits.detach(), y)
     s_grads = torch.autograd.grad(loss_s, s_params, retain_graph=True)
@@ -128,9 +137,10 @@ def test_lgtm_teacher_gradient_is_the_exact_distillation_influence():
     v = torch.autograd.grad(torch.nn.functional.cross_entropy(held_logits, held["labels"]),
                             list(theta_prime.values()))
     g_teacher = torch.autograd.grad(teacher_loss(t_logits, s_logits.detach()), t_params, retain_graph=True)
-    g_theta = torch.autograd.grad(teacher_loss(t_logits, s_logits), s_params, create_graph=True)
+    g_theta = torch.autograd.grad(influence(t_logits, s_logits), s_params, create_graph=True)
     h_exact = torch.autograd.grad(sum((g * vi).sum() for g, vi in zip(g_theta, v)), t_params)
-    eta = m.student_sched.get_last_lr()[0]
+    eta = (m.student_sched if variant == "paper" else m.teacher_sched).get_last_lr()[0]
+    assert eta == (spec.lr if variant == "paper" else spec.teacher_lr)
 
     logs = m.train_step(batch, held)
 

@@ -56,8 +56,8 @@ def test_search_with_two_workers_per_trial_fills_the_leaderboard_and_the_tracker
     assert states == expected                      # ASHA-stopped trials are pruned in Optuna, not complete
     kept = {p.name for p in (Path(conf.storage) / "t-rte" / "train").iterdir()}
     assert kept == set(done["trial_id"])           # checkpoints of pruned trials are deleted
-    teacher = Path(conf.storage) / "t-rte" / "teacher" / "teacher.json"
-    assert teacher.is_file()                       # fine-tuned once for the search, before the trials
+    teachers = list((Path(conf.storage) / "t-rte" / "teachers").glob("rte-*/teacher.json"))
+    assert len(teachers) == 1                      # fine-tuned once for the search, before the trials
     # per-step training loss, not only per evaluation: TensorBoard (Tune's own files), MLflow and W&B (offline)
     for trial_id, row in board.set_index("trial_id").iterrows():
         events = b"".join(p.read_bytes() for p in (Path(conf.storage) / "t-rte" / trial_id).glob("events.out*"))

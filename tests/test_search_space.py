@@ -38,7 +38,8 @@ def test_default_space_draws_conditional_parameters_only_where_they_apply():
     for d in drawn:
         assert ("teacher_lr" in d) == (d["method"] in ("prokt", "lgtm"))
         assert ("replacing_rate" in d) == (d["method"] == "theseus")
-        assert ("lgtm_eta" in d) == (d["method"] == "lgtm")
+        assert ("t_alpha_kd" not in d) and ("lgtm_variant" not in d)    # the defaults: the paper variant
+        assert ("temperature" in d) == (d["method"] in ("kd", "prokt", "lgtm"))
         assert ("opdf_cores" in d) == d["opdf"]
         assert 5e-7 <= d["lr"] <= 1e-4
         values = spec_values(d)
@@ -46,7 +47,16 @@ def test_default_space_draws_conditional_parameters_only_where_they_apply():
             assert values["opdf_cores"] == 0 and values["opdf_bond_dim"] is None
         RunSpec.from_dict(space.fixed | values)
     weights = [d["opdf_align_weight"] for d in drawn if d["opdf"]]
-    assert 0.0 in weights and any(1 <= w <= 1000 for w in weights)      # the ablation and the range
+    assert 0.0 in weights and all(w == 0 or 0.01 <= w <= 100 for w in weights)   # the ablation and the range
+    assert space.fixed["t2_scaling"] is True                            # the temperature is searched
+
+
+def test_searching_the_temperature_without_t2_scaling_is_refused():
+    temperature = {"temperature": {"type": "uniform", "low": 1.0, "high": 4.0}}
+    with pytest.raises(ValueError, match="without T² scaling weakens KD by up to T²"):
+        parse_space({"params": temperature})
+    parse_space({"fixed": {"t2_scaling": True}, "params": temperature})
+    parse_space({"params": {"t2_scaling": {"type": "categorical", "choices": [True, False]}, **temperature}})
 
 
 def test_restricting_methods_keeps_only_those():

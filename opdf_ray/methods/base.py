@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import ClassVar
 
 import torch
@@ -11,7 +12,7 @@ from torch import nn
 
 from opdf_ray.losses import kd_loss, tensor_alignment_loss
 from opdf_ray.models import encoder_layer_list
-from opdf_ray.overparam import merge, overparameterize, pair_mpo_layers
+from opdf_ray.overparam import default_layer_map, merge, mpo_modules, overparameterize, pair_mpo_layers
 from opdf_ray.parallel import Parallel
 
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
@@ -72,6 +73,8 @@ class Method:
         self.steps_done = 0
         self.student_opt: torch.optim.AdamW | None = None          # built by setup()
         self.student_sched: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.align_targets: nn.ModuleList | None = None                # set by apply_opdf() when aligning
+        self.align_map: dict[int, int] = {}
 
     # -- structure (Theseus overrides) ------------------------------------------------------------------------
     def student_layers(self) -> nn.ModuleList:
@@ -90,25 +93,59 @@ class Method:
         s = self.spec
         return s.opdf and self.uses_teacher and s.opdf_teacher and s.opdf_align_weight > 0
 
+    def alignment_layer_map(self) -> dict[int, int]:
+        """Student layer i → teacher layer: the one it was initialised from (``opdf_align_map=init``), or the last
+        of its block (``block-last``, the published ``2i+1`` for a teacher twice as deep)."""
+        if self.spec.opdf_align_map == "block-last":
+            return default_layer_map(len(self.student_layers()), len(self.teacher_layers()))
+        return dict(enumerate(self.spec.student_layer_ids()))
+
     def apply_opdf(self) -> None:
-        """Over-parameterise the student's encoder matrices (and the teacher's, for alignment); OPDF off: no-op."""
+        """Over-parameterise the student's encoder matrices; OPDF off: no-op.
+
+        The teacher's forward stays exact: a frozen teacher (KD, Theseus) stays dense, a trained one (ProKT, LGTM,
+        with ``opdf_teacher``) trains as full-rank MPO like the published LGTM+OPDF. The alignment targets are the
+        teacher's cores at the student's rank: the trained teacher's own live cores when the student is full rank,
+        otherwise (a frozen teacher, or a compressed student) cores of a frozen copy of the mapped teacher layers.
+        """
         s = self.spec
         if not s.opdf:
             return
+        mapping = self.alignment_layer_map() if self.aligns else {}
+        if self.aligns and not (self.trains_teacher and s.opdf_bond_dim is None):
+            teacher_layers = self.teacher_layers()
+            self.align_targets = nn.ModuleList(copy.deepcopy(teacher_layers[j]) for _, j in sorted(mapping.items()))
+            overparameterize(self.align_targets, s.opdf_cores, s.opdf_bond_dim, style=s.opdf_style)
+            self.align_targets.requires_grad_(False)
+            self.align_map = {i: k for k, (i, _) in enumerate(sorted(mapping.items()))}
+        if self.uses_teacher and s.opdf_teacher and self.trains_teacher:
+            overparameterize(self.teacher_layers(), s.opdf_cores, None, style=s.opdf_style)   # exact
+            if self.aligns and s.opdf_bond_dim is None:
+                self.align_targets, self.align_map = self.teacher_layers(), mapping
         overparameterize(self.student_layers(), s.opdf_cores, s.opdf_bond_dim, style=s.opdf_style)
-        if self.uses_teacher and s.opdf_teacher:
-            frozen = not any(p.requires_grad for p in self.teacher_layers().parameters())
-            overparameterize(self.teacher_layers(), s.opdf_cores, s.opdf_bond_dim, style=s.opdf_style)
-            if frozen:
-                self.teacher_layers().requires_grad_(False)
-            pair_mpo_layers(self.student_layers(), self.teacher_layers())   # fail now, not at step 1
+        if self.aligns:
+            pair_mpo_layers(self.student_layers(), self.align_targets, self.align_map)   # fail now, not at step 1
 
     def alignment_loss(self) -> torch.Tensor | None:
         if not self.aligns:
             return None
         s = self.spec
-        return tensor_alignment_loss(self.student_layers(), self.teacher_layers(), cores=s.opdf_align_cores,
-                                     weight=s.opdf_align_weight)
+        return tensor_alignment_loss(self.student_layers(), self.align_targets, self.align_map,
+                                     cores=s.opdf_align_cores, weight=s.opdf_align_weight, normalize=True)
+
+    def alignment_gradient_ratio(self) -> float:
+        """‖∇ alignment‖ / ‖∇ everything else‖ on the student's cores, from the gradients now in ``.grad`` (this
+        worker's, before the all-reduce): how strongly the alignment weight pulls compared with distillation."""
+        cores = [p for m in mpo_modules(self.student_layers()).values() for p in m.cores if p.grad is not None]
+        if not cores:
+            return 0.0
+        g_align = torch.autograd.grad(self.alignment_loss(), cores, allow_unused=True)
+        align_sq = rest_sq = 0.0
+        for p, g in zip(cores, g_align):
+            g = torch.zeros_like(p) if g is None else g
+            align_sq += float((g * g).sum())
+            rest_sq += float(((p.grad - g) ** 2).sum())
+        return math.sqrt(align_sq) / max(math.sqrt(rest_sq), 1e-12)
 
     def trainable_parameter_count(self) -> int:
         """Parameters the student trains with (MPO cores included): what OPDF over-parameterises."""
@@ -156,6 +193,16 @@ class Method:
             loss = loss + align
             terms["align"] = align.item()
         return loss, {"loss": loss.item(), **terms}
+
+    def student_step(self, loss: torch.Tensor, logs: dict[str, float]) -> dict[str, float]:
+        """Back-propagate the student's loss and step its optimiser; with alignment, add ``align_grad_ratio``."""
+        self.student_opt.zero_grad(set_to_none=True)
+        if loss.requires_grad:          # Theseus: False when every block drew its frozen predecessors
+            loss.backward()
+        if self.aligns:
+            logs = logs | {"align_grad_ratio": self.alignment_gradient_ratio()}
+        self.clip_and_step(self.student_opt, self.student_sched)
+        return logs
 
     def optimizer_step(self, loss: torch.Tensor, optimizer, scheduler) -> None:
         optimizer.zero_grad(set_to_none=True)

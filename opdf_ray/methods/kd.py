@@ -50,6 +50,6 @@ class KD(Method):
         self.student.train()
         s_logits = self.student(**model_inputs(batch)).logits
         loss, logs = self.student_loss(s_logits, t_logits, batch["labels"])
-        self.optimizer_step(loss, self.student_opt, self.student_sched)
+        logs = self.student_step(loss, logs)
         self.steps_done += 1
         return logs

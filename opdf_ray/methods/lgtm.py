@@ -4,10 +4,15 @@ Ren et al., ACL 2023; the published ``LGTMTeacher`` (ALGORITHMS.md §4.3), re-de
 ProKT-style student step, the teacher gradient is ``G_φ = ∇_φ L_t(x; φ, θ) − η·h`` where
 
   1. ``θ' = θ − η_s·AdamW(∇_θ L_s)``: one simulated AdamW step of the student (on a copy of its optimiser state);
-  2. ``v = ∇_{θ'} CE(student_{θ'}(x_h), y_h)`` on a held-out batch (from the *selection* slice, never dev);
-  3. ``h = [∇_φ L_t(x; φ, θ+εv) − ∇_φ L_t(x; φ, θ−εv)] / 2ε`` with ``ε = 0.01/‖v‖`` (finite-difference
-     Hessian-vector product; teacher and student in eval mode);
-  4. ``η`` = the student's current lr (the paper, ``lgtm_eta=student``) or the teacher's (the published code).
+  2. ``v = ∇_{θ'} CE(student_{θ'}(x_h), y_h)`` on a held-out feedback batch (from the selection slice, never dev;
+     by default from the half of it that does not select checkpoints, ``lgtm_feedback``);
+  3. ``h = [∇_φ L(x; φ, θ+εv) − ∇_φ L(x; φ, θ−εv)] / 2ε`` with ``ε = 0.01/‖v‖`` (finite-difference
+     Hessian-vector product ``∂²L/∂φ∂θ · v``; teacher and student in eval mode).
+
+``lgtm_variant`` picks ``L`` and ``η`` consistently. ``paper`` (default): ``L`` is the student's KD loss
+``α·KL(p_t‖p_s)`` — the loss through which the teacher influences the student — and ``η = η_s``, the student's
+current lr, as the paper derives. ``code``: ``L = L_t``, the teacher's own loss, and ``η`` the teacher's lr, as the
+published code does.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call
 
+from opdf_ray.losses import kd_loss
 from opdf_ray.methods.base import model_inputs, task_loss
 from opdf_ray.methods.prokt import ProKT
 
@@ -43,6 +49,13 @@ def adamw_lookahead(optimizer: torch.optim.AdamW, params, grads) -> list[torch.T
 class LGTM(ProKT):
     name = "lgtm"
     uses_held_batch = True
+
+    def influence_loss(self, t_logits, s_logits, labels) -> torch.Tensor:
+        """The loss whose mixed derivative ``∂²/∂φ∂θ`` is the distillation influence (``lgtm_variant``)."""
+        s = self.spec
+        if s.lgtm_variant == "paper":      # only the KD term of L_s depends on the teacher
+            return s.alpha_kd * kd_loss(s_logits, t_logits, s.temperature, s.t2_scaling, target_grad=True)
+        return self.teacher_loss(t_logits, s_logits, labels)
 
     def teacher_step(self, inputs, labels, s_logits_eval, held_batch):
         if held_batch is None:
@@ -83,14 +96,14 @@ class LGTM(ProKT):
                     for p, p0, vi in zip(s_params, originals, v):
                         p.copy_(p0 + sign * eps * vi)
                     s_shifted = student(**inputs).logits
-                sides.append(_grads(self.teacher_loss(teacher(**inputs).logits, s_shifted, labels), t_params))
+                sides.append(_grads(self.influence_loss(teacher(**inputs).logits, s_shifted, labels), t_params))
             with torch.no_grad():
                 for p, p0 in zip(s_params, originals):
                     p.copy_(p0)
             influence = [(gp - gm) / (2 * eps) for gp, gm in zip(*sides)]
 
         # 4. teacher update with G_φ = g_φ − η·h
-        sched = self.student_sched if self.spec.lgtm_eta == "student" else self.teacher_sched
+        sched = self.student_sched if self.spec.lgtm_variant == "paper" else self.teacher_sched
         eta = sched.get_last_lr()[0]
         self.teacher_opt.zero_grad(set_to_none=True)
         for p, g, h in zip(t_params, g_teacher, influence or [None] * len(t_params)):

@@ -54,6 +54,6 @@ class ProKT(Method):
             t_logits = self.teacher(**inputs).logits
         self.student.train()
         loss, logs = self.student_loss(self.student(**inputs).logits, t_logits, labels)
-        self.optimizer_step(loss, self.student_opt, self.student_sched)
+        logs = self.student_step(loss, logs)
         self.steps_done += 1
         return logs | teacher_logs

@@ -90,12 +90,9 @@ class Theseus(Method):
         if align is not None:
             loss = loss + align
             logs["align"] = align.item()
-        self.student_opt.zero_grad(set_to_none=True)
-        if loss.requires_grad:                  # False when every block drew its frozen predecessors
-            loss.backward()
-        self.clip_and_step(self.student_opt, self.student_sched)   # steps only successors some worker used
+        logs = self.student_step(loss, {"loss": loss.item(), **logs})   # steps only successors some worker used
         self.steps_done += 1
-        return {"loss": loss.item(), **logs}
+        return logs
 
     def export_student(self):
         exported = super().export_student()
