@@ -74,9 +74,19 @@ def overrides(args) -> dict:
     return {} if args.max_length is None else {"max_length": args.max_length}
 
 
+def _check_model_source(source: str) -> None:
+    """The teacher loads (a local checkpoint, or the hub): a typo fails here, not in every trial."""
+    from transformers import AutoConfig
+
+    from opdf_ray.models import from_pretrained
+
+    from_pretrained(AutoConfig, source)
+
+
 def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
-    """Everything that can be checked without Ray: tasks, space, base specs, data. Raises ``ValueError``."""
-    from opdf_ray.data import load_glue
+    """Everything that can be checked without Ray: tasks, space, base specs, data, the teacher, where results go.
+    Raises ``ValueError`` or ``FileNotFoundError`` with a one-line message."""
+    from opdf_ray.data import default_cache_dir, load_glue
     from opdf_ray.search_space import default_space_path, load_space
 
     tasks = _tasks(args.task)
@@ -87,18 +97,27 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
     from opdf_ray.methods import get_method
+    from opdf_ray.teacher import teacher_source
 
-    if is_uri(args.storage) and any(get_method(m).needs_finetuned_teacher for m in space.methods()):
-        raise ValueError(f"--storage {args.storage}: KD/Theseus searches need a filesystem every node shares "
-                         f"(EFS/NFS) for the fine-tuned teacher; copying it to cloud storage is not implemented "
-                         f"yet. Use a shared path, or --methods prokt,lgtm")
     bases = {}
     for task in tasks:
         values = {"task": task, "preset": args.preset, "teacher": args.teacher, "data_dir": args.data_dir,
                   "cache_dir": args.cache_dir, "seed": args.seed, "max_train_samples": args.max_train_samples}
         bases[task] = RunSpec.from_dict(values | overrides(args))
         load_glue(task, args.data_dir, max_train_samples=args.max_train_samples)   # missing data fails here
-    search_settings(args, cpus=1.0, concurrent=1, gpus=args.gpus_per_worker or 0.0, max_epochs=args.max_epochs)
+    base = next(iter(bases.values()))
+    _check_model_source(teacher_source(base.preset, base.teacher, base.cache_dir or default_cache_dir()))
+    starts_tuned = any(RunSpec.from_dict(base.to_dict() | space.fixed).needs_finetuned_teacher(
+        get_method(m).needs_finetuned_teacher, get_method(m).trains_teacher) for m in space.methods())
+    if is_uri(args.storage) and starts_tuned:
+        raise ValueError(f"--storage {args.storage}: this search starts from the task-fine-tuned teacher, which "
+                         f"needs a filesystem every node shares (EFS/NFS); copying it to cloud storage is not "
+                         f"implemented yet. Use a shared path")
+    settings = search_settings(args, cpus=1.0, concurrent=1, gpus=args.gpus_per_worker or 0.0,
+                               max_epochs=args.max_epochs)
+    from opdf_ray.leaderboard import check_writable
+
+    check_writable(settings.leaderboard)
     return tasks, bases, space
 
 
@@ -163,10 +182,15 @@ def main(argv: list[str] | None = None) -> int:
                     "in minutes (set --max-epochs/--max-length to choose; the leaderboard records both)",
                     CPU_QUICK["max_epochs"], CPU_QUICK["max_length"])
     settings = search_settings(args, cpus, concurrent, gpus, max_epochs)
+    try:
+        check_fits(settings, total, local=args.address is None)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     log.info("search: tasks %s, %d trials each, %d at once, %d worker(s) × %s CPU / %s GPU per trial; "
              "Ray up after %.1f s", tasks, settings.num_samples, settings.max_concurrent,
              settings.workers_per_trial, settings.cpus_per_worker, settings.gpus_per_worker, time.time() - started)
-    for task in tasks:
+    def search(task):
         grid = run_search(bases[task], space, settings, resume=args.resume, overrides=run_overrides)
         print(f"{task}: {len(grid)} trials, {grid.num_errors} failed; experiment in "
               f"{join(settings.storage, experiment_name(settings, task))}")
@@ -178,12 +202,64 @@ def main(argv: list[str] | None = None) -> int:
                   f"dev={_dev(best.metrics)}")
         except (RuntimeError, KeyError, TypeError):
             print(f"{task}: no trial reported a score")
-    board = read_leaderboard(settings.leaderboard)
-    print(f"leaderboard: {settings.leaderboard} ({len(board)} rows); best per (task, method, OPDF):")
-    cols = ["task", "method", "opdf_cores", "selection_score", "dev_score", "trial_id"]
-    best = best_rows(board)
-    print(best[cols].to_string(index=False) if len(best) else "  (no completed trial yet)")
+
+    failed = run_each(tasks, search)
+    try:
+        board = read_leaderboard(settings.leaderboard)
+    except FileNotFoundError:
+        board = None
+    if board is not None:
+        print(f"leaderboard: {settings.leaderboard} ({len(board)} rows); best per (task, method, OPDF):")
+        cols = ["task", "method", "opdf_cores", "selection_score", "dev_score", "trial_id"]
+        best = best_rows(board)
+        print(best[cols].to_string(index=False) if len(best) else "  (no completed trial yet)")
+    if failed:
+        print(f"error: the search of {', '.join(failed)} stopped early (see above); the other tasks finished",
+              file=sys.stderr)
+        return 1
     return 0
+
+
+def run_each(tasks: list[str], search) -> list[str]:
+    """``search(task)`` for every task; one that raises (its teacher fine-tune, its leaderboard) is reported in
+    one line and the next task goes on. Returns the tasks that failed."""
+    failed = []
+    for task in tasks:
+        try:
+            search(task)
+        except Exception as e:  # noqa: BLE001 — any failure of one task must not end the others
+            failed.append(task)
+            log.debug("%s failed", task, exc_info=True)
+            print(f"error: {task}: the search stopped: {_one_line(e)}", file=sys.stderr)
+    return failed
+
+
+def _one_line(error: BaseException) -> str:
+    """The last line of a (possibly Tune-wrapped) error: what actually went wrong."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def check_fits(settings, total: dict, local: bool) -> None:
+    """A trial that can never be scheduled makes Ray Train wait forever: refuse it now. On a local Ray (no
+    autoscaler) the cluster is what it is; on a cluster, an autoscaler may still add nodes, so only warn."""
+    from opdf_ray.tune import DRIVER_CPU
+
+    need_cpu = settings.workers_per_trial * settings.cpus_per_worker + DRIVER_CPU
+    need_gpu = settings.workers_per_trial * settings.gpus_per_worker
+    problems = []
+    if need_cpu > total.get("CPU", 0) + 1e-9:
+        problems.append(f"a trial needs {settings.workers_per_trial} worker(s) × {settings.cpus_per_worker} CPU + "
+                        f"{DRIVER_CPU} for its driver = {need_cpu:g} CPUs, the cluster has {total.get('CPU', 0):g}; "
+                        f"use fewer --workers-per-trial or a smaller --cpus-per-worker")
+    if need_gpu > total.get("GPU", 0) + 1e-9:
+        problems.append(f"a trial needs {need_gpu:g} GPU(s) ({settings.workers_per_trial} worker(s) × "
+                        f"{settings.gpus_per_worker}), the cluster has {total.get('GPU', 0):g}; use "
+                        f"--gpus-per-worker 0 (CPU) or a cluster with GPUs")
+    if problems and local:
+        raise ValueError("; ".join(problems))
+    for problem in problems:
+        log.warning("%s (waiting for the autoscaler to add nodes)", problem)
 
 
 def _dev(metrics: dict) -> str:

@@ -160,6 +160,8 @@ class RunSpec:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 bad(f.name, ", ".join(choices))
+        if self.seed < 0:
+            bad("seed", "an int ≥ 0")
         for name in ("max_length", "epochs", "batch_size", "eval_batch_size", "selection_cap", "log_steps"):
             if not getattr(self, name) >= 1:
                 bad(name, "an int ≥ 1")

@@ -113,7 +113,16 @@ def _read_tsv(path: Path, task: GlueTask) -> pd.DataFrame:
 
 
 def _candidate_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
-    dirs = [Path(d) for d in (data_dir, os.environ.get("OPDF_GLUE_DIR")) if d]
+    """Where to look, in order. A folder that was asked for but does not exist is an error (a typo must not
+    silently fall back to the bundled copy or the hub)."""
+    dirs = []
+    for origin, d in (("--data-dir", data_dir), ("OPDF_GLUE_DIR", os.environ.get("OPDF_GLUE_DIR"))):
+        if d:
+            if not Path(d).is_dir():
+                raise FileNotFoundError(f"{origin} {d} is not a directory; pass a GLUE folder (HF parquet layout "
+                                        f"<task>/<split>.parquet or classic TSVs), or leave it out to use the "
+                                        f"bundled data/glue")
+            dirs.append(Path(d))
     return dirs + [BUNDLED_GLUE]
 
 

@@ -3,8 +3,8 @@
 Layout: ``<root>/task=<task>/<run_id>--<trial_id>.parquet``. A row is written under a dot-prefixed temporary
 name and renamed, so readers never see half a file (Arrow and pandas skip dot files); the name is a function of
 (run, trial), so writing a trial twice (a resumed search, a retried trial) replaces its row instead of adding
-one. ``pd.read_parquet(root)`` reads it all; ``read_leaderboard`` does too, skipping foreign or corrupt files
-with a warning, and ``best_rows`` / ``seed_summary`` answer the usual questions.
+one. ``read_leaderboard`` reads it all (``pd.read_parquet(root)`` too, until a stray file lands), skipping
+foreign or corrupt files with a warning, and ``best_rows`` / ``seed_summary`` answer the usual questions.
 """
 
 from __future__ import annotations
@@ -154,6 +154,17 @@ def write_row(root: str, row: dict) -> str:
     with published(target) as (fs, tmp), fs.open_output_stream(tmp) as out:
         pq.write_table(table.drop_columns(["task"]), out)   # task lives in the partition directory
     return target
+
+
+def check_writable(root: str) -> None:
+    """Fail now, with the reason, if rows cannot be written under ``root`` (a search must not lose them later)."""
+    try:
+        with published(join(root, ".write-probe")) as (fs, tmp), fs.open_output_stream(tmp) as out:
+            out.write(b"ok")
+        filesystem(root)[0].delete_file(f"{filesystem(root)[1]}/.write-probe")
+    except OSError as e:
+        raise ValueError(f"the leaderboard {root} is not writable: {str(e).splitlines()[0]}; pass a writable "
+                         f"--leaderboard or --storage") from None
 
 
 def read_leaderboard(root: str) -> pd.DataFrame:

@@ -4,25 +4,28 @@
 
 Rows are methods (KD, ProKT, LGTM, Theseus, fine-tuning), each followed by one ``+OPDF (n cores)`` row per core
 count present (and ``+ MPO compression (n cores, bond r)`` rows for truncated, i.e. compressed, students; rows
-distilled from a truncated teacher — leaderboards written before that was fixed — are left out); columns are the tasks present with their metrics, the average, and the train/inference parameter
-counts. A cell is the mean ± std over seeds of the *best configuration's* dev metric and its seed count; the
-best configuration is the one with the highest mean selection score (the honest rule) or, with
-``--select-by dev``, the highest mean dev score (the papers' way). The best value per column is in bold.
+distilled from a truncated teacher — leaderboards written before that was fixed — are left out); columns are
+the tasks present with their metrics, the average, and the train/inference parameter counts. A cell is the mean
+± std over seeds of the *best configuration's* dev metric and its seed count; the best configuration is the one
+with the highest mean selection score (the honest rule) or, with ``--select-by dev``, the highest mean dev score
+(the papers' way). The best value per column is in bold.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import base64
+import dataclasses
 import html
 import json
 import math
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.fs as pafs
 import yaml
 
 from opdf_ray.config import METHOD_TITLES, METHODS, RunSpec
@@ -186,7 +189,8 @@ def plot_cores(board: pd.DataFrame, chosen: pd.DataFrame, path: Path) -> Path | 
     fig, ax = plt.subplots(figsize=(6, 4))
     means = chosen.groupby(["task", "method", "opdf_cores"], observed=True)["dev_score"].mean().reset_index()
     for (task, method), part in means.groupby(["task", "method"], observed=True):
-        ax.plot(part["opdf_cores"], part["dev_score"], marker="o", label=f"{task} {METHOD_NAMES[method]}")
+        ax.plot(part["opdf_cores"], part["dev_score"], marker="o",
+                label=f"{task} {METHOD_NAMES.get(method, method)}")
     ax.set(xlabel="MPO cores (0 = OPDF off)", ylabel="dev score (selection metric)", title="Dev score vs cores")
     ax.legend(fontsize=7)
     return _save(fig, path)
@@ -216,10 +220,15 @@ def plot_curves(board: pd.DataFrame, path: Path, top: int = 5) -> Path | None:
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6, 4))
     for _, r in rows.iterrows():
-        points = json.loads(r["curve"])
+        try:
+            points = json.loads(r["curve"])
+        except ValueError:                 # a hand-edited or foreign row: its curve is left out, not the report
+            warnings.warn(f"report: trial {r['trial_id']} has no readable curve ({r['curve'][:40]!r})", stacklevel=2)
+            continue
         if points:
             ax.plot([p[0] for p in points], [p[1] for p in points], marker=".",
-                    label=f"{r['task']} {METHOD_NAMES[r['method']]} c={r['opdf_cores']} ({r['trial_id']})")
+                    label=f"{r['task']} {METHOD_NAMES.get(r['method'], r['method'])} c={r['opdf_cores']} "
+                          f"({r['trial_id']})")
     ax.set(xlabel="epoch", ylabel="selection score", title=f"Learning curves of the top {len(rows)} trials")
     ax.legend(fontsize=7)
     return _save(fig, path)
@@ -251,8 +260,6 @@ def param_importance(board: pd.DataFrame) -> dict[str, float]:
     for _, r in done.iterrows():
         study.add_trial(optuna.trial.create_trial(params={p: float(r[p]) for p in params}, distributions=dists,
                                                   value=float(r["selection_score"])))
-    import warnings
-
     with warnings.catch_warnings():          # "importances will be equal" on flat scores: the plot shows it
         warnings.simplefilter("ignore")
         return optuna.importance.get_param_importances(study)
@@ -319,13 +326,36 @@ tr.opdf td:first-child{padding-left:1.5em;color:#555}th{background:#eee}img{max-
 pre{background:#f6f6f6;padding:1em}"""
 
 
+def _check_is_leaderboard(root: str) -> None:
+    """A search's storage root is a common mistake for its leaderboard: say where the leaderboard is."""
+    from opdf_ray.storage import filesystem, join
+
+    fs, base = filesystem(root)
+    if fs.get_file_info(f"{base}/leaderboard").type == pafs.FileType.Directory and not [
+            e for e in fs.get_file_info(pafs.FileSelector(base)) if e.base_name.startswith("task=")]:
+        raise ValueError(f"{root} is a search's storage folder; its leaderboard is {join(root, 'leaderboard')}")
+
+
 def render(leaderboard: str, out: str | Path, select_by: str = "selection", protocol: str = "selection") -> Path:
     """Write ``report.md``, ``report.html`` (self-contained) and the PNG plots to ``out``; returns the HTML path."""
-    board = read_leaderboard(leaderboard)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; pass a folder for report.md, report.html and the plots")
+    _check_is_leaderboard(leaderboard)
+    with warnings.catch_warnings(record=True) as skipped:        # stray files: one line, not a flood
+        warnings.simplefilter("always")
+        board = read_leaderboard(leaderboard)
+    if skipped:
+        print(f"report: skipped {len(skipped)} file(s) that are not leaderboard rows, e.g. {skipped[0].message}",
+              file=sys.stderr)
+    unknown = sorted(set(board["method"].dropna()) - set(METHOD_ORDER)) if len(board) else []
+    if unknown:
+        print(f"report: left out {int(board['method'].isin(unknown).sum())} row(s) of unknown method(s) {unknown}",
+              file=sys.stderr)
+        board = board[~board["method"].isin(unknown)]
     if board.empty:
         raise ValueError(f"the leaderboard at {leaderboard} has no rows yet; run a search first "
                          f"(python tune_main.py --task rte)")
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = build_table(board, select_by, protocol)
     chosen = best_configs(board, select_by, protocol)

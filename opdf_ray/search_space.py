@@ -37,6 +37,7 @@ PARAM_KEYS = {"type", "low", "high", "step", "choices", "when", "include_zero"}
 SPEC_FIELDS = {f.name: f for f in dataclasses.fields(RunSpec)}
 PSEUDO = ("opdf",)
 NOT_SEARCHABLE = RunSpec.fields_with_role(TARGET, EXECUTION)   # set on the command line
+FIXED_EXECUTION = ("log_steps",)      # the one execution setting a space may fix: how often trials log
 EPOCHS_HINT = "epochs are set per task in the top-level 'epochs:' section (capped by --max-epochs)"
 
 
@@ -204,6 +205,10 @@ def parse_space(raw, source: str = "<dict>") -> SearchSpace:
         _fail(f"{source} fixed", f"unknown RunSpec field(s) {bad}")
     if "epochs" in fixed:
         _fail(f"{source} fixed.epochs", EPOCHS_HINT)
+    cli_only = sorted(k for k in fixed if k in NOT_SEARCHABLE and k not in FIXED_EXECUTION)
+    if cli_only:
+        _fail(f"{source} fixed", f"{cli_only} cannot be set in a space: what a search distils and where it runs "
+                                 f"come from the command line (--task, --preset, --teacher, --data-dir, …)")
     epochs = raw.get("epochs") or {}
     if not isinstance(epochs, dict):
         _fail(f"{source} epochs", f"expected a mapping task → epochs, got {epochs!r}")

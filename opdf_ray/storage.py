@@ -61,6 +61,16 @@ def published(target: str | os.PathLike) -> Iterator[tuple[pafs.FileSystem, str]
         _remove(fs, tmp)
 
 
+def remove_temporaries(folder: Path) -> list[str]:
+    """Delete what ``published`` left in ``folder`` when its process was killed (``.<name>.<id>.tmp``); call it
+    only where no other process is publishing. Returns the names removed."""
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    fs = pafs.LocalFileSystem()
+    for path in stale:
+        _remove(fs, str(path))
+    return [p.name for p in stale]
+
+
 def _remove(fs: pafs.FileSystem, path: str) -> None:
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.Directory:

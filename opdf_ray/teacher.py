@@ -87,6 +87,9 @@ def finetune_teacher_into(spec_dict: dict, root: str) -> str:
     """Fine-tune the task teacher of ``spec_dict`` (a ``RunSpec`` dict) under ``root`` and return its path: a
     search runs this once per task, as a Ray task, before its trials."""
     spec = RunSpec.from_dict(spec_dict)
+    if spec.threads:                       # a Ray task starts with one thread (OMP_NUM_THREADS=1)
+        torch.set_num_threads(spec.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     source = teacher_source(spec.preset, spec.teacher, Path(spec.cache_dir or default_cache_dir()))
     return finetune_teacher(spec, source, load_tokenizer(source), resolve_device(spec.device), Path(root))[0]
 

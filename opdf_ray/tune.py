@@ -19,7 +19,7 @@ from opdf_ray import trial_metrics as tm
 from opdf_ray.config import RunSpec
 from opdf_ray.leaderboard import make_row, write_row
 from opdf_ray.search_space import SearchSpace, spec_values
-from opdf_ray.storage import delete_dir, is_uri, join
+from opdf_ray.storage import delete_dir, is_uri, join, remove_temporaries
 from opdf_ray.train import trial_driver, worker_threads
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,10 @@ class SearchSettings:
             bad("placement", "PACK, SPREAD, STRICT_PACK or STRICT_SPREAD")
         if self.sampler not in ("tpe", "grid"):
             bad("sampler", "tpe or grid")
-        if not self.name or "/" in self.name:
-            bad("name", "a non-empty name without '/'")
+        if not self.name or "/" in self.name or self.name[0] in "._":
+            bad("name", "a non-empty name without '/' that does not start with '.' or '_' (readers skip those)")
+        if self.optuna_storage is not None and "://" not in self.optuna_storage:
+            bad("optuna_storage", f"an SQLAlchemy database URL, e.g. sqlite:///{self.optuna_storage}")
         for field, module, extra in (("mlflow_uri", "mlflow", "mlflow-skinny"), ("wandb_project", "wandb", "wandb")):
             if getattr(self, field) is not None and importlib.util.find_spec(module) is None:
                 raise ValueError(f"{field}={getattr(self, field)!r} needs the {module} package: pip install {extra} "
@@ -165,7 +167,7 @@ def _callbacks(run_id: str, settings: SearchSettings, train_storage: str):
     from ray.tune import Callback
 
     class RecordTrials(Callback):
-        """On the driver: every finished trial → one leaderboard row; pruned trials' checkpoints deleted."""
+        """On the driver: every finished trial → one leaderboard row; pruned and failed trials' checkpoints deleted."""
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             result = trial.last_result or {}
@@ -176,14 +178,16 @@ def _callbacks(run_id: str, settings: SearchSettings, train_storage: str):
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self._record(trial, "failed", trial.last_result, _error_text(trial))
+            delete_dir(join(train_storage, trial.trial_id))    # disk stays bounded; a --resume retries it afresh
 
         def _record(self, trial, status, result, error):
             try:
                 path = write_row(settings.leaderboard, make_row(run_id, trial.trial_id, status, trial.config["spec"],
                                                                 result, error))
-                log.info("leaderboard: %s %s → %s", trial.trial_id, status, path)
-            except Exception:                 # noqa: BLE001 — a row we cannot write must not kill the search
-                log.exception("leaderboard: could not record trial %s", trial.trial_id)
+            except (OSError, ValueError) as e:   # stop the search: every later row would be lost the same way
+                raise LeaderboardWriteError(f"could not write the leaderboard row of trial {trial.trial_id} to "
+                                            f"{settings.leaderboard}: {e}") from e
+            log.info("leaderboard: %s %s → %s", trial.trial_id, status, path)
 
     return [RecordTrials(), *experiment_loggers(settings, run_id)]
 
@@ -205,6 +209,10 @@ def experiment_loggers(settings: SearchSettings, experiment: str) -> list:
         # the search ends on an error, with actors that never got their end signal)
         loggers.append(WandbLoggerCallback(project=settings.wandb_project, group=experiment, upload_timeout=120))
     return loggers
+
+
+class LeaderboardWriteError(RuntimeError):
+    """A finished trial's row could not be written: the search stops instead of losing rows."""
 
 
 def _error_text(trial) -> str | None:
@@ -251,17 +259,30 @@ def prepare_teacher(base: RunSpec, space: SearchSpace, settings: SearchSettings,
     return ray.get(ray.remote(**resources)(finetune_teacher_into).remote(spec.to_dict(), exp_dir))
 
 
+def make_scheduler(settings: SearchSettings, max_epochs: int):
+    """ASHA counting epochs (the ``epoch`` of evaluation results), whatever the evaluation or log frequency
+    (``eval_steps``); ``max_t`` one past the last epoch: ASHA stops trials only at its rungs, a full trial ends on
+    its own. ``None`` when early stopping is off (a grid baseline)."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    if not settings.early_stopping:
+        return None
+    return ASHAScheduler(time_attr=tm.EPOCH, max_t=max_epochs + 1, grace_period=min(settings.grace_epochs, max_epochs),
+                         reduction_factor=settings.reduction_factor, metric=METRIC, mode=MODE)
+
+
 def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resume: bool = False,
                overrides: dict | None = None):
     """Run (or resume) the search for ``base.task``; returns Ray's ``ResultGrid``. ``overrides``: RunSpec
     values that win over the space (explicit command-line settings)."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     name = experiment_name(settings, base.task)
     exp_dir = join(settings.storage, name)
     train_storage = join(exp_dir, "train")
     started = time.time()
+    if not is_uri(exp_dir):                    # a killed fine-tune leaves its temporary folder behind
+        remove_temporaries(Path(exp_dir) / "teachers")
     teacher = prepare_teacher(base, space, settings, exp_dir, overrides)
     log.info("teacher ready in %.0f s: %s", time.time() - started, teacher)
     run = {"workers": settings.workers_per_trial, "cpus_per_worker": settings.cpus_per_worker,
@@ -269,13 +290,7 @@ def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resu
            "max_failures": settings.max_failures, "checkpoints_to_keep": settings.checkpoints_to_keep,
            "placement": settings.placement}
     trainable = tune.with_resources(trial_driver, driver_resources(settings))
-    max_epochs = trial_epochs(space, base.task, settings)
-    # ASHA counts epochs (the `epoch` of evaluation results), whatever the evaluation or log frequency; max_t one
-    # past the last epoch: ASHA stops trials only at its rungs, a full trial ends on its own
-    scheduler = ASHAScheduler(time_attr=tm.EPOCH, max_t=max_epochs + 1,
-                              grace_period=min(settings.grace_epochs, max_epochs),
-                              reduction_factor=settings.reduction_factor, metric=METRIC, mode=MODE
-                              ) if settings.early_stopping else None
+    scheduler = make_scheduler(settings, trial_epochs(space, base.task, settings))
     search = _optuna_search(TrialSampler(base, space, settings, run, teacher, overrides), settings, name)
     run_config = tune.RunConfig(name=name, storage_path=join(settings.storage),
                                 callbacks=_callbacks(name, settings, train_storage),
@@ -300,4 +315,5 @@ def default_parallelism(total_cpus: float, total_gpus: float, workers: int, gpus
     if gpus_per_worker > 0:
         concurrent = max(1, int(total_gpus // (workers * gpus_per_worker)))
         return max(1.0, math.floor((total_cpus - DRIVER_CPU * concurrent) / (concurrent * workers))), concurrent
-    return round(max((total_cpus - DRIVER_CPU) / workers, 0.25), 2), 1
+    share = math.floor((total_cpus - DRIVER_CPU) / workers * 100) / 100     # rounded down: the trial must fit
+    return max(share, 0.25), 1

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
     (["--task", "rte", "--max-concurrent", "0"], "max_concurrent=0 is invalid"),
     (["--task", "rte", "--gpus-per-worker", "-1"], "gpus_per_worker=-1.0 is invalid"),
     (["--task", "rte", "--name", "a/b"], "name='a/b' is invalid"),
-    (["--task", "rte", "--storage", "s3://bucket/x"], "KD/Theseus searches need a filesystem every node shares"),
+    (["--task", "rte", "--storage", "s3://bucket/x"], "needs a filesystem every node shares"),
 ])
 def test_bad_input_fails_before_ray_starts(args, message, tmp_path):
     storage = [] if "--storage" in args else ["--storage", str(tmp_path)]

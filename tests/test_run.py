@@ -62,7 +62,8 @@ def test_a_nan_loss_fails_the_run(tmp_path):
 
 def test_help_lists_every_flag():
     out = subprocess.run([sys.executable, "-m", "opdf_ray.run", "--help"], capture_output=True, text=True, check=True)
-    for flag in ("--task", "--method", "--opdf-cores", "--opdf-bond-dim", "--lgtm-variant", "--lgtm-feedback", "--student-init", "--teacher-init", "--opdf-align-map", "--select-on",
+    for flag in ("--task", "--method", "--opdf-cores", "--opdf-bond-dim", "--lgtm-variant", "--lgtm-feedback",
+                 "--student-init", "--teacher-init", "--opdf-align-map", "--select-on",
                  "--replacing-scheduler", "--cache-teacher-logits", "--no-cache-teacher-logits", "--data-dir"):
         assert flag in out.stdout
 

@@ -82,6 +82,9 @@ def test_a_nan_trial_is_failed_and_the_others_finish(local_ray, tmp_path):
     assert board.loc[board["lr"] == 1e30, "error"].str.contains("NaN/inf").all()
     assert (board.loc[board["lr"] == 1e-4, "status"] != "failed").all()
     assert grid.num_errors == (board["lr"] == 1e30).sum()
+    train = tmp_path / "storage" / "nan-rte" / "train"
+    kept = {p.name for p in train.iterdir()} if train.is_dir() else set()
+    assert not kept & set(board.index[board["status"] == "failed"])      # failed trials' checkpoints deleted
 
 
 def test_a_worker_failure_resumes_the_trial_from_its_checkpoint(local_ray, tmp_path):

