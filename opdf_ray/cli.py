@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -172,9 +173,24 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
     total = ray.cluster_resources()
-    gpus = args.gpus_per_worker if args.gpus_per_worker is not None else (1.0 if total.get("GPU") else 0.0)
-    cpus, concurrent = default_parallelism(total.get("CPU", 1), total.get("GPU", 0), args.workers_per_trial, gpus)
-    quick = not gpus and args.max_epochs is None and args.max_length is None
+    local = args.address is None
+    scalable = [] if local else autoscaler_gpu_node_types()
+    gpus = args.gpus_per_worker if args.gpus_per_worker is not None else (
+        1.0 if total.get("GPU") or scalable else 0.0)
+    if scalable and not total.get("GPU") and gpus:     # GPU nodes come when trials ask: size trials for them
+        node = scalable[0]
+        cpus = max(1.0, math.floor(node["CPU"] / node["GPU"] * gpus))
+        concurrent = max(1, int(node["max_workers"] * node["GPU"] // (args.workers_per_trial * gpus)))
+    else:
+        cpus, concurrent = default_parallelism(total.get("CPU", 1), total.get("GPU", 0), args.workers_per_trial,
+                                               gpus)
+    multi_node = len([n for n in ray.nodes() if n.get("Alive")]) > 1 or bool(scalable)
+    try:
+        check_shared(args, multi_node)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    quick = local and not gpus and args.max_epochs is None and args.max_length is None   # never on a cluster
     max_epochs = CPU_QUICK["max_epochs"] if quick else args.max_epochs
     run_overrides = overrides(args) | ({"max_length": CPU_QUICK["max_length"]} if quick else {})
     if quick:
@@ -218,6 +234,34 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def autoscaler_gpu_node_types(config_path: str | Path = "~/ray_bootstrap_config.yaml") -> list[dict]:
+    """The GPU node types an autoscaler may launch (``resources`` + ``max_workers``), read from the config `ray up`
+    leaves on the head; empty when there is none (a fixed or local cluster)."""
+    import yaml
+
+    path = Path(config_path).expanduser()
+    if not path.is_file():
+        return []
+    types = (yaml.safe_load(path.read_text()) or {}).get("available_node_types", {})
+    return [{**t.get("resources", {}), "max_workers": t.get("max_workers", 0)} for t in types.values()
+            if t.get("resources", {}).get("GPU", 0) > 0 and t.get("max_workers", 0) > 0]
+
+
+def check_shared(args, multi_node: bool, mounts: str | None = None) -> None:
+    """On a multi-node cluster every node reads and writes the search's storage, teacher and data: refuse a path
+    on one node's own disk with the fix, instead of trials that cannot find their checkpoints or teacher."""
+    from opdf_ray.storage import filesystem_type, is_shared
+
+    if not multi_node:
+        return
+    paths = {"--storage": args.storage, "--leaderboard": args.leaderboard, "--data-dir": args.data_dir}
+    for flag, path in paths.items():
+        if path and not is_shared(path, mounts):
+            raise ValueError(f"{flag} {path} is on a node-local disk ({filesystem_type(path, mounts)}) but this Ray "
+                             f"cluster has several nodes; use a shared mount every node sees (EFS/NFS, e.g. "
+                             f"/mnt/efs/opdf) or a URI (s3://bucket/opdf)")
 
 
 def run_each(tasks: list[str], search) -> list[str]:

@@ -136,6 +136,7 @@ class RunSpec:
                                "as MPO, as the published LGTM+OPDF); the teacher's forward always stays exact")
     # execution
     device: str = _knob("auto", "auto, cpu, cuda or cuda:N", role=EXECUTION)
+    bf16: bool = _knob(True, "bfloat16 autocast for forward passes on CUDA (no effect on CPU); --no-bf16 for fp32")
     threads: int | None = _knob(None, "torch CPU threads (default: torch's choice)", type=int, role=EXECUTION)
     save_model: bool = _knob(True, "save the merged student (safetensors) to the output dir", role=EXECUTION)
     progress: bool = _knob(True, "show a progress bar", role=EXECUTION)

@@ -21,7 +21,7 @@ from opdf_ray.batches import Data, on_device, prepare_data, to_device
 from opdf_ray.checkpoint import Progress
 from opdf_ray.config import RunSpec
 from opdf_ray.data import default_cache_dir, selection_split
-from opdf_ray.loop import Plan, banner, evaluate, fit, make_plan
+from opdf_ray.loop import Plan, autocast, banner, evaluate, fit, make_plan
 from opdf_ray.methods import Method, get_method
 from opdf_ray.methods.base import model_inputs
 from opdf_ray.models import from_pretrained, keep_layers, load_classifier, load_tokenizer, resolve_device
@@ -103,7 +103,8 @@ def prepare(spec: RunSpec, parallel: Parallel | None = None, finetuned_teacher: 
         log.info(banner(f"{spec.task} {spec.method} ({opdf}) on {device}", plan, **params))
     if method_cls.caches_teacher_logits and spec.cache_teacher_logits:
         loader = data.loader("train", spec.eval_batch_size, False, parallel=parallel)
-        method.cache_teacher_logits(on_device(loader, device), data.size("train"))
+        with autocast(device, spec.bf16):
+            method.cache_teacher_logits(on_device(loader, device), data.size("train"))
     return Job(spec, device, data, method, plan, params, teacher_info, parallel, started)
 
 
@@ -120,7 +121,7 @@ def finalize(job: Job, fitted: Progress) -> tuple[dict, torch.nn.Module]:
 
     def on(model, name):
         return evaluate(model, data.loader(name, spec.eval_batch_size, False, parallel=parallel), task, device,
-                        parallel)
+                        parallel, spec.bf16)
 
     model = method.eval_model()
     results = {"selection": on(model, "selection"), "dev": {name: on(model, name) for name in task.dev_splits}}

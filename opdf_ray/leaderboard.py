@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 # 2: `evaluations` (ASHA counts epochs; Tune's iterations now include log results), log_steps.
 # 3: `teacher_truncated` (before 3, opdf_bond_dim truncated the teacher too), student_init, teacher_init,
-#    opdf_align_map (default init layers), lgtm_variant (replaces lgtm_eta), lgtm_feedback; normalised alignment.
+#    opdf_align_map (default init layers), lgtm_variant (replaces lgtm_eta), lgtm_feedback; normalised alignment;
+#    bf16, merge_max_abs_logit_diff.
 SCHEMA_VERSION = 3
 STATUSES = ("completed", "pruned", "failed")
 METRICS = tuple(dict.fromkeys(m for t in TASKS.values() for m in t.metrics))   # accuracy, f1, mcc, …
@@ -81,6 +82,7 @@ SCHEMA = pa.schema([
     pa.field("nodes", pa.int64()),
     pa.field("restored_at_step", pa.int64()),
     pa.field("bytes_all_reduced", pa.int64()),
+    pa.field("merge_max_abs_logit_diff", pa.float64()),        # merged (deployed) vs trained student, on a batch
     pa.field("curve", pa.string()),                            # JSON [[epoch, selection score], …]
     pa.field("opdf_ray_version", pa.string()),
     pa.field("ray_version", pa.string()),
@@ -135,6 +137,7 @@ def make_row(run_id: str, trial_id: str, status: str, spec: dict, result: dict |
         "train_seconds": result.get(tm.TRAIN_SECONDS), "examples_per_second": result.get(tm.EXAMPLES_PER_SECOND),
         "workers": result.get(tm.WORKERS), "nodes": result.get(tm.NODES),
         "restored_at_step": result.get(tm.RESTORED_AT_STEP), "bytes_all_reduced": result.get(tm.BYTES_ALL_REDUCED),
+        "merge_max_abs_logit_diff": result.get(tm.MERGE_DIFF),
         "curve": result.get(tm.CURVE), "hardware": result.get(tm.HARDWARE),
         "opdf_ray_version": __version__, "ray_version": ray.__version__, "torch_version": torch.__version__,
         "python_version": platform.python_version(), "finished_at": pd.Timestamp.now(tz="UTC").floor("s"),

@@ -67,13 +67,19 @@ def banner(title: str, plan: Plan, **extra) -> str:
     return f"{title}: " + ", ".join(parts)
 
 
+def autocast(device: torch.device, bf16: bool = True):
+    """bfloat16 autocast on CUDA (what the GPU path trains with; ``bf16=False`` for fp32); a no-op on CPU, where
+    this machine has no bf16 units (docs/benchmarks.md)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
+
+
 def evaluate(model: torch.nn.Module, loader: DataLoader, task: GlueTask, device: torch.device,
-             parallel: Parallel | None = None) -> dict[str, float]:
+             parallel: Parallel | None = None, bf16: bool = True) -> dict[str, float]:
     """Task metrics (percent) of ``model`` on every example of the split: each worker predicts its share of
     ``loader`` (see ``Data.loader``), the shares are gathered in rank order, so nothing is counted twice."""
     model.eval()
     predictions, labels = [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, bf16):
         for batch in loader:
             logits = model(**model_inputs(to_device(batch, device))).logits.float().cpu()
             predictions.append(logits.squeeze(-1) if task.is_regression else logits.argmax(-1))
@@ -123,7 +129,8 @@ def fit(method: Method, spec, data: Data, device: torch.device, plan: Plan, desc
                 continue
             held = to_device(next(held_batches), device) if held_batches is not None else None
             t0 = time.perf_counter()
-            logs = method.train_step(to_device(batch, device), held)
+            with autocast(device, spec.bf16):
+                logs = method.train_step(to_device(batch, device), held)
             progress.train_seconds += time.perf_counter() - t0
             progress.examples += len(batch["labels"]) * parallel.world_size
             progress.step += 1
@@ -132,7 +139,7 @@ def fit(method: Method, spec, data: Data, device: torch.device, plan: Plan, desc
             bar.update(1)
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
             if progress.step % plan.eval_every == 0 or progress.step == steps:
-                metrics = evaluate(method.eval_model(), select_loader, task, device, parallel)
+                metrics = evaluate(method.eval_model(), select_loader, task, device, parallel, spec.bf16)
                 score = metrics[task.selection_metric]
                 progress.history.append({"step": progress.step, "epoch": progress.step / per_epoch, **logs,
                                          **{f"{select_name}_{k}": v for k, v in metrics.items()}})

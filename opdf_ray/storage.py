@@ -30,6 +30,29 @@ def filesystem(root: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), join(root)
 
 
+# file systems every node of a cluster can see (a path on any other kind is on one node's own disk)
+SHARED_FS_TYPES = ("nfs", "nfs4", "efs", "lustre", "cifs", "smb3", "ceph", "glusterfs", "beegfs", "gpfs", "fuse")
+
+
+def filesystem_type(path: str | os.PathLike, mounts: str | None = None) -> str:
+    """The type of the file system ``path`` lives on (the longest mount point above it in ``/proc/mounts``)."""
+    mounts = Path("/proc/mounts").read_text() if mounts is None else mounts
+    target = Path(path).expanduser().resolve()
+    best, kind = "", "unknown"
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) >= 3:
+            point = fields[1].replace("\\040", " ")
+            if (target == Path(point) or Path(point) in target.parents) and len(point) >= len(best):
+                best, kind = point, fields[2]
+    return kind
+
+
+def is_shared(root: str, mounts: str | None = None) -> bool:
+    """Whether every node of a cluster sees ``root``: a URI, or a path on a network/cluster file system."""
+    return is_uri(root) or filesystem_type(root, mounts).split(".")[0] in SHARED_FS_TYPES
+
+
 def delete_dir(root: str) -> None:
     """Remove ``root`` and everything under it; nothing to do when it does not exist."""
     fs, path = filesystem(root)

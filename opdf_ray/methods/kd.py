@@ -30,7 +30,7 @@ class KD(Method):
         table = None
         with torch.inference_mode():
             for batch in batches:
-                logits = self.teacher(**model_inputs(batch)).logits
+                logits = self.teacher(**model_inputs(batch)).logits.float()   # bf16 autocast: keep fp32
                 if table is None:
                     table = logits.new_zeros(n_examples, logits.shape[-1])
                 table[batch["index"].to(logits.device)] = logits
