@@ -3,6 +3,10 @@
 A checkpoint holds the method's training state (trainable tensors, optimiser and scheduler states), the loop's
 ``Progress`` (step, best score and the best student's tensors) and the CPU RNG state, so a run restored from it
 continues exactly as the uninterrupted run would have (the same batches, the same dropout masks on CPU).
+
+Hand-written rather than ``torch.save``/``Trainer`` checkpoints: restoring must never unpickle (safetensors
+holds tensors only, ``weights_only`` by construction), and the methods' several optimisers and the MPO cores
+need an explicit, versioned layout.
 """
 
 from __future__ import annotations

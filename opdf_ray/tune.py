@@ -305,7 +305,25 @@ def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resu
         if resume:
             log.info("nothing to resume at %s: starting a new search", exp_dir)
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
-    return tuner.fit()
+    grid = tuner.fit()
+    if settings.optuna_storage:
+        closed = close_orphan_trials(name, settings.optuna_storage)
+        if closed:
+            log.warning("optuna: %d trial(s) left RUNNING by a driver that was killed are now FAIL", closed)
+    return grid
+
+
+def close_orphan_trials(study_name: str, storage: str) -> int:
+    """Tell FAIL to the Optuna trials still RUNNING once a search is over: a driver killed with SIGKILL leaves the
+    trial it had asked for RUNNING in a persistent study (its saved searcher state predates it), and no later
+    search can finish it. TPE ignores failed trials. Returns how many were closed."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    orphans = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in orphans:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    return len(orphans)
 
 
 def default_parallelism(total_cpus: float, total_gpus: float, workers: int, gpus_per_worker: float

@@ -97,25 +97,29 @@ def test_a_worker_failure_resumes_the_trial_from_its_checkpoint(local_ray, tmp_p
     assert row["restored_at_step"] == 4 and row["steps"] == 8     # restarted from the step-4 checkpoint
 
 
-def test_resume_after_the_driver_is_interrupted_neither_loses_nor_duplicates_rows(tmp_path):
+@pytest.mark.parametrize("signal_", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_resume_after_the_driver_is_stopped_neither_loses_nor_duplicates_rows(tmp_path, signal_):
     board = tmp_path / "board"
+    optuna_db = f"sqlite:///{tmp_path / 'optuna.db'}"
     cmd = [sys.executable, str(REPO / "tune_main.py"), "--task", "rte", "--preset", "tiny", "--num-samples", "3",
            "--max-train-samples", "64", "--max-epochs", "2", "--methods", "kd", "--max-length", "32",
            "--storage", str(tmp_path / "storage"), "--leaderboard", str(board), "--name", "resume",
-           "--cache-dir", str(tmp_path / "cache")]
+           "--cache-dir", str(tmp_path / "cache"), "--optuna-storage", optuna_db]
     env = os.environ | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop(FAIL_ONCE_ENV, None)
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and not list(board.glob("task=rte/*.parquet")):
         time.sleep(1)
-    first.send_signal(signal.SIGINT)              # Ctrl-C: Tune saves its state and stops
+    first.send_signal(signal_)                    # Ctrl-C (Tune saves its state), or a hard kill mid-trial
     first.wait(timeout=120)
     interrupted = read_leaderboard(str(board))
     assert 1 <= len(interrupted) < 3
     done = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     final = read_leaderboard(str(board))
-    assert len(final) == 3 and final["trial_id"].is_unique
+    assert len(final) == 3 and final["trial_id"].is_unique        # every trial exactly once
     assert set(interrupted["trial_id"]) <= set(final["trial_id"])
     assert "best trial" in done.stdout and str(board) in done.stdout
+    states = [t.state.name for t in optuna.load_study(study_name="resume-rte", storage=optuna_db).trials]
+    assert "RUNNING" not in states                                 # no orphan trial in the Optuna study

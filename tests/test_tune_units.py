@@ -123,3 +123,15 @@ def test_rows_of_an_older_schema_version_are_read_with_the_new_columns_empty(tmp
     board = read_leaderboard(str(tmp_path)).set_index("trial_id")
     assert board.loc["new", "evaluations"] == 3 and board.loc["old", "dev_score"] == 61.0
     assert board.loc["old", ["evaluations", "log_steps"]].isna().all()
+
+
+def test_orphan_optuna_trials_are_closed_when_a_search_ends(tmp_path):
+    from opdf_ray.tune import close_orphan_trials
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.tell(study.ask(), 1.0)
+    study.ask()                                               # asked by a driver that was then SIGKILLed
+    assert close_orphan_trials("s", storage) == 1
+    states = [t.state for t in optuna.load_study(study_name="s", storage=storage).trials]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]

@@ -50,6 +50,10 @@ def linear_schedule(optimizer, total_steps: int, warmup_ratio: float) -> torch.o
 class Method:
     """One distillation method: owns its optimisers and performs one training step per batch.
 
+    Hand-written rather than a ``transformers.Trainer``: ProKT alternates two models, LGTM differentiates through
+    a simulated student step, Theseus trains a subset, and gradients are averaged where each optimiser steps
+    (``opdf_ray.parallel``), none of which a generic trainer loop expresses.
+
     Life cycle (driven by ``opdf_ray.engine`` and ``opdf_ray.loop.fit``), each hook called once, in this order:
 
     1. construct with the spec, student and teacher;
