@@ -211,11 +211,6 @@ class RunSpec:
         return (frozen_teacher or (self.student_init == "finetuned" and not self.student)
                 or (trains_teacher and self.teacher_init == "finetuned"))
 
-    @property
-    def compresses(self) -> bool:
-        """OPDF with truncated bonds: the student is compressed, not over-parameterised."""
-        return self.opdf and self.opdf_bond_dim is not None
-
     def layer_ids(self) -> list[int] | None:
         if self.student_layers is None:
             return None
