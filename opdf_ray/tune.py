@@ -122,17 +122,24 @@ def prune_aware_optuna_search(**kwargs):
     """Ray's ``OptunaSearch`` (``kwargs`` as it takes them) that tells trials the scheduler stopped early as
     *pruned*: Ray's own would tell them as complete, and TPE would treat a half-trained score as final.
 
-    Public API only: ``OptunaSearch.on_trial_complete`` tells Optuna PRUNED for a result-less, error-free
-    completion, so a stopped trial (its last result lacks ``finished``) is completed without its result. Log
-    results are not told to Optuna; intermediate values are indexed by evaluation. Pinned by
-    ``tests/test_tune_units.py`` (Ray is pinned to 2.60 in pyproject.toml).
+    Public API only (Ray's methods and Optuna's exceptions): ``OptunaSearch.on_trial_complete`` tells Optuna
+    PRUNED for a result-less, error-free completion, so a stopped trial (its last result lacks ``finished``) is
+    completed without its result. Log results are not told to Optuna; intermediate values are indexed by
+    evaluation. Pinned by ``tests/test_tune_units.py`` (Ray is pinned to 2.60 in pyproject.toml).
     """
+    import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     class PruneAwareOptunaSearch(OptunaSearch):
         def on_trial_result(self, trial_id, result):
-            if tm.is_evaluation(result):
+            if not tm.is_evaluation(result):
+                return
+            try:
                 super().on_trial_result(trial_id, result | {tm.TRAINING_ITERATION: result[tm.EVALUATIONS]})
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # a resumed search re-runs a trial whose end a persistent study recorded after Tune's last
+                # saved state: its intermediate values are already final, nothing to add
+                log.info("optuna: trial %s already finished in the study; result not reported again", trial_id)
 
         def on_trial_complete(self, trial_id, result=None, error=False):
             stopped_early = bool(result) and not error and not result.get(tm.FINISHED)

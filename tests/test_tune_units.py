@@ -135,3 +135,15 @@ def test_orphan_optuna_trials_are_closed_when_a_search_ends(tmp_path):
     assert close_orphan_trials("s", storage) == 1
     states = [t.state for t in optuna.load_study(study_name="s", storage=storage).trials]
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
+
+
+def test_a_resumed_trial_that_optuna_already_finished_does_not_stop_the_search(tmp_path):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    search = prune_aware_optuna_search(space=lambda trial: {"lr": trial.suggest_float("lr", 1e-5, 1e-3, log=True)},
+                                       metric=METRIC, mode=MODE, study_name="s", storage=storage, seed=0)
+    search.suggest("t1")
+    evaluation = {tm.BEST_SCORE: 60.0, tm.EPOCH: 1.0, tm.EVALUATIONS: 1, tm.TRAINING_ITERATION: 2}
+    search.on_trial_result("t1", evaluation)
+    study = optuna.load_study(study_name="s", storage=storage)
+    study.tell(study.trials[0].number, 61.0)          # its end reached the study, not Tune's saved state
+    search.on_trial_result("t1", evaluation)          # the resumed trial reports again: ignored, not raised
