@@ -70,8 +70,8 @@ def build_tiny_model(cache_dir: str | os.PathLike) -> Path:
 def from_pretrained(loader, source: str, **kwargs):
     """``loader.from_pretrained`` with remote code always off (a checkpoint never runs its own Python here) and a
     clear error for a missing source."""
-    if kwargs.pop("trust_remote_code", False):
-        raise ValueError("opdf-ray never executes code shipped with a checkpoint (trust_remote_code is refused)")
+    if "trust_remote_code" in kwargs:          # not a caller's choice: always off
+        raise ValueError("opdf-ray never executes code shipped with a checkpoint (trust_remote_code is not accepted)")
     try:
         return loader.from_pretrained(source, trust_remote_code=False, **kwargs)
     except OSError as e:
