@@ -3,6 +3,14 @@
 __version__ = "0.1.0"
 
 
+def log_to_console(level: int = 20) -> None:
+    """Timestamped ``logger: message`` lines on stderr (entry points, and Ray tasks and workers, whose root logger
+    is not configured); does nothing where logging is already set up."""
+    import logging
+
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
 def shipped_path(name: str):
     """A folder shipped with opdf-ray (``search_spaces``, ``data/glue``): at the top of a checkout (an editable
     install), or inside the package in a wheel (pyproject.toml maps it to ``opdf_ray/_shipped/<name>``)."""

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from opdf_ray import log_to_console
 from opdf_ray import trial_metrics as tm
 from opdf_ray.config import PRESETS, RunSpec
 from opdf_ray.data import TASKS
@@ -97,8 +98,8 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     for name in ("num_samples", "workers_per_trial", "grace_epochs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
-    from opdf_ray.methods import get_method
     from opdf_ray.teacher import teacher_source
+    from opdf_ray.tune import check_teacher_storage
 
     bases = {}
     for task in tasks:
@@ -108,12 +109,7 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
         load_glue(task, args.data_dir, max_train_samples=args.max_train_samples)   # missing data fails here
     base = next(iter(bases.values()))
     _check_model_source(teacher_source(base.preset, base.teacher, base.cache_dir or default_cache_dir()))
-    starts_tuned = any(RunSpec.from_dict(base.to_dict() | space.fixed).needs_finetuned_teacher(
-        get_method(m).needs_finetuned_teacher, get_method(m).trains_teacher) for m in space.methods())
-    if is_uri(args.storage) and starts_tuned:
-        raise ValueError(f"--storage {args.storage}: this search starts from the task-fine-tuned teacher, which "
-                         f"needs a filesystem every node shares (EFS/NFS); copying it to cloud storage is not "
-                         f"implemented yet. Use a shared path")
+    check_teacher_storage(RunSpec.from_dict(base.to_dict() | space.fixed), space, args.storage)
     settings = search_settings(args, cpus=1.0, concurrent=1, gpus=args.gpus_per_worker or 0.0,
                                max_epochs=args.max_epochs)
     from opdf_ray.leaderboard import check_writable
@@ -154,7 +150,7 @@ def mlflow_uri(args) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     started = time.time()
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    log_to_console()
     try:
         tasks, bases, space = validate(args)
     except (ValueError, FileNotFoundError) as e:
@@ -199,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                     CPU_QUICK["max_epochs"], CPU_QUICK["max_length"])
     settings = search_settings(args, cpus, concurrent, gpus, max_epochs)
     try:
-        check_fits(settings, total, local=args.address is None)
+        check_fits(settings, total, local)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -205,12 +205,6 @@ class RunSpec:
         """The teacher layers the student is made of: ``student_layers`` or the preset's."""
         return self.layer_ids() or list(get_preset(self.preset).student_layers)
 
-    def needs_finetuned_teacher(self, frozen_teacher: bool, trains_teacher: bool) -> bool:
-        """Whether the run starts from the task-fine-tuned teacher: a method with a frozen teacher (KD, Theseus)
-        distils from it; ``student_init``/``teacher_init`` = finetuned start the student/teacher from it."""
-        return (frozen_teacher or (self.student_init == "finetuned" and not self.student)
-                or (trains_teacher and self.teacher_init == "finetuned"))
-
     def layer_ids(self) -> list[int] | None:
         if self.student_layers is None:
             return None

@@ -66,11 +66,11 @@ class Job:
 
 
 def prepare(spec: RunSpec, parallel: Parallel | None = None, finetuned_teacher: str | None = None) -> Job:
-    """Data, teacher (fine-tuned once and cached, for KD/Theseus), student, method with OPDF applied; logs the
-    start-up banner.
+    """Data, teacher and student (from the task-fine-tuned teacher, fine-tuned once and cached, when the run starts
+    from it), method with OPDF applied; logs the start-up banner.
 
     ``finetuned_teacher``: a teacher already fine-tuned for this task (a search fine-tunes it once, before its
-    trials); otherwise KD/Theseus fine-tune it here, cached under ``cache_dir``.
+    trials); otherwise it is fine-tuned here when needed, cached under ``cache_dir``.
     """
     from transformers import set_seed
 
@@ -88,13 +88,11 @@ def prepare(spec: RunSpec, parallel: Parallel | None = None, finetuned_teacher: 
     data = prepare_data(spec, load_tokenizer(source), cache_dir)
     plan = make_plan(spec, data.size("train"), parallel.world_size)   # a bad batch split fails before any work
 
-    student_base, teacher, teacher_info = starting_models(
-        spec, method_cls.needs_finetuned_teacher, method_cls.trains_teacher, source, data, device, finetuned_teacher)
+    student_base, teacher, teacher_info = starting_models(spec, method_cls, source, data, device, finetuned_teacher)
     set_seed(spec.seed)
     student = (load_classifier(spec.student, data.task.num_labels) if spec.student
                else keep_layers(student_base, layer_ids))
     deployed = sum(p.numel() for p in student.parameters())   # OPDF merges back to exactly this
-    teacher = teacher if method_cls.uses_teacher else None
     method = method_cls(spec, student.to(device), None if teacher is None else teacher.to(device), parallel)
     method.apply_opdf()
     params = {"trainable_params": method.trainable_parameter_count(), "inference_params": deployed}

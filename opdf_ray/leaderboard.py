@@ -161,10 +161,11 @@ def write_row(root: str, row: dict) -> str:
 
 def check_writable(root: str) -> None:
     """Fail now, with the reason, if rows cannot be written under ``root`` (a search must not lose them later)."""
+    probe = join(root, ".write-probe")
     try:
-        with published(join(root, ".write-probe")) as (fs, tmp), fs.open_output_stream(tmp) as out:
+        with published(probe) as (fs, tmp), fs.open_output_stream(tmp) as out:
             out.write(b"ok")
-        filesystem(root)[0].delete_file(f"{filesystem(root)[1]}/.write-probe")
+        fs.delete_file(filesystem(probe)[1])
     except OSError as e:
         raise ValueError(f"the leaderboard {root} is not writable: {str(e).splitlines()[0]}; pass a writable "
                          f"--leaderboard or --storage") from None

@@ -32,7 +32,6 @@ from opdf_ray.config import METHOD_TITLES, METHODS, RunSpec
 from opdf_ray.data import TASKS
 from opdf_ray.leaderboard import VARIANT, read_leaderboard, usable
 
-METHOD_ORDER, METHOD_NAMES = METHODS, METHOD_TITLES
 METRIC_NAMES = {"accuracy": "Acc", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman"}
 SELECT_BY = ("selection", "dev")
 PROTOCOLS = ("selection", "dev", "all")
@@ -106,7 +105,7 @@ def build_table(board: pd.DataFrame, select_by: str = "selection", protocol: str
     tasks = sorted(set(chosen["task"].astype(str)), key=list(TASKS).index)
     columns = columns_for(tasks)
     rows = []
-    methods = [m for m in METHOD_ORDER if m in set(chosen["method"])]
+    methods = [m for m in METHODS if m in set(chosen["method"])]
     for method in methods:
         mine = chosen[chosen["method"] == method]
         for cores, bond in sorted(set(zip(mine["opdf_cores"], mine["mpo_bond"])), key=lambda cb: (cb[1] > 0, cb)):
@@ -121,7 +120,7 @@ def build_table(board: pd.DataFrame, select_by: str = "selection", protocol: str
             if task_scores and len(task_scores) == len(tasks):
                 per_task = [sum(v) / len(v) for v in task_scores.values()]
                 cells["Avg"] = (sum(per_task) / len(per_task), None, None)
-            label = (METHOD_NAMES[method] if cores == 0 else f"+ OPDF ({cores} cores)" if bond == 0
+            label = (METHOD_TITLES[method] if cores == 0 else f"+ OPDF ({cores} cores)" if bond == 0
                      else f"+ MPO compression ({cores} cores, bond {bond})")    # truncated: not over-parameterised
             rows.append({"label": label, "method": method, "cores": int(cores), "bond": int(bond), "cells": cells,
                          "train_params": _params(part, "trainable_params"),
@@ -190,7 +189,7 @@ def plot_cores(board: pd.DataFrame, chosen: pd.DataFrame, path: Path) -> Path | 
     means = chosen.groupby(["task", "method", "opdf_cores"], observed=True)["dev_score"].mean().reset_index()
     for (task, method), part in means.groupby(["task", "method"], observed=True):
         ax.plot(part["opdf_cores"], part["dev_score"], marker="o",
-                label=f"{task} {METHOD_NAMES.get(method, method)}")
+                label=f"{task} {METHOD_TITLES.get(method, method)}")
     ax.set(xlabel="MPO cores (0 = OPDF off)", ylabel="dev score (selection metric)", title="Dev score vs cores")
     ax.legend(fontsize=7)
     return _save(fig, path)
@@ -204,7 +203,7 @@ def plot_lr(board: pd.DataFrame, path: Path) -> Path | None:
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6, 4))
     for (method, opdf), part in rows.groupby(["method", "opdf"], observed=True):
-        ax.scatter(part["lr"], part["selection_score"], label=f"{METHOD_NAMES[method]}{' +OPDF' if opdf else ''}",
+        ax.scatter(part["lr"], part["selection_score"], label=f"{METHOD_TITLES[method]}{' +OPDF' if opdf else ''}",
                    alpha=0.7)
     ax.set_xscale("log")
     ax.set(xlabel="student learning rate", ylabel="selection score", title="Sensitivity to the student lr")
@@ -227,7 +226,7 @@ def plot_curves(board: pd.DataFrame, path: Path, top: int = 5) -> Path | None:
             continue
         if points:
             ax.plot([p[0] for p in points], [p[1] for p in points], marker=".",
-                    label=f"{r['task']} {METHOD_NAMES.get(r['method'], r['method'])} c={r['opdf_cores']} "
+                    label=f"{r['task']} {METHOD_TITLES.get(r['method'], r['method'])} c={r['opdf_cores']} "
                           f"({r['trial_id']})")
     ax.set(xlabel="epoch", ylabel="selection score", title=f"Learning curves of the top {len(rows)} trials")
     ax.legend(fontsize=7)
@@ -348,7 +347,7 @@ def render(leaderboard: str, out: str | Path, select_by: str = "selection", prot
     if skipped:
         print(f"report: skipped {len(skipped)} file(s) that are not leaderboard rows, e.g. {skipped[0].message}",
               file=sys.stderr)
-    unknown = sorted(set(board["method"].dropna()) - set(METHOD_ORDER)) if len(board) else []
+    unknown = sorted(set(board["method"].dropna()) - set(METHODS)) if len(board) else []
     if unknown:
         print(f"report: left out {int(board['method'].isin(unknown).sum())} row(s) of unknown method(s) {unknown}",
               file=sys.stderr)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 
+from opdf_ray import log_to_console
 from opdf_ray.config import RunSpec
 
 
@@ -42,7 +42,7 @@ def result_line(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    log_to_console()
     try:
         spec = RunSpec(**args)
     except ValueError as e:

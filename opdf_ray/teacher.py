@@ -1,5 +1,5 @@
-"""Everything about the teacher: where the pre-trained one comes from, its task fine-tuning (KD, Theseus) with
-the cache key it is stored under, and loading the teacher a run distils from."""
+"""Everything about the teacher: where the pre-trained one comes from, its task fine-tuning with the cache key it
+is stored under, and which models (fine-tuned or pre-trained) a run's student and teacher start from."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from opdf_ray import log_to_console
 from opdf_ray.batches import Data, prepare_data
 from opdf_ray.config import RunSpec, get_preset
-from opdf_ray.loop import banner, evaluate, fit, make_plan
 from opdf_ray.data import default_cache_dir
+from opdf_ray.loop import banner, evaluate, fit, make_plan
 from opdf_ray.models import (build_tiny_model, fingerprint, load_classifier, load_tokenizer, packaged_minilm_path,
                              resolve_device)
 from opdf_ray.storage import published
@@ -89,35 +90,51 @@ def finetune_teacher_into(spec_dict: dict, root: str) -> str:
     spec = RunSpec.from_dict(spec_dict)
     if spec.threads:                       # a Ray task starts with one thread (OMP_NUM_THREADS=1)
         torch.set_num_threads(spec.threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    log_to_console()
     source = teacher_source(spec.preset, spec.teacher, Path(spec.cache_dir or default_cache_dir()))
     return finetune_teacher(spec, source, load_tokenizer(source), resolve_device(spec.device), Path(root))[0]
 
 
-def starting_models(spec: RunSpec, frozen_teacher: bool, trains_teacher: bool, source: str, data: Data,
-                    device: torch.device, finetuned: str | None = None) -> tuple[nn.Module, nn.Module, dict]:
-    """``(student base, teacher, teacher.json info)``: the model the student's layers are copied from and the
-    teacher the method starts with.
+def student_from_finetuned(spec: RunSpec) -> bool:
+    """The student's layers are copied from the task-fine-tuned teacher (not for an explicit ``--student``)."""
+    return spec.student_init == "finetuned" and not spec.student
 
-    A frozen teacher (KD, Theseus) is always the task-fine-tuned one; ``student_init``/``teacher_init`` choose
-    between fine-tuned and pre-trained for the student and for a teacher the method trains (ProKT, LGTM). The
-    fine-tuned teacher comes from ``finetuned`` (a search fine-tunes it once, before its trials) or is
-    fine-tuned here and cached under ``cache_dir``. Both roles may be the same object (the student is a copy).
-    ``data``: the run's data (its tokenizer and label count).
+
+def teacher_from_finetuned(spec: RunSpec, method_cls) -> bool:
+    """The method's teacher is the task-fine-tuned one: always for a frozen teacher (KD, Theseus), by
+    ``teacher_init`` for one the method trains (ProKT, LGTM); ``False`` for a method without a teacher."""
+    return method_cls.uses_teacher and (method_cls.needs_finetuned_teacher or spec.teacher_init == "finetuned")
+
+
+def starts_from_finetuned_teacher(spec: RunSpec, method_cls) -> bool:
+    """Whether a run of ``method_cls`` (a ``Method`` class) needs the task-fine-tuned teacher at all."""
+    return student_from_finetuned(spec) or teacher_from_finetuned(spec, method_cls)
+
+
+def starting_models(spec: RunSpec, method_cls, source: str, data: Data, device: torch.device,
+                    finetuned: str | None = None) -> tuple[nn.Module | None, nn.Module | None, dict]:
+    """``(student base, teacher, teacher.json info)``: the model the student's layers are copied from (None with an
+    explicit ``--student``) and the teacher the method starts with (None for a method without one).
+
+    Each is the task-fine-tuned teacher or the pre-trained ``source`` (see ``student_from_finetuned`` and
+    ``teacher_from_finetuned``); each model is loaded once, so both roles may be the same object (the student is
+    a copy). The fine-tuned teacher comes from ``finetuned`` (a search fine-tunes it once, before its trials) or
+    is fine-tuned here and cached under ``cache_dir``. ``data``: the run's data (tokenizer, label count).
     """
-    num_labels = data.task.num_labels
-    tuned, info = None, {}
-    if spec.needs_finetuned_teacher(frozen_teacher, trains_teacher):
-        if finetuned:
-            info_file = Path(finetuned) / INFO_FILE
-            info = json.loads(info_file.read_text()) if info_file.is_file() else {}
-        else:
-            finetuned, info = finetune_teacher(spec, source, data.tokenizer, device,
-                                               Path(spec.cache_dir or default_cache_dir()))
-        tuned = load_classifier(finetuned, num_labels)
-    wants_tuned_teacher = frozen_teacher or spec.teacher_init == "finetuned"
-    needs_pretrained = (spec.student_init == "pretrained" and not spec.student) or not wants_tuned_teacher
-    pretrained = load_classifier(source, num_labels) if needs_pretrained or tuned is None else None
-    student_base = tuned if spec.student_init == "finetuned" and tuned is not None else pretrained
-    teacher = tuned if wants_tuned_teacher and tuned is not None else pretrained
+    info, loaded = {}, {}
+
+    def model(tuned: bool) -> nn.Module:
+        nonlocal finetuned, info
+        if tuned not in loaded:
+            if tuned and finetuned:
+                info_file = Path(finetuned) / INFO_FILE
+                info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+            elif tuned:
+                finetuned, info = finetune_teacher(spec, source, data.tokenizer, device,
+                                                   Path(spec.cache_dir or default_cache_dir()))
+            loaded[tuned] = load_classifier(finetuned if tuned else source, data.task.num_labels)
+        return loaded[tuned]
+
+    student_base = None if spec.student else model(student_from_finetuned(spec))
+    teacher = model(teacher_from_finetuned(spec, method_cls)) if method_cls.uses_teacher else None
     return student_base, teacher, info

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from opdf_ray import log_to_console
 from opdf_ray import trial_metrics as tm
 from opdf_ray.checkpoint import META, save_checkpoint
 from opdf_ray.config import RunSpec
@@ -35,8 +36,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     spec = RunSpec.from_dict(config["spec"])
     context = ray.train.get_context()
-    logging.basicConfig(level=logging.INFO if context.get_world_rank() == 0 else logging.WARNING,
-                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")   # banner, evaluations
+    log_to_console(logging.INFO if context.get_world_rank() == 0 else logging.WARNING)   # banner, evaluations
     parallel = TorchDistributed() if context.get_world_size() > 1 else Parallel()
     checkpoint = ray.train.get_checkpoint()
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_dir:

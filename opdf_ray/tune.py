@@ -174,7 +174,7 @@ def _callbacks(run_id: str, settings: SearchSettings, train_storage: str):
     from ray.tune import Callback
 
     class RecordTrials(Callback):
-        """On the driver: every finished trial → one leaderboard row; pruned and failed trials' checkpoints deleted."""
+        """On the driver: every finished trial → one leaderboard row; stopped and failed trials' checkpoints go."""
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             result = trial.last_result or {}
@@ -241,25 +241,35 @@ def driver_resources(settings: SearchSettings) -> dict:
     return resources
 
 
+def starts_from_finetuned_teacher(spec: RunSpec, space: SearchSpace) -> bool:
+    """Whether any trial of the search may start from the task-fine-tuned teacher (``spec``: the search's base with
+    the space's ``fixed`` values; a space that searches ``student_init``/``teacher_init`` may)."""
+    from opdf_ray.methods import get_method
+    from opdf_ray.teacher import starts_from_finetuned_teacher as starts_from
+
+    return (any(p.name in ("student_init", "teacher_init") for p in space.params)
+            or any(starts_from(spec, get_method(m)) for m in space.methods()))
+
+
+def check_teacher_storage(spec: RunSpec, space: SearchSpace, storage: str) -> None:
+    """The fine-tuned teacher is a folder every trial loads: refuse cloud storage for a search that needs it."""
+    if is_uri(storage) and starts_from_finetuned_teacher(spec, space):
+        raise ValueError(f"--storage {storage}: this search starts from the task-fine-tuned teacher, which needs a "
+                         f"filesystem every node shares (EFS/NFS); copying it to cloud storage is not implemented "
+                         f"yet. Use a shared path")
+
+
 def prepare_teacher(base: RunSpec, space: SearchSpace, settings: SearchSettings, exp_dir: str,
                     overrides: dict | None = None) -> str | None:
     """Fine-tune the task teacher once, as a Ray task with one worker's resources, when any trial may start from
-    it (a frozen KD/Theseus teacher, or ``student_init``/``teacher_init = finetuned``). It is stored under
-    ``<experiment>/teachers/<task>-<key>``, keyed by every setting it depends on (reused on resume, never by a
-    search with other settings), and every trial loads it."""
+    it. It is stored under ``<experiment>/teachers/<task>-<key>``, keyed by every setting it depends on (reused on
+    resume, never by a search with other settings), and every trial loads it."""
     import ray
 
-    from opdf_ray.methods import get_method
-
     spec = trial_spec(base, space, {}, settings, overrides)
-    searched_init = any(p.name in ("student_init", "teacher_init") for p in space.params)
-    if not searched_init and not any(
-            spec.needs_finetuned_teacher(get_method(m).needs_finetuned_teacher, get_method(m).trains_teacher)
-            for m in space.methods()):
+    if not starts_from_finetuned_teacher(spec, space):
         return None
-    if is_uri(exp_dir):
-        raise ValueError("searches that start from the fine-tuned teacher need --storage on a filesystem every node "
-                         "shares (EFS/NFS): copying it to cloud storage is not implemented yet")
+    check_teacher_storage(spec, space, exp_dir)
     from opdf_ray.teacher import finetune_teacher_into
 
     resources = {"num_cpus": settings.cpus_per_worker, "num_gpus": settings.gpus_per_worker}
