@@ -76,15 +76,6 @@ def overrides(args) -> dict:
     return {} if args.max_length is None else {"max_length": args.max_length}
 
 
-def _check_model_source(source: str) -> None:
-    """The teacher loads (a local checkpoint, or the hub): a typo fails here, not in every trial."""
-    from transformers import AutoConfig
-
-    from opdf_ray.models import from_pretrained
-
-    from_pretrained(AutoConfig, source)
-
-
 def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     """Everything that can be checked without Ray: tasks, space, base specs, data, the teacher, where results go.
     Raises ``ValueError`` or ``FileNotFoundError`` with a one-line message."""
@@ -98,6 +89,7 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     for name in ("num_samples", "workers_per_trial", "grace_epochs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
+    from opdf_ray.engine import check_spec_against_models
     from opdf_ray.teacher import teacher_source
     from opdf_ray.tune import check_teacher_storage
 
@@ -107,9 +99,9 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
                   "cache_dir": args.cache_dir, "seed": args.seed, "max_train_samples": args.max_train_samples}
         bases[task] = RunSpec.from_dict(values | overrides(args))
         load_glue(task, args.data_dir, max_train_samples=args.max_train_samples)   # missing data fails here
-    base = next(iter(bases.values()))
-    _check_model_source(teacher_source(base.preset, base.teacher, base.cache_dir or default_cache_dir()))
-    check_teacher_storage(RunSpec.from_dict(base.to_dict() | space.fixed), space, args.storage)
+    base = RunSpec.from_dict(next(iter(bases.values())).to_dict() | space.fixed | overrides(args))   # as trials
+    check_spec_against_models(base, teacher_source(base.preset, base.teacher, base.cache_dir or default_cache_dir()))
+    check_teacher_storage(base, space, args.storage)
     settings = search_settings(args, cpus=1.0, concurrent=1, gpus=args.gpus_per_worker or 0.0,
                                max_epochs=args.max_epochs)
     from opdf_ray.leaderboard import check_writable

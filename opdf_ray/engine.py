@@ -31,20 +31,22 @@ from opdf_ray.teacher import starting_models, teacher_source
 log = logging.getLogger(__name__)
 
 
-def _check_spec_against_models(spec: RunSpec, source: str, layer_ids: list[int]) -> None:
-    """Errors that would otherwise surface after minutes of teacher fine-tuning."""
+def check_spec_against_models(spec: RunSpec, source: str) -> None:
+    """Errors that would otherwise surface after minutes of teacher fine-tuning, or in every trial: a teacher that
+    does not load, student layers it does not have, a length beyond its positions, shapes MPO cannot factor."""
     from transformers import AutoConfig
 
-    try:
-        config = from_pretrained(AutoConfig, source)
-    except FileNotFoundError:
-        return                              # load_classifier will raise the clear, specific error
-    depth = config.num_hidden_layers
+    config = from_pretrained(AutoConfig, source)          # a missing source: the clear, specific error
+    depth, layer_ids = config.num_hidden_layers, spec.student_layer_ids()
     if not spec.student and not all(0 <= i < depth for i in layer_ids):
         raise ValueError(f"student layers {layer_ids} do not exist in the {depth}-layer teacher {source}")
     if spec.method == "theseus" and depth % len(layer_ids):
         raise ValueError(f"BERT-of-Theseus needs the teacher depth ({depth}) to be a multiple of the student's "
                          f"({len(layer_ids)})")
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions and spec.max_length > positions:
+        raise ValueError(f"max_length={spec.max_length} is invalid for {source}; allowed: 1..{positions} (its "
+                         f"position embeddings)")
     if spec.opdf:
         for rows, cols in {(config.hidden_size, config.hidden_size), (config.intermediate_size, config.hidden_size)}:
             mpo.factor_shapes(rows, cols, spec.opdf_cores, spec.opdf_style)
@@ -82,16 +84,15 @@ def prepare(spec: RunSpec, parallel: Parallel | None = None, finetuned_teacher: 
     device = resolve_device(spec.device)
     cache_dir = Path(spec.cache_dir or default_cache_dir())
     method_cls = get_method(spec.method)
-    layer_ids = spec.student_layer_ids()
     source = teacher_source(spec.preset, spec.teacher, cache_dir)
-    _check_spec_against_models(spec, source, layer_ids)
+    check_spec_against_models(spec, source)
     data = prepare_data(spec, load_tokenizer(source), cache_dir)
     plan = make_plan(spec, data.size("train"), parallel.world_size)   # a bad batch split fails before any work
 
     student_base, teacher, teacher_info = starting_models(spec, method_cls, source, data, device, finetuned_teacher)
     set_seed(spec.seed)
     student = (load_classifier(spec.student, data.task.num_labels) if spec.student
-               else keep_layers(student_base, layer_ids))
+               else keep_layers(student_base, spec.student_layer_ids()))
     deployed = sum(p.numel() for p in student.parameters())   # OPDF merges back to exactly this
     method = method_cls(spec, student.to(device), None if teacher is None else teacher.to(device), parallel)
     method.apply_opdf()

@@ -78,6 +78,8 @@ class SearchSettings:
             bad("name", "a non-empty name without '/' that does not start with '.' or '_' (readers skip those)")
         if self.optuna_storage is not None and "://" not in self.optuna_storage:
             bad("optuna_storage", f"an SQLAlchemy database URL, e.g. sqlite:///{self.optuna_storage}")
+        if self.wandb_project is not None and not self.wandb_project.strip():
+            bad("wandb_project", "a W&B project name")
         for field, module, extra in (("mlflow_uri", "mlflow", "mlflow-skinny"), ("wandb_project", "wandb", "wandb")):
             if getattr(self, field) is not None and importlib.util.find_spec(module) is None:
                 raise ValueError(f"{field}={getattr(self, field)!r} needs the {module} package: pip install {extra} "

@@ -59,6 +59,13 @@ def test_an_optuna_storage_that_is_not_a_url_fails_before_ray_starts(tmp_path):
         validate(tmp_path, "--optuna-storage", "optuna.db")
 
 
+def test_a_length_beyond_the_models_positions_and_an_empty_wandb_project_fail_before_ray_starts(tmp_path):
+    with pytest.raises(ValueError, match=r"max_length=100000 is invalid for .*; allowed: 1..512"):
+        validate(tmp_path, "--max-length", "100000")
+    with pytest.raises(ValueError, match="wandb_project='' is invalid; allowed: a W&B project name"):
+        validate(tmp_path, "--wandb", "")
+
+
 def test_seed_teacher_and_missing_model_package_fail_before_ray_starts(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="seed=-1 is invalid"):
         validate(tmp_path, "--seed", "-1")
