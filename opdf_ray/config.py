@@ -21,6 +21,7 @@ LGTM_VARIANTS = ("paper", "code")
 INITS = ("finetuned", "pretrained")
 ALIGN_MAPS = ("init", "block-last")
 REPLACING_SCHEDULERS = ("linear", "constant")
+MPO_WEIGHT_PATHS = ("per-step", "per-forward")
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,11 @@ class RunSpec:
     device: str = _knob("auto", "auto, cpu, cuda or cuda:N", role=EXECUTION)
     bf16: bool = _knob(True, "bfloat16 autocast for forward passes on CUDA (no effect on CPU); --no-bf16 for fp32")
     threads: int | None = _knob(None, "torch CPU threads (default: torch's choice)", type=int, role=EXECUTION)
+    mpo_weight: str = _knob("per-step", "OPDF: build each MPO layer's dense weight once per optimiser step, all-reduce "
+                            "its gradient (the dense student's bytes) and push it into the cores (per-step), or "
+                            "rebuild it at every forward and all-reduce the cores' gradients (per-forward: the "
+                            "reference path; the same results to float rounding)", choices=MPO_WEIGHT_PATHS,
+                            role=EXECUTION)
     save_model: bool = _knob(True, "save the merged student (safetensors) to the output dir", role=EXECUTION)
     progress: bool = _knob(True, "show a progress bar", role=EXECUTION)
     log_steps: int = _knob(10, "report the training loss terms every N steps (TensorBoard curves in a search)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -15,9 +16,20 @@ from opdf_ray import mpo
 class MPOLinear(nn.Module):
     """``y = x Wᵀ + b`` with ``W: (out, in)`` rebuilt from trainable MPO cores ``T_k: (d_{k-1}, i_k, j_k, d_k)``.
 
-    The forward contracts the cores once (cheapest order, see ``mpo.contract``) and calls ``F.linear``, so every
-    core gets a gradient. In eval mode, when no gradient is needed, the dense weight is cached and rebuilt only
-    when a core changes (tracked by tensor version counters, which every in-place update bumps).
+    Two ways to get the dense weight, same numbers:
+
+    * per forward (the default, a layer used alone): every forward contracts the cores (cheapest order, see
+      ``mpo.contract``) and calls ``F.linear``, so autograd reaches every core. In eval mode, when no gradient is
+      needed, the weight is cached and rebuilt only when a core changes (tensor version counters, which every
+      in-place update bumps).
+    * per step (``per_step = True``, set by the training engine): the weight is contracted once per version of
+      the cores, i.e. once per optimiser step, and every forward of that step (micro-batches, ProKT's and
+      LGTM's extra passes, evaluation) reads it as a leaf tensor that collects their gradients. Whoever steps the
+      optimiser then pushes that dense gradient into the cores with one VJP (``push_gradient``), after averaging
+      it across workers if data-parallel (``opdf_ray.gradients``): the cores' gradients are a linear function of
+      it, so this is exact. The engine calls ``cores_changed`` after each optimiser step (a fused optimiser does
+      not bump version counters; in-place edits such as ``load_state_dict`` are caught by them). Cores swapped for plain tensors (``torch.func.functional_call``, LGTM's look-ahead)
+      are contracted per forward, so gradients reach those tensors.
     """
 
     def __init__(self, cores: Sequence[torch.Tensor], row_shape: Sequence[int], col_shape: Sequence[int],
@@ -32,6 +44,13 @@ class MPOLinear(nn.Module):
                                       for c in cores)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=bias.requires_grad)
         self._cache: tuple[tuple, torch.Tensor] | None = None
+        self.per_step = False
+        self._step: _StepWeight | None = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_step"] = state["_cache"] = None   # derived from the cores (and an autograd graph cannot be copied)
+        return state
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, n_cores: int, bond_dim: int | None = None,
@@ -75,15 +94,78 @@ class MPOLinear(nn.Module):
         return mpo.contract(list(self.cores), self.row_shape, self.col_shape)
 
     def _weight_for_forward(self) -> torch.Tensor:
-        needs_grad = torch.is_grad_enabled() and any(c.requires_grad for c in self.cores)
+        cores = list(self.cores)
+        registered = all(isinstance(c, nn.Parameter) for c in cores)
+        if self.per_step and registered:
+            step = self.step_weight(build=not torch.is_inference_mode_enabled())
+            if step is not None:
+                return step
+        needs_grad = torch.is_grad_enabled() and any(c.requires_grad for c in cores)
+        if not registered:          # swapped-in tensors: their memory may be reused, so never cache by address
+            return self.weight()
         if self.training or needs_grad:
             self._cache = None
             return self.weight()
-        key = tuple((c.data_ptr(), c._version, c.dtype, c.device) for c in self.cores)
+        key = _version_key(cores)
         if self._cache is None or self._cache[0] != key:
             with torch.no_grad():
                 self._cache = (key, self.weight())
         return self._cache[1]
+
+    # -- per-step weight (engine-managed) ---------------------------------------------------------------------------
+    def step_weight(self, build: bool = True) -> torch.Tensor | None:
+        """The dense weight of the cores' current version, as a leaf collecting the gradient of every forward;
+        contracted on first use after the cores change (``build=False``: None instead). Raises ``RuntimeError``
+        when the cores changed while the previous weight still held a gradient not pushed into them (it would
+        be lost)."""
+        key = _version_key(self.cores)
+        if self._step is not None and self._step.key == key:
+            return self._step.leaf
+        if self._step is not None and self._step.leaf.grad is not None:
+            raise RuntimeError("the MPO cores changed while their per-step dense weight still held a gradient; "
+                               "push_gradient() must run before the optimiser steps")
+        if not build:
+            return None
+        cores = list(self.cores)
+        needs_graph = any(c.requires_grad for c in cores)
+        # fp32 from fp32 cores whatever autocast is active: F.linear casts the weight per use
+        with torch.enable_grad() if needs_graph else torch.no_grad(), torch.autocast(cores[0].device.type,
+                                                                                      enabled=False):
+            built = self.weight()
+        self._step = _StepWeight(key, built, built.detach().requires_grad_(needs_graph))
+        return self._step.leaf
+
+    def cores_changed(self) -> None:
+        """Drop the weights built from the cores: an optimiser stepped them. Needed because fused optimisers
+        (AdamW ``fused=True``) update parameters without bumping their version counters."""
+        if self._step is not None and self._step.leaf.grad is not None:
+            raise RuntimeError("the MPO cores changed while their per-step dense weight still held a gradient; "
+                               "push_gradient() must run before the optimiser steps")
+        self._step = self._cache = None
+
+    def dense_gradient(self) -> torch.Tensor | None:
+        """The gradient the forwards of this step left on the dense weight (None: the weight was not used)."""
+        return None if self._step is None else self._step.leaf.grad
+
+    def set_dense_gradient(self, grad: torch.Tensor | None) -> None:
+        if self._step is None:
+            raise RuntimeError("no per-step weight to hold a gradient: no forward used this layer this step")
+        self._step.leaf.grad = grad
+
+    def core_gradients(self, dense_grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``∂⟨W, dense_grad⟩/∂cores``: the VJP of the contraction of the current step weight (one per call)."""
+        if self._step is None or self._step.key != _version_key(self.cores):
+            raise RuntimeError("no per-step weight for the cores' current version to back-propagate through")
+        return torch.autograd.grad(self._step.built, list(self.cores), dense_grad, retain_graph=True)
+
+    def push_gradient(self) -> None:
+        """Add the dense weight's gradient into the cores' ``.grad`` (one VJP) and clear it; no-op when unused."""
+        grad = self.dense_gradient()
+        if grad is None:
+            return
+        for core, g in zip(self.cores, self.core_gradients(grad)):
+            core.grad = g if core.grad is None else core.grad + g
+        self._step.leaf.grad = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self._weight_for_forward(), self.bias)
@@ -109,3 +191,14 @@ class MPOLinear(nn.Module):
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"row_shape={self.row_shape}, col_shape={self.col_shape}, bonds={bonds}, "
                 f"core_params={n_params} ({n_params / (self.in_features * self.out_features):.3f}× dense)")
+
+
+class _StepWeight(NamedTuple):
+    key: tuple               # the cores' versions it was built from
+    built: torch.Tensor      # contracted with autograd history to the cores (kept for the VJP)
+    leaf: torch.Tensor       # the same values, detached: what forwards read and accumulate gradient into
+
+
+def _version_key(cores) -> tuple:
+    """Changes whenever a core is replaced or updated in place (optimiser steps, ``load_state_dict``, ``.to``)."""
+    return tuple((c.data_ptr(), c._version, c.dtype, c.device) for c in cores)

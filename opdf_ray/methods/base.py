@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from opdf_ray.gradients import OptimizerGradients
 from opdf_ray.losses import kd_loss, tensor_alignment_loss
 from opdf_ray.models import encoder_layer_list
 from opdf_ray.overparam import default_layer_map, merge, mpo_modules, overparameterize, pair_mpo_layers
@@ -79,6 +80,7 @@ class Method:
         self.student_sched: torch.optim.lr_scheduler.LRScheduler | None = None
         self.align_targets: nn.ModuleList | None = None                # set by apply_opdf() when aligning
         self.align_map: dict[int, int] = {}
+        self._gradients: dict[int, OptimizerGradients] = {}           # by id(optimizer), see gradients_of
 
     # -- structure (Theseus overrides) ------------------------------------------------------------------------
     def student_layers(self) -> nn.ModuleList:
@@ -127,6 +129,9 @@ class Method:
             if self.aligns and s.opdf_bond_dim is None:
                 self.align_targets, self.align_map = self.teacher_layers(), mapping
         overparameterize(self.student_layers(), s.opdf_cores, s.opdf_bond_dim, style=s.opdf_style)
+        for model in (self.eval_model(), self.teacher if self.trains_teacher else None):
+            for layer in mpo_modules(model).values() if model is not None else ():
+                layer.per_step = s.mpo_weight == "per-step"
         if self.aligns:
             pair_mpo_layers(self.student_layers(), self.align_targets, self.align_map)   # fail now, not at step 1
 
@@ -138,8 +143,8 @@ class Method:
                                      cores=s.opdf_align_cores, weight=s.opdf_align_weight, normalize=True)
 
     def alignment_gradient_ratio(self) -> float:
-        """‖∇ alignment‖ / ‖∇ everything else‖ on the student's cores, from the gradients now in ``.grad`` (this
-        worker's, before the all-reduce): how strongly the alignment weight pulls compared with distillation."""
+        """‖∇ alignment‖ / ‖∇ everything else‖ on the student's cores, from the (averaged) gradients now in
+        ``.grad``: how strongly the alignment weight pulls compared with distillation."""
         cores = [p for m in mpo_modules(self.student_layers()).values() for p in m.cores if p.grad is not None]
         if not cores:
             return 0.0
@@ -200,37 +205,43 @@ class Method:
 
     def student_step(self, loss: torch.Tensor, logs: dict[str, float]) -> dict[str, float]:
         """Back-propagate the student's loss and step its optimiser; with alignment, add ``align_grad_ratio``."""
-        self.student_opt.zero_grad(set_to_none=True)
+        self.gradients_of(self.student_opt).zero_grad()
         if loss.requires_grad:          # Theseus: False when every block drew its frozen predecessors
             loss.backward()
+        self.reduce_gradients(self.student_opt)
         if self.aligns:
             logs = logs | {"align_grad_ratio": self.alignment_gradient_ratio()}
         self.clip_and_step(self.student_opt, self.student_sched)
         return logs
 
     def optimizer_step(self, loss: torch.Tensor, optimizer, scheduler) -> None:
-        optimizer.zero_grad(set_to_none=True)
+        self.gradients_of(optimizer).zero_grad()
         loss.backward()
+        self.reduce_gradients(optimizer)
         self.clip_and_step(optimizer, scheduler)
 
-    def clip_and_step(self, optimizer, scheduler) -> None:
-        """Average gradients across data-parallel workers, clip, step.
+    def gradients_of(self, optimizer) -> OptimizerGradients:
+        """``optimizer``'s parameters with the per-step MPO layers whose cores it steps (``opdf_ray.gradients``)."""
+        key = id(optimizer)
+        if key not in self._gradients:
+            layers = [m for model in (self.eval_model(), self.teacher) if model is not None
+                      for m in mpo_modules(model).values()]
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            self._gradients[key] = OptimizerGradients(params, layers)
+        return self._gradients[key]
 
-        A parameter no worker used this step keeps ``grad = None``, so AdamW leaves it (and its moments) alone,
-        exactly as with one worker; one that only some workers used gets a zero gradient on the others, so
-        every worker reduces the same tensors. Results therefore do not depend on the worker count.
-        """
-        params = [p for g in optimizer.param_groups for p in g["params"]]
-        if self.parallel.world_size > 1:
-            used = self.parallel.any_each([p.grad is not None for p in params])
-            params = [p for p, u in zip(params, used) if u]
-            for p in params:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-            self.parallel.average_([p.grad for p in params])
+    def reduce_gradients(self, optimizer) -> None:
+        """Average the gradients in ``.grad`` across data-parallel workers (MPO layers: their dense weight's
+        gradient) and push the dense gradients into the cores; see ``OptimizerGradients.reduce_``."""
+        self.gradients_of(optimizer).reduce_(self.parallel)
+
+    def clip_and_step(self, optimizer, scheduler) -> None:
+        """Clip the (reduced) gradients of what ``optimizer`` updates and step it and its schedule."""
         if self.spec.max_grad_norm > 0:   # only what this optimiser updates (the published Theseus clipped all)
-            torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], self.spec.max_grad_norm)
+            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.spec.max_grad_norm)
         optimizer.step()
+        self.gradients_of(optimizer).cores_changed()
         scheduler.step()
 
     def optimizers(self) -> dict[str, tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]]:

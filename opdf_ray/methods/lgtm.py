@@ -61,9 +61,9 @@ class LGTM(ProKT):
         if held_batch is None:
             raise ValueError("LGTM needs a held-out batch from the selection slice at every step")
         student, teacher = self.student, self.teacher
-        s_named = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
-        s_params = [p for _, p in s_named]
-        t_params = [p for p in teacher.parameters() if p.requires_grad]
+        s_grads, t_grads = self.gradients_of(self.student_opt), self.gradients_of(self.teacher_opt)
+        name_of = {id(p): n for n, p in student.named_parameters()}
+        s_names = [name_of[id(p)] for p in s_grads.params]
 
         # 1. look-ahead student θ' and the teacher's own gradient, from one forward of each (train mode)
         teacher.train()
@@ -71,43 +71,40 @@ class LGTM(ProKT):
         t_logits = teacher(**inputs).logits
         s_logits = student(**inputs).logits
         loss_s, _ = self.student_loss(s_logits, t_logits.detach(), labels)
-        s_grads = _grads(loss_s, s_params)
-        self.parallel.average_(s_grads)          # the look-ahead the real (all-reduced) student step would take
-        theta_prime = adamw_lookahead(self.student_opt, s_params, s_grads)
+        raw = s_grads.raw_grad(loss_s)
+        s_grads.average_dense_(raw, self.parallel)   # the look-ahead the real (all-reduced) student step would take
+        theta_prime = adamw_lookahead(self.student_opt, s_grads.params, s_grads.to_params(raw))
         loss_t = self.teacher_loss(t_logits, s_logits.detach(), labels)
-        g_teacher = _grads(loss_t, t_params)
+        g_teacher = t_grads.raw_grad(loss_t)
 
         # 2. held-out gradient at θ'
-        theta_prime = {n: t.detach().requires_grad_() for (n, _), t in zip(s_named, theta_prime)}
+        theta_prime = {n: t.detach().requires_grad_() for n, t in zip(s_names, theta_prime)}
         held_logits = functional_call(student, theta_prime, kwargs=model_inputs(held_batch)).logits
         v = _grads(task_loss(held_logits, held_batch["labels"]), list(theta_prime.values()))
         v_norm = torch.sqrt(sum((x * x).sum() for x in v))
 
-        # 3. finite-difference Hessian-vector product ∂²L_t/∂φ∂θ · v
+        # 3. finite-difference Hessian-vector product ∂²L/∂φ∂θ · v (the student shifted out of place, so its
+        #    per-step weights stay those of θ; the teacher's gradients stay on its dense weights until step 4)
         influence = None
         if v_norm > 0:
             eps = 0.01 / v_norm
-            originals = [p.detach().clone() for p in s_params]
             teacher.eval()
             student.eval()
             sides = []
             for sign in (1.0, -1.0):
                 with torch.no_grad():
-                    for p, p0, vi in zip(s_params, originals, v):
-                        p.copy_(p0 + sign * eps * vi)
-                    s_shifted = student(**inputs).logits
-                sides.append(_grads(self.influence_loss(teacher(**inputs).logits, s_shifted, labels), t_params))
-            with torch.no_grad():
-                for p, p0 in zip(s_params, originals):
-                    p.copy_(p0)
+                    shifted = {n: p + sign * eps * vi for n, p, vi in zip(s_names, s_grads.params, v)}
+                    s_shifted = functional_call(student, shifted, kwargs=inputs).logits
+                sides.append(t_grads.raw_grad(self.influence_loss(teacher(**inputs).logits, s_shifted, labels)))
             influence = [(gp - gm) / (2 * eps) for gp, gm in zip(*sides)]
 
-        # 4. teacher update with G_φ = g_φ − η·h
+        # 4. teacher update with G_φ = g_φ − η·h (linear, so combined before the one push into the cores)
         sched = self.student_sched if self.spec.lgtm_variant == "paper" else self.teacher_sched
         eta = sched.get_last_lr()[0]
-        self.teacher_opt.zero_grad(set_to_none=True)
-        for p, g, h in zip(t_params, g_teacher, influence or [None] * len(t_params)):
-            p.grad = g if h is None else g - eta * h
+        t_grads.zero_grad()
+        t_grads.set_grad(g_teacher if influence is None else [g - eta * h for g, h in zip(g_teacher, influence)])
+        self.reduce_gradients(self.teacher_opt)
         self.clip_and_step(self.teacher_opt, self.teacher_sched)
+        # ‖h‖ over what the teacher's gradient lives on: its parameters, its MPO layers' dense weights per step
         return {"teacher_loss": loss_t.item(), "influence_norm": 0.0 if influence is None else
                 torch.sqrt(sum((h * h).sum() for h in influence)).item()}

@@ -1,0 +1,107 @@
+"""One optimiser's gradients when some of its parameters are MPO cores read through per-step dense weights.
+
+``MPOLinear.per_step`` layers collect the gradient of every forward of an optimiser step on their dense weight
+``W`` (``layers.MPOLinear``). Here that gradient is averaged across data-parallel workers *as a dense gradient*
+and only then pushed into the cores with one VJP per layer. The VJP is linear and every worker holds the same
+cores, so the cores' gradients are exactly those of averaging the core gradients, for the bytes of the dense
+student (an OPDF student all-reduces what a dense one does). Gradients that reach the cores directly, not through
+``W``, come from losses on the parameters alone (OPDF's alignment loss), are identical on every worker and are
+not communicated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from opdf_ray.layers import MPOLinear
+from opdf_ray.parallel import Parallel
+
+
+class OptimizerGradients:
+    """The parameters of one optimiser, split into the per-step MPO layers whose cores they hold and the rest.
+
+    A gradient here is a list aligned with ``targets()``: the other parameters, then each layer's dense weight,
+    then each layer's cores (direct gradients only).
+    """
+
+    def __init__(self, params: Iterable[nn.Parameter], modules: Iterable[MPOLinear]):
+        self.params = list(params)
+        ids = {id(p) for p in self.params}
+        self.layers = [m for m in modules if m.per_step and all(id(c) in ids for c in m.cores)]
+        core_ids = {id(c) for m in self.layers for c in m.cores}
+        self.others = [p for p in self.params if id(p) not in core_ids]
+        self.cores = [c for m in self.layers for c in m.cores]
+
+    # -- the .grad path (loss.backward(), then reduce, clip, step) ------------------------------------------------
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+        for m in self.layers:
+            if m.dense_gradient() is not None:
+                m.set_dense_gradient(None)
+
+    def reduce_(self, parallel: Parallel) -> None:
+        """Average the gradients in ``.grad`` across workers (dense for the layers), then push them into the cores.
+
+        A tensor no worker used keeps ``grad = None``, so AdamW leaves it (and its moments) alone, exactly as with
+        one worker; one that only some workers used gets a zero gradient on the others, so every worker reduces
+        the same tensors and results do not depend on the worker count.
+        """
+        if parallel.world_size > 1:
+            used = parallel.any_each([p.grad is not None for p in self.others]
+                                     + [m.dense_gradient() is not None for m in self.layers])
+            for p, u in zip(self.others, used):
+                if u and p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            for m, u in zip(self.layers, used[len(self.others):]):
+                if u and m.dense_gradient() is None:
+                    m.set_dense_gradient(torch.zeros_like(m.step_weight()))
+            parallel.average_([p.grad for p in self.others if p.grad is not None]
+                              + [g for m in self.layers if (g := m.dense_gradient()) is not None])
+        for m in self.layers:
+            m.push_gradient()
+
+    def cores_changed(self) -> None:
+        """After the optimiser stepped: the layers rebuild their dense weights at their next forward."""
+        for m in self.layers:
+            m.cores_changed()
+
+    # -- the autograd path (LGTM: gradients as values, combined before they are set) -------------------------------
+    def targets(self) -> list[torch.Tensor]:
+        dense = [m.step_weight() for m in self.layers]
+        return self.others + dense + self.cores
+
+    def raw_grad(self, loss: torch.Tensor) -> list[torch.Tensor]:
+        """``∂loss/∂targets()`` (zeros where unused); build the step weights (a forward) before the loss."""
+        targets = self.targets()
+        grads = torch.autograd.grad(loss, targets, allow_unused=True)
+        return [torch.zeros_like(t) if g is None else g for t, g in zip(targets, grads)]
+
+    def average_dense_(self, raw: list[torch.Tensor], parallel: Parallel) -> None:
+        """Average across workers what depends on the worker's data: the other parameters' and the dense parts."""
+        parallel.average_(raw[:len(self.others) + len(self.layers)])
+
+    def to_params(self, raw: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Gradients aligned with ``self.params``: each layer's dense part pushed into its cores (one VJP) and
+        added to the cores' direct part."""
+        n_other, n_layer = len(self.others), len(self.layers)
+        by_id = {id(p): g for p, g in zip(self.others, raw[:n_other])}
+        direct = iter(raw[n_other + n_layer:])
+        for m, dense in zip(self.layers, raw[n_other:n_other + n_layer]):
+            for core, g in zip(m.cores, m.core_gradients(dense)):
+                by_id[id(core)] = next(direct) + g
+        return [by_id[id(p)] for p in self.params]
+
+    def set_grad(self, raw: list[torch.Tensor]) -> None:
+        """Put a raw gradient into ``.grad`` (dense parts on the layers' weights), ready for ``reduce_``."""
+        n_other, n_layer = len(self.others), len(self.layers)
+        for p, g in zip(self.others, raw[:n_other]):
+            p.grad = g
+        for m, g in zip(self.layers, raw[n_other:n_other + n_layer]):
+            m.set_dense_gradient(g)
+        for c, g in zip(self.cores, raw[n_other + n_layer:]):
+            c.grad = g
+

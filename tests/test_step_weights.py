@@ -1,0 +1,160 @@
+"""MPO dense weights built once per optimiser step (``MPOLinear.per_step``) and their gradients all-reduced densely
+(``opdf_ray.gradients``): the same numbers as the per-forward reference path, for fewer contractions and bytes."""
+
+import copy
+import dataclasses
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from opdf_ray import mpo
+from opdf_ray.layers import MPOLinear
+from opdf_ray.methods import get_method
+from opdf_ray.models import keep_layers
+from opdf_ray.overparam import mpo_modules
+from tests.test_methods import build, make_batch, teacher_model
+
+
+def layer(per_step: bool) -> MPOLinear:
+    torch.manual_seed(0)
+    m = MPOLinear.from_linear(nn.Linear(12, 8), n_cores=3)
+    m.per_step = per_step
+    return m
+
+
+def test_one_contraction_per_core_version_collects_every_forward():
+    ref, shared = layer(False), layer(True)
+    x1, x2 = torch.randn(5, 12), torch.randn(3, 12)
+    (ref(x1).pow(2).sum() + ref(x2).sin().sum()).backward()
+    w1 = shared.step_weight()
+    shared(x1).pow(2).sum().backward()
+    shared(x2).sin().sum().backward()                     # a second pass of the same step: same leaf
+    assert shared.step_weight() is w1 and all(c.grad is None for c in shared.cores)
+    shared.push_gradient()
+    for a, b in zip(ref.cores, shared.cores):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6)
+    assert shared.dense_gradient() is None
+    with torch.no_grad():
+        shared.cores[0].add_(0.1)                         # an optimiser step: the next forward rebuilds
+    assert shared.step_weight() is not w1
+    torch.testing.assert_close(shared.step_weight().detach(), shared.weight().detach())
+
+
+def test_cores_changed_before_the_dense_gradient_was_pushed_is_an_error_not_a_lost_gradient():
+    m = layer(True)
+    m(torch.randn(2, 12)).sum().backward()
+    with torch.no_grad():
+        m.cores[1].mul_(2)
+    with pytest.raises(RuntimeError, match="push_gradient"):
+        m(torch.randn(2, 12))
+
+
+def test_swapped_in_cores_get_their_gradient_and_leave_the_step_weight_alone():
+    """LGTM's look-ahead calls the student with plain tensors in place of its cores (functional_call)."""
+    m = layer(True)
+    w = m.step_weight()
+    swapped = {f"cores.{k}": (c.detach() * 1.5).requires_grad_() for k, c in enumerate(m.cores)}
+    out = torch.func.functional_call(m, swapped, (torch.randn(4, 12),))
+    grads = torch.autograd.grad(out.sum(), list(swapped.values()))
+    assert all(g.abs().sum() > 0 for g in grads)
+    assert m.step_weight() is w and m.dense_gradient() is None
+    m.eval()
+    x = torch.randn(3, 12)
+    with torch.no_grad():                                  # eval, no grad: swapped tensors are never cached
+        for scale in (1.0, -1.0):                          # (two temporaries may share an address)
+            tensors = {k: v.detach() * scale for k, v in swapped.items()}
+            expected = F.linear(x, mpo.contract(list(tensors.values()), m.row_shape, m.col_shape), m.bias)
+            torch.testing.assert_close(torch.func.functional_call(m, tensors, (x,)), expected)
+
+
+def test_inference_mode_evaluation_does_not_leave_a_weight_training_cannot_use():
+    m = layer(True)
+    with torch.inference_mode():
+        m.eval()(torch.randn(2, 12))
+    m.train()(torch.randn(2, 12)).sum().backward()         # would fail on an inference tensor
+    m.push_gradient()
+    assert all(c.grad is not None for c in m.cores)
+
+
+def test_a_layer_holding_a_step_weight_copies_and_pickles():
+    m = layer(True)
+    m(torch.randn(2, 12)).sum().backward()
+    for clone in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        torch.testing.assert_close(clone(torch.ones(1, 12)), m(torch.ones(1, 12)).detach())
+
+
+def run_steps(method, mpo_weight, steps=3, opdf_cores=3, **overrides):
+    m = build(method, opdf_cores, mpo_weight=mpo_weight, **overrides)
+    torch.manual_seed(1)                                  # dropout and Theseus draws: the same on both paths
+    logs = [m.train_step(make_batch(step), make_batch(10 + step)) for step in range(steps)]
+    return m, logs
+
+
+@pytest.mark.parametrize("method", ["kd", "prokt", "lgtm", "theseus"])
+def test_every_method_gives_the_per_forward_results_per_step(method):
+    """Same losses, same trained student (and teacher) to float tolerance over a few steps, OPDF with alignment."""
+    extra = {"replacing_rate": 0.5} if method == "theseus" else {}
+    ref, ref_logs = run_steps(method, "per-forward", **extra)
+    new, new_logs = run_steps(method, "per-step", **extra)
+    assert all(m.per_step for m in mpo_modules(new.eval_model()).values())
+    for a, b in zip(ref_logs, new_logs):
+        assert a.keys() == b.keys() and "align" in a
+        for k in a:
+            if k != "influence_norm":      # measured on the dense weights per step, on the cores per forward
+                assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-6), k
+    models = [(ref.eval_model(), new.eval_model())] + ([(ref.teacher, new.teacher)] if ref.trains_teacher else [])
+    for before, after in models:
+        for (name, p), q in zip(before.named_parameters(), after.parameters()):
+            torch.testing.assert_close(q, p, rtol=1e-4, atol=2e-6, msg=name)
+
+
+def _rank(rank: int, store: str, out: str) -> None:
+    """One of two gloo workers: LGTM (look-ahead, teacher and student steps all reduce) dense, OPDF per forward,
+    OPDF per step; records the bytes each all-reduced and the trained weights."""
+    import torch.distributed as dist
+
+    from opdf_ray.config import RunSpec
+    from opdf_ray.parallel import TorchDistributed
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        results = {}
+        for name, cores, path in (("dense", 0, "per-step"), ("per-forward", 3, "per-forward"),
+                                  ("per-step", 3, "per-step")):
+            spec = RunSpec(task="rte", method="lgtm", preset="tiny", opdf_cores=cores, mpo_weight=path)
+            teacher = teacher_model(dropout=0.0)
+            parallel = TorchDistributed()
+            m = get_method("lgtm")(spec, keep_layers(teacher, [0, 2]), teacher, parallel)
+            m.apply_opdf()
+            m.setup(total_steps=10)
+            for step in range(2):
+                m.train_step(make_batch(2 * step + rank), make_batch(10 + 2 * step + rank))
+            results[name] = {"bytes": parallel.bytes_all_reduced,
+                             "student": {n: p.detach().clone() for n, p in m.student.named_parameters()},
+                             "teacher": {n: p.detach().clone() for n, p in m.teacher.named_parameters()}}
+        if rank == 0:
+            torch.save(results, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_workers_all_reduce_the_dense_students_bytes_and_train_the_same_weights(tmp_path):
+    torch.multiprocessing.spawn(_rank, args=(str(tmp_path / "store"), str(tmp_path / "out.pt")), nprocs=2)
+    r = torch.load(tmp_path / "out.pt")
+    assert r["per-step"]["bytes"] == r["dense"]["bytes"] < r["per-forward"]["bytes"]
+    for model in ("student", "teacher"):
+        ref, new = r["per-forward"][model], r["per-step"][model]
+        assert ref.keys() == new.keys()
+        for name in ref:
+            torch.testing.assert_close(new[name], ref[name], rtol=1e-4, atol=2e-6, msg=name)
+
+
+def test_per_forward_is_an_execution_setting_not_a_hyperparameter():
+    from opdf_ray.config import RunSpec
+
+    assert "mpo_weight" not in RunSpec.hyperparameters()
+    with pytest.raises(ValueError, match="mpo_weight='sometimes' is invalid; allowed: per-step, per-forward"):
+        dataclasses.replace(RunSpec(), mpo_weight="sometimes")
