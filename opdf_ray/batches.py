@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from opdf_ray.data import GlueSplits, GlueTask, load_glue, tokenize
 from opdf_ray.parallel import Parallel
@@ -44,20 +44,73 @@ class Data:
         return len(self.encoded[name]["labels"])
 
     def loader(self, name: str, batch_size: int, shuffle: bool, seed: int = 0,
-               parallel: Parallel | None = None) -> DataLoader:
-        """Shuffled: a seeded sampler over this worker's share that reshuffles per ``set_epoch`` (resumable).
-        Not shuffled: this worker's contiguous share in order (gathered in rank order, no duplicates)."""
+               parallel: Parallel | None = None, group_by_length: bool = False) -> DataLoader:
+        """Shuffled: a seeded sampler over this worker's share that reshuffles per ``set_epoch`` (resumable);
+        ``group_by_length``: batches of similar length (``LengthGroupedBatches``). Not shuffled: this worker's
+        contiguous share (gathered in rank order, no duplicates), shortest examples first."""
         from transformers import DataCollatorWithPadding
 
         parallel = parallel or Parallel()
         dataset = TokenizedDataset(self.encoded[name])
         collate = DataCollatorWithPadding(self.tokenizer)   # pads ids/types, builds the attention mask
         private = torch.Generator().manual_seed(seed)   # loaders never draw from the global RNG (exact resume)
+        if shuffle and group_by_length:
+            lengths = [len(ids) for ids in self.encoded[name]["input_ids"]]
+            batches = LengthGroupedBatches(lengths, batch_size, parallel.world_size, parallel.rank, seed)
+            return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, generator=private)
         if shuffle:
             sampler = DistributedSampler(dataset, parallel.world_size, parallel.rank, shuffle=True, seed=seed)
             return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, generator=private)
-        subset = Subset(dataset, parallel.shard(len(dataset)).tolist())
+        ids = self.encoded[name]["input_ids"]            # by length: evaluation pads little (metrics ignore order)
+        subset = Subset(dataset, sorted(parallel.shard(len(dataset)).tolist(), key=lambda i: len(ids[i])))
         return DataLoader(subset, batch_size=batch_size, shuffle=False, collate_fn=collate, generator=private)
+
+
+class LengthGroupedBatches(Sampler):
+    """Shuffled batches of examples of similar length, so dynamic padding pads little (HF ``group_by_length``).
+
+    Per epoch (``set_epoch``): a seeded permutation, padded like ``DistributedSampler`` so every worker gets
+    ``⌈n/W⌉`` examples; each run of ``group`` global batches (``batch_size × W`` examples each) is sorted by
+    length and cut into global batches; the global batches are shuffled; worker r takes the r-th slice of each.
+    So the workers of a step hold examples of similar length (no straggler), batch k of an epoch is a function of
+    (seed, epoch) only (exact resume), and the number and sizes of batches equal the plain sampler's.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, world_size: int = 1, rank: int = 0, seed: int = 0,
+                 group: int = 50):
+        self.lengths = torch.as_tensor(lengths)
+        self.batch_size, self.world_size, self.rank, self.seed, self.group = batch_size, world_size, rank, seed, group
+        self.share = -(-len(lengths) // world_size)                    # ⌈n/W⌉, as DistributedSampler pads
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.share // self.batch_size)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        n, w, b = len(self.lengths), self.world_size, self.batch_size
+        order = torch.randperm(n, generator=g)
+        order = torch.cat([order, order[:self.share * w - n]]) if self.share * w > n else order
+        sizes = [min(b, self.share - k * b) * w for k in range(len(self))]      # global batch sizes; last may be short
+        batches, start = [], 0
+        for first in range(0, len(sizes), self.group):
+            chunk_sizes = sizes[first:first + self.group]
+            chunk = order[start:start + sum(chunk_sizes)]
+            chunk = chunk[torch.argsort(self.lengths[chunk], descending=True, stable=True)]
+            batches += list(torch.split(chunk, chunk_sizes))
+            start += sum(chunk_sizes)
+        for k in torch.randperm(len(batches), generator=g).tolist():
+            mine = batches[k].reshape(-1, w)[:, self.rank]        # interleaved: every worker's lengths alike
+            yield mine.tolist()
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Reshuffle a shuffled loader for ``epoch`` (its sampler or its batch sampler)."""
+    sampler = loader.batch_sampler if isinstance(loader.batch_sampler, LengthGroupedBatches) else loader.sampler
+    sampler.set_epoch(epoch)
 
 
 def prepare_data(spec, tokenizer, cache_dir: Path) -> Data:
@@ -86,7 +139,7 @@ def cycle(loader: DataLoader, start: int = 0) -> Iterator:
     batch ``start``: batch k is the same whether or not the run was resumed in between."""
     epoch, skip = divmod(start, len(loader))
     while True:
-        loader.sampler.set_epoch(epoch)
+        set_epoch(loader, epoch)
         for i, batch in enumerate(loader):
             if i >= skip:
                 yield batch

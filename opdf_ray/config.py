@@ -88,6 +88,8 @@ class RunSpec:
     selection_cap: int = _knob(2000, "maximum size of the selection slice")
     max_train_samples: int | None = _knob(None, "use at most this many training examples (quick runs)", type=int)
     max_length: int = _knob(128, "maximum tokens per example (batches are padded dynamically)")
+    group_by_length: bool = _knob(True, "shuffled training batches of examples of similar length, so dynamic padding "
+                                  "pads little (deterministic and resumable; --no-group-by-length: plain shuffle)")
     # optimisation
     seed: int = _knob(42, "seed for data split, init and sampling", role=SEED)
     epochs: int = _knob(3, "training epochs")
@@ -137,7 +139,11 @@ class RunSpec:
                                "as MPO, as the published LGTM+OPDF); the teacher's forward always stays exact")
     # execution
     device: str = _knob("auto", "auto, cpu, cuda or cuda:N", role=EXECUTION)
-    bf16: bool = _knob(True, "bfloat16 autocast for forward passes on CUDA (no effect on CPU); --no-bf16 for fp32")
+    bf16: bool = _knob(True, "bfloat16 autocast for forward passes on CUDA (on CPU only with --cpu-bf16); --no-bf16 "
+                       "for fp32")
+    cpu_bf16: bool = _knob(False, "bfloat16 autocast on CPU too: fast on CPUs with AVX-512 BF16 or AMX (matmuls 2.4× "
+                           "on the development VM), emulated and slow elsewhere; off by default, it changes results "
+                           "(docs/benchmarks.md)")
     threads: int | None = _knob(None, "torch CPU threads (default: torch's choice)", type=int, role=EXECUTION)
     mpo_weight: str = _knob("per-step", "OPDF: build each MPO layer's dense weight once per optimiser step, all-reduce "
                             "its gradient (the dense student's bytes) and push it into the cores (per-step), or "
@@ -206,6 +212,10 @@ class RunSpec:
     @property
     def opdf(self) -> bool:
         return self.opdf_cores >= 2
+
+    def bf16_on(self, device) -> bool:
+        """Whether forwards on ``device`` (a ``torch.device``) run under bfloat16 autocast."""
+        return self.bf16 and (device.type == "cuda" or (device.type == "cpu" and self.cpu_bf16))
 
     def student_layer_ids(self) -> list[int]:
         """The teacher layers the student is made of: ``student_layers`` or the preset's."""

@@ -102,7 +102,7 @@ def prepare(spec: RunSpec, parallel: Parallel | None = None, finetuned_teacher: 
         log.info(banner(f"{spec.task} {spec.method} ({opdf}) on {device}", plan, **params))
     if method_cls.caches_teacher_logits and spec.cache_teacher_logits:
         loader = data.loader("train", spec.eval_batch_size, False, parallel=parallel)
-        with autocast(device, spec.bf16):
+        with autocast(device, spec.bf16_on(device)):
             method.cache_teacher_logits(on_device(loader, device), data.size("train"))
     return Job(spec, device, data, method, plan, params, teacher_info, parallel, started)
 
@@ -120,7 +120,7 @@ def finalize(job: Job, fitted: Progress) -> tuple[dict, torch.nn.Module]:
 
     def on(model, name):
         return evaluate(model, data.loader(name, spec.eval_batch_size, False, parallel=parallel), task, device,
-                        parallel, spec.bf16)
+                        parallel, spec.bf16_on(device))
 
     model = method.eval_model()
     results = {"selection": on(model, "selection"), "dev": {name: on(model, name) for name in task.dev_splits}}

@@ -128,10 +128,10 @@ class MPOLinear(nn.Module):
             return None
         cores = list(self.cores)
         needs_graph = any(c.requires_grad for c in cores)
-        # fp32 from fp32 cores whatever autocast is active: F.linear casts the weight per use
-        with torch.enable_grad() if needs_graph else torch.no_grad(), torch.autocast(cores[0].device.type,
-                                                                                      enabled=False):
-            built = self.weight()
+        # under the ambient autocast, as a per-forward contraction would be; kept in the cores' dtype (fp32), so
+        # the gradient it collects (and all-reduces) is the dense student's
+        with torch.enable_grad() if needs_graph else torch.no_grad():
+            built = self.weight().to(cores[0].dtype)
         self._step = _StepWeight(key, built, built.detach().requires_grad_(needs_graph))
         return self._step.leaf
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from opdf_ray.batches import Data, cycle, to_device
+from opdf_ray.batches import Data, cycle, set_epoch, to_device
 from opdf_ray.checkpoint import Progress, load_checkpoint
 from opdf_ray.data import GlueTask, compute_metrics, selection_split
 from opdf_ray.methods import Method
@@ -67,14 +67,13 @@ def banner(title: str, plan: Plan, **extra) -> str:
     return f"{title}: " + ", ".join(parts)
 
 
-def autocast(device: torch.device, bf16: bool = True):
-    """bfloat16 autocast on CUDA (what the GPU path trains with; ``bf16=False`` for fp32); a no-op on CPU, where
-    this machine has no bf16 units (docs/benchmarks.md)."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
+def autocast(device: torch.device, bf16: bool):
+    """bfloat16 autocast on ``device`` when ``bf16`` (``RunSpec.bf16_on``: CUDA by default, CPU on request)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def evaluate(model: torch.nn.Module, loader: DataLoader, task: GlueTask, device: torch.device,
-             parallel: Parallel | None = None, bf16: bool = True) -> dict[str, float]:
+             parallel: Parallel | None = None, bf16: bool = False) -> dict[str, float]:
     """Task metrics (percent) of ``model`` on every example of the split: each worker predicts its share of
     ``loader`` (see ``Data.loader``), the shares are gathered in rank order, so nothing is counted twice."""
     model.eval()
@@ -106,7 +105,8 @@ def fit(method: Method, spec, data: Data, device: torch.device, plan: Plan, desc
 
     parallel = parallel or Parallel()
     task = data.task
-    train_loader = data.loader("train", plan.per_worker_batch, shuffle=True, seed=spec.seed, parallel=parallel)
+    train_loader = data.loader("train", plan.per_worker_batch, shuffle=True, seed=spec.seed, parallel=parallel,
+                               group_by_length=spec.group_by_length)
     select_name = selection_split(task, spec.select_on)
     select_loader = data.loader(select_name, spec.eval_batch_size, shuffle=False, parallel=parallel)
     steps, per_epoch = plan.total_steps, plan.steps_per_epoch
@@ -123,13 +123,13 @@ def fit(method: Method, spec, data: Data, device: torch.device, plan: Plan, desc
                leave=False)
     while progress.step < steps:
         epoch, skip = divmod(progress.step, per_epoch)
-        train_loader.sampler.set_epoch(epoch)
+        set_epoch(train_loader, epoch)
         for i, batch in enumerate(train_loader):
             if i < skip:
                 continue
             held = to_device(next(held_batches), device) if held_batches is not None else None
             t0 = time.perf_counter()
-            with autocast(device, spec.bf16):
+            with autocast(device, spec.bf16_on(device)):
                 logs = method.train_step(to_device(batch, device), held)
             progress.train_seconds += time.perf_counter() - t0
             progress.examples += len(batch["labels"]) * parallel.world_size
@@ -139,7 +139,8 @@ def fit(method: Method, spec, data: Data, device: torch.device, plan: Plan, desc
             bar.update(1)
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
             if progress.step % plan.eval_every == 0 or progress.step == steps:
-                metrics = evaluate(method.eval_model(), select_loader, task, device, parallel, spec.bf16)
+                metrics = evaluate(method.eval_model(), select_loader, task, device, parallel,
+                                   spec.bf16_on(device))
                 score = metrics[task.selection_metric]
                 progress.history.append({"step": progress.step, "epoch": progress.step / per_epoch, **logs,
                                          **{f"{select_name}_{k}": v for k, v in metrics.items()}})

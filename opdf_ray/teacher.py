@@ -75,7 +75,8 @@ def finetune_teacher(spec: RunSpec, source: str, tokenizer, device: torch.device
     fitted = fit(method, ft_spec, data, device, plan, desc="teacher fine-tuning")
     info = {"source": source, "settings": teacher_settings(spec), "best_step": fitted.best_step,
             "seconds": time.time() - t0, "examples_per_second": fitted.examples_per_second,
-            "dev": {name: evaluate(teacher, data.loader(name, spec.eval_batch_size, False), data.task, device)
+            "dev": {name: evaluate(teacher, data.loader(name, spec.eval_batch_size, False), data.task, device,
+                                   bf16=ft_spec.bf16_on(device))
                     for name in data.task.dev_splits}}
     with published(path) as (_, tmp):          # a concurrent run that finished the same teacher first wins
         teacher.save_pretrained(tmp)

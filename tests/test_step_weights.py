@@ -158,3 +158,21 @@ def test_per_forward_is_an_execution_setting_not_a_hyperparameter():
     assert "mpo_weight" not in RunSpec.hyperparameters()
     with pytest.raises(ValueError, match="mpo_weight='sometimes' is invalid; allowed: per-step, per-forward"):
         dataclasses.replace(RunSpec(), mpo_weight="sometimes")
+
+
+def test_cpu_bf16_is_opt_in_and_trains_through_the_per_step_weights():
+    from opdf_ray.config import RunSpec
+
+    cpu = torch.device("cpu")
+    assert not RunSpec().bf16_on(cpu) and RunSpec(cpu_bf16=True).bf16_on(cpu)
+    assert not RunSpec(bf16=False, cpu_bf16=True).bf16_on(cpu) and RunSpec().bf16_on(torch.device("cuda"))
+    results = {}
+    for path in ("per-forward", "per-step"):
+        m = build("kd", 3, mpo_weight=path, alpha_kd=0.5, cpu_bf16=True)
+        torch.manual_seed(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logs = m.train_step(make_batch(0))
+        results[path] = logs
+        layer = next(iter(mpo_modules(m.student).values()))
+        assert layer.cores[0].dtype == torch.float32 and layer.cores[0].grad.dtype == torch.float32
+    assert results["per-step"]["loss"] == pytest.approx(results["per-forward"]["loss"], rel=1e-2)
