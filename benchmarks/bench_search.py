@@ -5,7 +5,8 @@
               the grid's best selection score
   overhead    time from the search's start to the first training step, and a trial's wall time against the
               single-run command (python -m opdf_ray.run) on the same configuration
-  allreduce   bytes all-reduced per step by 2 data-parallel workers, KD with and without OPDF (5 cores)
+  allreduce   bytes all-reduced per step by 2 data-parallel workers, KD dense and OPDF (5 cores) with the
+              per-forward reference path and with per-step dense weights
 
     python benchmarks/bench_search.py efficiency [--method kd --task mrpc --samples 1024 --epochs 3]
     python benchmarks/bench_search.py overhead|allreduce
@@ -129,24 +130,28 @@ def overhead(out: Path) -> None:
 
 
 def allreduce(out: Path) -> None:
+    """KD dense, OPDF with the per-forward reference path (core gradients all-reduced) and OPDF per step (dense
+    gradients all-reduced, then pushed into the cores)."""
     import ray
 
     ray.init()
     rows = {}
-    for cores in (0, 5):
+    for label, cores, path in (("dense", 0, "per-step"), ("opdf5_per_forward", 5, "per-forward"),
+                               ("opdf5_per_step", 5, "per-step")):
         space = parse_space({"fixed": FIXED | {"method": "kd", "lr": 5e-5, "max_steps": 4, "eval_steps": 4},
                              "epochs": {"default": 1},
                              "params": {"opdf_cores": {"type": "categorical", "choices": [cores]}}}, "fixed")
-        name = f"allreduce{cores}"
-        run_search(RunSpec(**BASE | {"max_train_samples": 256}), space,
+        name = f"allreduce-{label}".replace("_", "-")
+        run_search(RunSpec(**BASE | {"max_train_samples": 256, "mpo_weight": path}), space,
                    settings(out, name, num_samples=1, sampler="grid", early_stopping=False, workers_per_trial=2,
                             cpus_per_worker=0.99))
         board = read_leaderboard(str(out / "board"))
         r = board[board["run_id"] == f"{name}-rte"].iloc[0]
-        rows[cores] = {"bytes_per_step": int(r["bytes_all_reduced"]) // int(r["steps"]),
+        rows[label] = {"bytes_per_step": int(r["bytes_all_reduced"]) // int(r["steps"]),
                        "trainable_params": int(r["trainable_params"])}
-    ratio = rows[5]["bytes_per_step"] / rows[0]["bytes_per_step"]
-    print(json.dumps({"dense": rows[0], "opdf5": rows[5], "opdf_over_dense": round(ratio, 3)}, indent=2))
+    dense = rows["dense"]["bytes_per_step"]
+    print(json.dumps(rows | {f"{k}_over_dense": round(v["bytes_per_step"] / dense, 3) for k, v in rows.items()
+                             if k != "dense"}, indent=2))
 
 
 if __name__ == "__main__":

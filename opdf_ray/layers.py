@@ -200,5 +200,9 @@ class _StepWeight(NamedTuple):
 
 
 def _version_key(cores) -> tuple:
-    """Changes whenever a core is replaced or updated in place (optimiser steps, ``load_state_dict``, ``.to``)."""
-    return tuple((c.data_ptr(), c._version, c.dtype, c.device) for c in cores)
+    """Changes whenever a core is replaced or updated in place (``load_state_dict``, ``.to``; fused optimisers do
+    not bump versions: see ``cores_changed``) and with the autocast state, since a weight contracted under bf16
+    autocast must not serve an fp32 forward."""
+    device = cores[0].device.type
+    autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    return (autocast, *((c.data_ptr(), c._version, c.dtype, c.device) for c in cores))

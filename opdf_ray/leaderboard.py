@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 # 3: `teacher_truncated` (before 3, opdf_bond_dim truncated the teacher too), student_init, teacher_init,
 #    opdf_align_map (default init layers), lgtm_variant (replaces lgtm_eta), lgtm_feedback; normalised alignment;
 #    bf16, merge_max_abs_logit_diff.
-SCHEMA_VERSION = 3
+# 4: group_by_length (training batches of similar length; before 4 the plain shuffle), cpu_bf16, mpo_weight.
+SCHEMA_VERSION = 4
 STATUSES = ("completed", "pruned", "failed")
 METRICS = tuple(dict.fromkeys(m for t in TASKS.values() for m in t.metrics))   # accuracy, f1, mcc, …
 _ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}

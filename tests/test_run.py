@@ -38,6 +38,14 @@ def test_kd_with_opdf_runs_end_to_end_and_saves_a_stock_student(tmp_path):
     assert again["teacher_finetune"]["seconds"] == results["teacher_finetune"]["seconds"]
 
 
+def test_cpu_bf16_with_opdf_trains_in_bf16_and_exports_the_fp32_student(tmp_path):
+    """Weights contracted under bf16 autocast (training, evaluation) never serve an fp32 forward (the export check)."""
+    spec = RunSpec(task="rte", method="prokt", opdf_cores=3, cpu_bf16=True, cache_dir=str(tmp_path / "cache"),
+                   save_model=False, eval_steps=2, **QUICK)
+    results = run(spec)
+    assert results["steps"] == 3 and results["merge_max_abs_logit_diff"] <= 1e-4
+
+
 def test_mnli_runs_with_matched_and_mismatched_dev(tmp_path):
     from test_data import write_mnli_parquet
 
