@@ -1,4 +1,5 @@
-"""Scale on paper: a KD student (BERT-base → 6 layers by default) on N GPU nodes, dense vs OPDF, old vs new gradient path.
+"""Scale on paper: a KD student (BERT-base → 6 layers by default) on N GPU nodes, dense vs OPDF, old vs new
+gradient path.
 
     python benchmarks/scale_on_paper.py [--cores 5] [--tokens 4096] [--tflops 400] [--gbps 100 400]
 
@@ -65,7 +66,8 @@ def main() -> None:
     s = student(a.cores, a.tokens)
     rate = a.tflops * 1e12
     t_dense, t_opdf = s["dense_flops"] / rate, (s["dense_flops"] + s["contraction_flops"]) / rate
-    print(f"{a.model}: {LAYERS}-layer student (hidden {HIDDEN}), {a.tokens} tokens per GPU per step, OPDF {a.cores} cores full rank; "
+    print(f"{a.model}: {LAYERS}-layer student (hidden {HIDDEN}), {a.tokens} tokens per GPU per step, OPDF "
+          f"{a.cores} cores full rank; "
           f"{a.tflops:.0f} TFLOP/s sustained per GPU assumed\n")
     print(f"- trainable parameters: dense {s['dense_params'] / 1e6:.1f} M, OPDF {s['opdf_params'] / 1e6:.1f} M "
           f"({s['opdf_params'] / s['dense_params']:.2f}×); fp32 gradient bytes per step: dense "

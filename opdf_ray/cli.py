@@ -34,7 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", help="teacher path or hub id (overrides the preset's)")
     p.add_argument("--space", default=None, help="search space YAML (default: search_spaces/default.yaml)")
     p.add_argument("--methods", help="comma list restricting the space's methods, e.g. kd,lgtm")
-    p.add_argument("--num-samples", type=int, default=8, help="trials per task")
+    p.add_argument("--num-samples", type=int, default=None, help="trials per task (default: 8; with --sampler grid, "
+                   "the grid's size)")
+    p.add_argument("--sampler", default="tpe", choices=("tpe", "grid"), help="tpe: Optuna TPE with ASHA early "
+                   "stopping; grid: every combination of an all-categorical space once, each trial to its last epoch "
+                   "(fixed configurations, e.g. a multi-seed study with --seed)")
+    p.add_argument("--no-early-stopping", action="store_true", help="ASHA off: every trial runs all its epochs")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what the cluster fits)")
     p.add_argument("--workers-per-trial", type=int, default=1, help="data-parallel Ray Train workers per trial")
     p.add_argument("--cpus-per-worker", type=float, default=None, help="default: the CPUs a trial's share allows")
@@ -86,6 +91,7 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     space = load_space(args.space or default_space_path())
     if args.methods:
         space = space.restrict_methods([m.strip() for m in args.methods.split(",") if m.strip()])
+    resolve_num_samples(args, space)
     for name in ("num_samples", "workers_per_trial", "grace_epochs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
@@ -110,6 +116,20 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     return tasks, bases, space
 
 
+def resolve_num_samples(args, space) -> None:
+    """``--num-samples`` when not given: 8 trials, or the grid's size with ``--sampler grid`` (never more)."""
+    if args.sampler != "grid":
+        args.num_samples = 8 if args.num_samples is None else args.num_samples
+        return
+    from opdf_ray.tune import grid_of
+
+    size = math.prod(len(choices) for choices in grid_of(space).values())
+    if args.num_samples is not None and args.num_samples > size:
+        raise ValueError(f"--num-samples {args.num_samples} exceeds the {size} combinations of the grid; allowed: "
+                         f"1..{size}")
+    args.num_samples = size if args.num_samples is None else args.num_samples
+
+
 def search_settings(args, cpus: float, concurrent: int, gpus: float, max_epochs: int | None):
     """The validated ``SearchSettings``: explicit flags win over what the cluster's size suggests."""
     from opdf_ray.tune import SearchSettings
@@ -123,7 +143,8 @@ def search_settings(args, cpus: float, concurrent: int, gpus: float, max_epochs:
         workers_per_trial=args.workers_per_trial, cpus_per_worker=given(args.cpus_per_worker, cpus),
         gpus_per_worker=gpus, seed=args.seed, max_epochs=max_epochs, grace_epochs=args.grace_epochs,
         max_failures=args.max_failures, optuna_storage=args.optuna_storage, mlflow_uri=mlflow_uri(args),
-        wandb_project=args.wandb)
+        wandb_project=args.wandb, sampler=args.sampler,
+        early_stopping=not (args.no_early_stopping or args.sampler == "grid"))
 
 
 def mlflow_uri(args) -> str | None:

@@ -28,8 +28,9 @@ class MPOLinear(nn.Module):
       optimiser then pushes that dense gradient into the cores with one VJP (``push_gradient``), after averaging
       it across workers if data-parallel (``opdf_ray.gradients``): the cores' gradients are a linear function of
       it, so this is exact. The engine calls ``cores_changed`` after each optimiser step (a fused optimiser does
-      not bump version counters; in-place edits such as ``load_state_dict`` are caught by them). Cores swapped for plain tensors (``torch.func.functional_call``, LGTM's look-ahead)
-      are contracted per forward, so gradients reach those tensors.
+      not bump version counters; in-place edits such as ``load_state_dict`` are caught by them). Cores swapped
+      for plain tensors (``torch.func.functional_call``, LGTM's look-ahead) are contracted per forward, so
+      gradients reach those tensors.
     """
 
     def __init__(self, cores: Sequence[torch.Tensor], row_shape: Sequence[int], col_shape: Sequence[int],

@@ -23,6 +23,9 @@ REPO = Path(__file__).resolve().parent.parent
     (["--task", "rte", "--gpus-per-worker", "-1"], "gpus_per_worker=-1.0 is invalid"),
     (["--task", "rte", "--name", "a/b"], "name='a/b' is invalid"),
     (["--task", "rte", "--storage", "s3://bucket/x"], "needs a filesystem every node shares"),
+    (["--task", "rte", "--sampler", "grid"], "a grid search needs categorical, unconditional parameters"),
+    (["--task", "rte", "--sampler", "grid", "--num-samples", "13", "--space",
+      str(REPO / "benchmarks/study/spaces/lr.yaml")], "--num-samples 13 exceeds the 12 combinations of the grid"),
 ])
 def test_bad_input_fails_before_ray_starts(args, message, tmp_path):
     storage = [] if "--storage" in args else ["--storage", str(tmp_path)]

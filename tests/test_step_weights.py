@@ -176,3 +176,22 @@ def test_cpu_bf16_is_opt_in_and_trains_through_the_per_step_weights():
         layer = next(iter(mpo_modules(m.student).values()))
         assert layer.cores[0].dtype == torch.float32 and layer.cores[0].grad.dtype == torch.float32
     assert results["per-step"]["loss"] == pytest.approx(results["per-forward"]["loss"], rel=1e-2)
+
+
+@pytest.mark.parametrize("method, per_forward, per_step", [
+    ("kd", 12, 12),                # the student's 12 matrices (2 layers × 6), once per step either way
+    ("prokt", 72, 36),             # student eval + train, teacher (24) train + eval → each model once
+    ("lgtm", 168, 72),             # + LGTM's look-ahead θ′ and θ ± εv students (out of place) and teacher passes
+])
+def test_each_model_contracts_once_per_optimiser_step(method, per_forward, per_step, monkeypatch):
+    counts = {}
+    for path in ("per-forward", "per-step"):
+        m = build(method, 3, mpo_weight=path)
+        m.train_step(make_batch(0), make_batch(10))              # steady state from the second step on
+        calls = []
+        original = mpo.contract
+        monkeypatch.setattr(mpo, "contract", lambda *a, **k: calls.append(1) or original(*a, **k))
+        m.train_step(make_batch(1), make_batch(11))
+        monkeypatch.setattr(mpo, "contract", original)
+        counts[path] = len(calls)
+    assert counts == {"per-forward": per_forward, "per-step": per_step}

@@ -1,6 +1,8 @@
 """The search's pure parts without a Ray cluster: trial specs and epochs, parallelism, grids, the pruned-trial
 searcher, and the path from a worker's reports to a leaderboard row (the metrics contract)."""
 
+from pathlib import Path
+
 import optuna
 import pytest
 from ray_helpers import settings, tiny_base, tiny_space
@@ -147,3 +149,21 @@ def test_a_resumed_trial_that_optuna_already_finished_does_not_stop_the_search(t
     study = optuna.load_study(study_name="s", storage=storage)
     study.tell(study.trials[0].number, 61.0)          # its end reached the study, not Tune's saved state
     search.on_trial_result("t1", evaluation)          # the resumed trial reports again: ignored, not raised
+
+
+def test_a_grid_search_runs_each_combination_once_to_its_last_epoch():
+    import argparse
+
+    from opdf_ray.cli import build_parser, resolve_num_samples, search_settings
+    from opdf_ray.search_space import load_space
+
+    space = load_space(Path(__file__).resolve().parent.parent / "benchmarks/study/spaces/lr.yaml")
+    args = build_parser().parse_args(["--task", "sst2", "--sampler", "grid"])
+    resolve_num_samples(args, space)
+    settings = search_settings(args, cpus=1.0, concurrent=1, gpus=0.0, max_epochs=None)
+    assert args.num_samples == 12 and settings.sampler == "grid" and not settings.early_stopping
+    tpe = build_parser().parse_args(["--task", "sst2"])
+    resolve_num_samples(tpe, space)
+    assert tpe.num_samples == 8 and search_settings(tpe, 1.0, 1, 0.0, None).early_stopping
+    assert not search_settings(argparse.Namespace(**vars(tpe) | {"no_early_stopping": True}), 1.0, 1, 0.0,
+                               None).early_stopping

@@ -1,0 +1,90 @@
+"""The multi-seed OPDF study (issue 10 §3), run with the product: ``tune_main.py --sampler grid`` calls that all
+write one Parquet leaderboard (committed), rendered by ``python -m opdf_ray.report``.
+
+    python benchmarks/study/run.py lr           # step 1: each method's student lr on the selection slice
+    python benchmarks/study/run.py main [--tasks sst2 mrpc stsb] [--seeds 1 2 3] [--methods kd theseus prokt lgtm]
+    python benchmarks/study/run.py ablations [--task sst2] [--seeds 1 2 3]
+    python -m opdf_ray.report benchmarks/study/leaderboard --out docs/study
+
+Budget (a 2-core CPU): minilm preset, a seeded subset of 1,000 training examples per seed (the rest of train gives
+the selection slice), 3 epochs, max length 64. A call whose trials are all in the leaderboard is skipped and an
+interrupted one is resumed, so the study continues across sessions without rerunning anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+SPACES = HERE / "spaces"
+LEADERBOARD = HERE / "leaderboard"
+BUDGET = ["--preset", "minilm", "--max-train-samples", "1000", "--max-epochs", "3", "--max-length", "64"]
+LR_TASK, LR_SEED = "sst2", 0
+
+
+def grid_size(space: Path) -> int:
+    from opdf_ray.search_space import load_space
+    from opdf_ray.tune import grid_of
+
+    return math.prod(len(c) for c in grid_of(load_space(space)).values())
+
+
+def finished_rows(run_id: str) -> tuple[int, bool]:
+    """(rows of ``run_id`` in the leaderboard, whether any exist at all)."""
+    if not LEADERBOARD.exists():
+        return 0, False
+    from opdf_ray.leaderboard import read_leaderboard
+
+    board = read_leaderboard(str(LEADERBOARD))
+    if board.empty:
+        return 0, False
+    rows = board[board["run_id"] == run_id]
+    return int((rows["status"] != "failed").sum()), len(rows) > 0
+
+
+def grid(space_name: str, task: str, seed: int, storage: Path) -> None:
+    space = SPACES / f"{space_name}.yaml"
+    if "LR_PENDING" in space.read_text():
+        raise SystemExit(f"{space} still says LR_PENDING: run step 1 (lr) and copy the chosen lr into it")
+    name = f"study-{space_name}-s{seed}"
+    done, started = finished_rows(f"{name}-{task}")
+    if done >= grid_size(space):
+        print(f"skip {name} on {task}: all {done} trials are in the leaderboard", flush=True)
+        return
+    cmd = [sys.executable, str(REPO / "tune_main.py"), "--task", task, "--space", str(space), "--sampler", "grid",
+           "--seed", str(seed), "--name", name, "--storage", str(storage), "--leaderboard", str(LEADERBOARD),
+           "--max-concurrent", "1", *BUDGET, *(["--resume"] if started else [])]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("step", choices=["lr", "main", "ablations"])
+    p.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "stsb"])
+    p.add_argument("--task", default="sst2", help="ablations: the task")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--methods", nargs="+", default=["kd", "theseus", "prokt", "lgtm"])
+    p.add_argument("--storage", default=str(REPO / "outputs" / "study"), help="Tune experiments (not committed)")
+    a = p.parse_args()
+    storage = Path(a.storage)
+    if a.step == "lr":
+        grid("lr", LR_TASK, LR_SEED, storage)
+    elif a.step == "main":
+        for seed in a.seeds:                      # seed-major: every finished seed is a complete replicate
+            for task in a.tasks:
+                for method in a.methods:
+                    grid(method, task, seed, storage)
+    else:
+        for seed in a.seeds:
+            for space in ("ablation-cores", "ablation-align", "ablation-bond"):
+                grid(space, a.task, seed, storage)
+
+
+if __name__ == "__main__":
+    main()
