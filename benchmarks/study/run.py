@@ -6,6 +6,8 @@ write one Parquet leaderboard (committed), rendered by ``python -m opdf_ray.repo
     python benchmarks/study/run.py ablations [--task sst2] [--seeds 1 2 3]
     python -m opdf_ray.report benchmarks/study/leaderboard --out docs/study
 
+Each step has its own leaderboard (``leaderboard-lr``, ``leaderboard``, ``leaderboard-ablations``), so a report
+never mixes the lr search or the ablations into the main table.
 Budget (a 2-core CPU): minilm preset, a seeded subset of 1,000 training examples per seed (the rest of train gives
 the selection slice), 3 epochs, max length 64. A call whose trials are all in the leaderboard is skipped and an
 interrupted one is resumed, so the study continues across sessions without rerunning anything.
@@ -22,7 +24,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 SPACES = HERE / "spaces"
-LEADERBOARD = HERE / "leaderboard"
+LEADERBOARDS = {"lr": HERE / "leaderboard-lr", "main": HERE / "leaderboard",
+                "ablations": HERE / "leaderboard-ablations"}
 BUDGET = ["--preset", "minilm", "--max-train-samples", "1000", "--max-epochs", "3", "--max-length", "64"]
 LR_TASK, LR_SEED = "sst2", 0
 
@@ -34,30 +37,31 @@ def grid_size(space: Path) -> int:
     return math.prod(len(c) for c in grid_of(load_space(space)).values())
 
 
-def finished_rows(run_id: str) -> tuple[int, bool]:
-    """(rows of ``run_id`` in the leaderboard, whether any exist at all)."""
-    if not LEADERBOARD.exists():
+def finished_rows(leaderboard: Path, run_id: str) -> tuple[int, bool]:
+    """(finished rows of ``run_id`` in the leaderboard, whether it has any rows at all)."""
+    if not leaderboard.exists():
         return 0, False
     from opdf_ray.leaderboard import read_leaderboard
 
-    board = read_leaderboard(str(LEADERBOARD))
+    board = read_leaderboard(str(leaderboard))
     if board.empty:
         return 0, False
     rows = board[board["run_id"] == run_id]
     return int((rows["status"] != "failed").sum()), len(rows) > 0
 
 
-def grid(space_name: str, task: str, seed: int, storage: Path) -> None:
+def grid(step: str, space_name: str, task: str, seed: int, storage: Path) -> None:
     space = SPACES / f"{space_name}.yaml"
     if "LR_PENDING" in space.read_text():
         raise SystemExit(f"{space} still says LR_PENDING: run step 1 (lr) and copy the chosen lr into it")
     name = f"study-{space_name}-s{seed}"
-    done, started = finished_rows(f"{name}-{task}")
+    leaderboard = LEADERBOARDS[step]
+    done, started = finished_rows(leaderboard, f"{name}-{task}")
     if done >= grid_size(space):
         print(f"skip {name} on {task}: all {done} trials are in the leaderboard", flush=True)
         return
     cmd = [sys.executable, str(REPO / "tune_main.py"), "--task", task, "--space", str(space), "--sampler", "grid",
-           "--seed", str(seed), "--name", name, "--storage", str(storage), "--leaderboard", str(LEADERBOARD),
+           "--seed", str(seed), "--name", name, "--storage", str(storage), "--leaderboard", str(leaderboard),
            "--max-concurrent", "1", *BUDGET, *(["--resume"] if started else [])]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=REPO)
@@ -74,16 +78,17 @@ def main() -> None:
     a = p.parse_args()
     storage = Path(a.storage)
     if a.step == "lr":
-        grid("lr", LR_TASK, LR_SEED, storage)
+        for space in ("lr", "lr-theseus"):
+            grid("lr", space, LR_TASK, LR_SEED, storage)
     elif a.step == "main":
         for seed in a.seeds:                      # seed-major: every finished seed is a complete replicate
             for task in a.tasks:
                 for method in a.methods:
-                    grid(method, task, seed, storage)
+                    grid("main", method, task, seed, storage)
     else:
         for seed in a.seeds:
             for space in ("ablation-cores", "ablation-align", "ablation-bond"):
-                grid(space, a.task, seed, storage)
+                grid("ablations", space, a.task, seed, storage)
 
 
 if __name__ == "__main__":
