@@ -105,3 +105,13 @@ def test_missing_or_malformed_file_is_a_clear_error(tmp_path):
     bad.write_text(yaml.safe_dump({"params": {"lr": {"type": "uniform", "low": 1, "high": 2, "typo": 1}}}))
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['typo'\]"):
         load_space(bad)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "benchmarks/study/spaces").glob(
+    "*.yaml")), ids=lambda p: p.name)
+def test_the_study_grids_are_valid_grids(path):
+    """The multi-seed study runs these with tune_main.py --sampler grid: each must be a valid, all-categorical grid."""
+    from opdf_ray.search_space import load_space
+    from opdf_ray.tune import grid_of
+
+    assert grid_of(load_space(path))
