@@ -4,10 +4,11 @@ write one Parquet leaderboard (committed), rendered by ``python -m opdf_ray.repo
     python benchmarks/study/run.py lr           # step 1: each method's student lr on the selection slice
     python benchmarks/study/run.py main [--tasks sst2 mrpc stsb] [--seeds 1 2 3] [--methods kd theseus prokt lgtm]
     python benchmarks/study/run.py ablations [--task sst2] [--seeds 1 2 3]
-    python -m opdf_ray.report benchmarks/study/leaderboard --out docs/study
+    python benchmarks/study/run.py report --out docs/study     # python -m opdf_ray.report on step 2's leaderboard
 
-Each step has its own leaderboard (``leaderboard-lr``, ``leaderboard``, ``leaderboard-ablations``), so a report
-never mixes the lr search or the ablations into the main table.
+Each step has its own Parquet leaderboard under ``--storage`` (not committed) and its committed text copy
+``benchmarks/study/results/<step>.csv`` (every leaderboard column, one row per trial), from which the leaderboard is
+rebuilt on a fresh checkout; a report never mixes the lr search or the ablations into the main table.
 Budget (a 2-core CPU): minilm preset, a seeded subset of 1,000 training examples per seed (the rest of train gives
 the selection slice), 3 epochs, max length 64. A call whose trials are all in the leaderboard is skipped and an
 interrupted one is resumed, so the study continues across sessions without rerunning anything.
@@ -24,8 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 SPACES = HERE / "spaces"
-LEADERBOARDS = {"lr": HERE / "leaderboard-lr", "main": HERE / "leaderboard",
-                "ablations": HERE / "leaderboard-ablations"}
+RESULTS = HERE / "results"                     # committed: <step>.csv
 BUDGET = ["--preset", "minilm", "--max-train-samples", "1000", "--max-epochs", "3", "--max-length", "64"]
 LR_TASK, LR_SEED = "sst2", 0
 
@@ -35,6 +35,43 @@ def grid_size(space: Path) -> int:
     from opdf_ray.tune import grid_of
 
     return math.prod(len(c) for c in grid_of(load_space(space)).values())
+
+
+def leaderboard_of(step: str, storage: Path) -> Path:
+    """Step ``step``'s Parquet leaderboard, rebuilt from its committed CSV when it is not there yet."""
+    board, csv = storage / "leaderboards" / step, RESULTS / f"{step}.csv"
+    if not board.exists() and csv.exists():
+        import pandas as pd
+
+        from opdf_ray.leaderboard import SCHEMA, write_row
+
+        kinds = {f.name: f.type for f in SCHEMA}
+        for record in pd.read_csv(csv).to_dict("records"):
+            row = {k: None if pd.isna(v) else v for k, v in record.items() if k in kinds}
+            for k, v in row.items():
+                if v is not None and pa_is(kinds[k], "timestamp"):
+                    row[k] = pd.Timestamp(v).to_pydatetime()
+                elif v is not None and pa_is(kinds[k], "integer"):
+                    row[k] = int(v)
+                elif v is not None and pa_is(kinds[k], "boolean"):
+                    row[k] = v in (True, "True", "true")
+            write_row(str(board), row)
+    return board
+
+
+def pa_is(kind, what: str) -> bool:
+    import pyarrow.types as t
+
+    return {"timestamp": t.is_timestamp, "integer": t.is_integer, "boolean": t.is_boolean}[what](kind)
+
+
+def export(board: Path, step: str) -> None:
+    """The committed text copy of a step's leaderboard."""
+    from opdf_ray.leaderboard import read_leaderboard
+
+    RESULTS.mkdir(exist_ok=True)
+    frame = read_leaderboard(str(board)).sort_values(["task", "run_id", "trial_id"])
+    frame.to_csv(RESULTS / f"{step}.csv", index=False)
 
 
 def finished_rows(leaderboard: Path, run_id: str) -> tuple[int, bool]:
@@ -55,7 +92,7 @@ def grid(step: str, space_name: str, task: str, seed: int, storage: Path) -> Non
     if "LR_PENDING" in space.read_text():
         raise SystemExit(f"{space} still says LR_PENDING: run step 1 (lr) and copy the chosen lr into it")
     name = f"study-{space_name}-s{seed}"
-    leaderboard = LEADERBOARDS[step]
+    leaderboard = leaderboard_of(step, storage)
     done, started = finished_rows(leaderboard, f"{name}-{task}")
     if done >= grid_size(space):
         print(f"skip {name} on {task}: all {done} trials are in the leaderboard", flush=True)
@@ -64,12 +101,16 @@ def grid(step: str, space_name: str, task: str, seed: int, storage: Path) -> Non
            "--seed", str(seed), "--name", name, "--storage", str(storage), "--leaderboard", str(leaderboard),
            "--max-concurrent", "1", *BUDGET, *(["--resume"] if started else [])]
     print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=REPO)
+    try:
+        subprocess.run(cmd, check=True, cwd=REPO)
+    finally:
+        export(leaderboard, step)                    # what finished is committed, even after an interruption
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("step", choices=["lr", "main", "ablations"])
+    p.add_argument("step", choices=["lr", "main", "ablations", "report"])
+    p.add_argument("--out", default=str(REPO / "docs" / "study"), help="report: where it goes")
     p.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "stsb"])
     p.add_argument("--task", default="sst2", help="ablations: the task")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -85,6 +126,9 @@ def main() -> None:
             for task in a.tasks:
                 for method in a.methods:
                     grid("main", method, task, seed, storage)
+    elif a.step == "report":
+        board = leaderboard_of("main", storage)
+        subprocess.run([sys.executable, "-m", "opdf_ray.report", str(board), "--out", a.out], check=True, cwd=REPO)
     else:
         for seed in a.seeds:
             for space in ("ablation-cores", "ablation-align", "ablation-bond"):
