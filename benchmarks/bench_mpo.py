@@ -191,17 +191,23 @@ def bench_linear(repeats: int) -> list[str]:
     return lines + [""]
 
 
-def minilm_student():
+def minilm_teacher():
+    """The packaged all-MiniLM-L6-v2 with a fresh 2-label head (seeded)."""
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
-    from opdf_ray.models import keep_layers, packaged_minilm_path
+    from opdf_ray.models import packaged_minilm_path
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     torch.manual_seed(0)
-    teacher = AutoModelForSequenceClassification.from_pretrained(packaged_minilm_path(), num_labels=2)
-    return keep_layers(teacher, [0, 2, 4])
+    return AutoModelForSequenceClassification.from_pretrained(packaged_minilm_path(), num_labels=2)
+
+
+def minilm_student():
+    from opdf_ray.models import keep_layers
+
+    return keep_layers(minilm_teacher(), [0, 2, 4])
 
 
 def bench_student(repeats: int) -> list[str]:

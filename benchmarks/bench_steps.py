@@ -24,19 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_mpo import cpu_name, interleaved_median  # noqa: E402
-
-
-def teacher_model():
-    from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    from opdf_ray.models import packaged_minilm_path
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    torch.manual_seed(0)
-    return AutoModelForSequenceClassification.from_pretrained(packaged_minilm_path(), num_labels=2)
+from bench_mpo import cpu_name, interleaved_median, minilm_teacher  # noqa: E402
 
 
 def make_method(name: str, cores: int, path: str, teacher, batch_size: int):
@@ -118,7 +106,7 @@ def main() -> None:
     print("| method | seq | dense (s/step) | OPDF per forward (s) | ratio | OPDF per step (s) | ratio | "
           "contractions per step: per forward → per step | floor (s) | floor ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
-    teacher = teacher_model()
+    teacher = minilm_teacher()
     for seq in args.seq:
         batch, held = batch_of(seq, args.batch_size, 0), batch_of(seq, args.batch_size, 1)
         for name in args.methods:

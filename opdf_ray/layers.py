@@ -122,9 +122,7 @@ class MPOLinear(nn.Module):
         key = _version_key(self.cores)
         if self._step is not None and self._step.key == key:
             return self._step.leaf
-        if self._step is not None and self._step.leaf.grad is not None:
-            raise RuntimeError("the MPO cores changed while their per-step dense weight still held a gradient; "
-                               "push_gradient() must run before the optimiser steps")
+        self._check_no_pending_gradient()
         if not build:
             return None
         cores = list(self.cores)
@@ -139,10 +137,13 @@ class MPOLinear(nn.Module):
     def cores_changed(self) -> None:
         """Drop the weights built from the cores: an optimiser stepped them. Needed because fused optimisers
         (AdamW ``fused=True``) update parameters without bumping their version counters."""
+        self._check_no_pending_gradient()
+        self._step = self._cache = None
+
+    def _check_no_pending_gradient(self) -> None:
         if self._step is not None and self._step.leaf.grad is not None:
             raise RuntimeError("the MPO cores changed while their per-step dense weight still held a gradient; "
                                "push_gradient() must run before the optimiser steps")
-        self._step = self._cache = None
 
     def dense_gradient(self) -> torch.Tensor | None:
         """The gradient the forwards of this step left on the dense weight (None: the weight was not used)."""
