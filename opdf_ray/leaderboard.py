@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 #    opdf_align_map (default init layers), lgtm_variant (replaces lgtm_eta), lgtm_feedback; normalised alignment;
 #    bf16, merge_max_abs_logit_diff.
 # 4: group_by_length (training batches of similar length; before 4 the plain shuffle), cpu_bf16, mpo_weight.
-SCHEMA_VERSION = 4
+# 5: finetuned_teacher_dev_<metric>: the task-fine-tuned teacher the run started from, every metric (the report's
+#    reference row; teacher_dev_score is the run's teacher at the end, which ProKT and LGTM train).
+SCHEMA_VERSION = 5
 STATUSES = ("completed", "pruned", "failed")
 METRICS = tuple(dict.fromkeys(m for t in TASKS.values() for m in t.metrics))   # accuracy, f1, mcc, …
 _ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
@@ -69,6 +71,7 @@ SCHEMA = pa.schema([
     *[pa.field(f"dev_{m}", pa.float64()) for m in METRICS],
     pa.field("dev_mismatched_accuracy", pa.float64()),         # MNLI; dev_accuracy is matched
     pa.field("teacher_dev_score", pa.float64()),
+    *[pa.field(f"finetuned_teacher_dev_{m}", pa.float64()) for m in METRICS],
     pa.field("best_step", pa.int64()),
     pa.field("steps", pa.int64()),
     pa.field("epochs_done", pa.float64()),
@@ -146,6 +149,7 @@ def make_row(run_id: str, trial_id: str, status: str, spec: dict, result: dict |
     for m in METRICS:
         row[f"selection_{m}"] = result.get(tm.selection_key(m))
         row[f"dev_{m}"] = result.get(tm.dev_key(dev_split, m))
+        row[f"finetuned_teacher_dev_{m}"] = result.get(tm.finetuned_teacher_dev_key(dev_split, m))
     if status == "pruned" and row["selection_score"] is None:
         row["selection_score"] = result.get(tm.SCORE)
     return {key: tm.finite_or_none(value) for key, value in row.items()}
@@ -205,7 +209,19 @@ def read_leaderboard(root: str) -> pd.DataFrame:
                          partition_base_dir=base).to_table()
     frame = table.to_pandas()
     frame["teacher_truncated"] = frame["teacher_truncated"].astype("boolean").fillna(_truncated_before_v3(frame))
+    _teacher_metrics_before_v5(frame)
     return frame[["task", *[c for c in frame.columns if c != "task"]]]
+
+
+def _teacher_metrics_before_v5(frame: pd.DataFrame) -> None:
+    """Rows written before schema 5 kept only ``teacher_dev_score`` (the run's final teacher, selection metric).
+    For the methods whose teacher is frozen (KD and Theseus, which always start from the task-fine-tuned one)
+    that is the fine-tuned teacher's score in that metric; everything else stays null, never made up."""
+    frozen = frame["method"].isin(["kd", "theseus"])
+    for m in METRICS:
+        column = f"finetuned_teacher_dev_{m}"
+        missing = frame[column].isna() & frozen & (frame["selection_metric"] == m)
+        frame.loc[missing, column] = frame.loc[missing, "teacher_dev_score"]
 
 
 def _truncated_before_v3(frame: pd.DataFrame) -> pd.Series:

@@ -54,7 +54,13 @@ def dev_key(split: str, metric: str) -> str:
 
 
 def teacher_dev_key(split: str, metric: str) -> str:
+    """The run's teacher at the end (ProKT and LGTM train theirs)."""
     return f"teacher_dev/{split}/{metric}"
+
+
+def finetuned_teacher_dev_key(split: str, metric: str) -> str:
+    """The task-fine-tuned teacher the run started from (its ``teacher.json``): the study's reference teacher."""
+    return f"finetuned_teacher_dev/{split}/{metric}"
 
 
 def log_metrics(step: int, logs: dict[str, float], best_score: float) -> dict[str, float]:
@@ -81,10 +87,14 @@ def evaluation_metrics(progress, score: float | None, selection_metric: str, sel
 
 def final_metrics(results: dict) -> dict[str, float]:
     """The final results of a run (``engine.finalize``) as flat scalar metrics: ``selection/<metric>``,
-    ``dev/<split>/<metric>``, ``teacher_dev/<split>/<metric>`` and ``RUN_SCALARS``."""
+    ``dev/<split>/<metric>``, ``teacher_dev/<split>/<metric>``, ``finetuned_teacher_dev/<split>/<metric>`` and
+    ``RUN_SCALARS``."""
     out = {selection_key(k): v for k, v in results["selection"].items()}
     out |= {dev_key(split, k): v for split, metrics in results["dev"].items() for k, v in metrics.items()}
     out |= {teacher_dev_key(split, k): v for split, metrics in results.get("teacher_dev", {}).items()
+            for k, v in metrics.items()}
+    out |= {finetuned_teacher_dev_key(split, k): v
+            for split, metrics in (results.get("teacher_finetune") or {}).get("dev", {}).items()
             for k, v in metrics.items()}
     return out | {key: results[key] for key in RUN_SCALARS}
 

@@ -7,9 +7,9 @@ from opdf_ray.data import TASKS
 
 
 def completed_result(task: str, selection: float, dev: float, trainable: int = 10, inference: int = 10,
-                     epochs: float = 3.0, curve=None, other_below: float = 5.0) -> dict:
+                     epochs: float = 3.0, curve=None, other_below: float = 5.0, teacher: dict | None = None) -> dict:
     """The final result of a completed trial: ``selection`` is its best selection score, ``dev`` the dev value of
-    the task's first metric (the others are ``dev - other_below``)."""
+    the task's first metric (the others are ``dev - other_below``); ``teacher``: the teacher's dev metrics."""
     metrics = TASKS[task].metrics
     dev_metrics = {m: dev if i == 0 else dev - other_below for i, m in enumerate(metrics)}
     results = {"selection": {m: selection for m in metrics},
@@ -17,6 +17,9 @@ def completed_result(task: str, selection: float, dev: float, trainable: int = 1
                "best_step": 30, "steps": 30, "trainable_params": trainable, "inference_params": inference,
                "train_seconds": 12.0, "examples_per_second": 50.0, "merge_max_abs_logit_diff": 1e-6,
                "bytes_all_reduced": 0, "workers": 1}
+    if teacher:                   # a frozen teacher: the fine-tuned one, at the end as at the start
+        results["teacher_dev"] = {split: dict(teacher) for split in TASKS[task].dev_splits}
+        results["teacher_finetune"] = {"dev": results["teacher_dev"]}
     evaluation = {tm.STEP: 30, tm.EPOCH: epochs, tm.EVALUATIONS: int(epochs), tm.SCORE: selection,
                   tm.BEST_SCORE: selection, tm.CURVE: json.dumps(curve or [[1.0, 50.0], [epochs, selection]]),
                   tm.TRAINING_ITERATION: 7}

@@ -1,6 +1,7 @@
 """Leaderboard: explicit schema, atomic one-file-per-trial rows, idempotent rewrites, tolerant reads."""
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -35,6 +36,23 @@ def test_rows_have_the_explicit_schema_and_pandas_reads_the_partitioned_director
     assert pd.isna(ours.loc["t2", "dev_score"])
     assert ours.loc["t3", "error"] == "boom" and ours.loc["t3", "lr"] == 1e-5
     assert ours.loc["t1", "ray_version"] and ours.loc["t1", "torch_version"]
+
+
+def test_every_metric_of_the_finetuned_teacher_is_kept_and_older_rows_keep_what_they_had(tmp_path):
+    result = completed_result("mrpc", 80.0, 82.0, teacher={"f1": 88.0, "accuracy": 84.0})
+    for method in ("kd", "prokt"):
+        spec = RunSpec(task="mrpc", method=method).to_dict()
+        write_row(str(tmp_path), make_row("run", method, "completed", spec, result))
+        old = pq.read_table(tmp_path / "task=mrpc" / f"run--{method}.parquet")
+        old = old.drop_columns([f"finetuned_teacher_dev_{m}" for m in ("f1", "accuracy", "mcc", "pearson", "spearman")])
+        old = old.set_column(old.schema.get_field_index("trial_id"), "trial_id", pa.array([f"old-{method}"]))
+        pq.write_table(old.replace_schema_metadata({"schema_version": "4"}),
+                       tmp_path / "task=mrpc" / f"run--old-{method}.parquet")
+    board = read_leaderboard(str(tmp_path)).set_index("trial_id")
+    assert board.loc["kd", ["finetuned_teacher_dev_f1", "finetuned_teacher_dev_accuracy"]].tolist() == [88, 84]
+    assert board.loc["old-kd", "finetuned_teacher_dev_f1"] == 88.0     # a frozen teacher's teacher_dev_score
+    assert pd.isna(board.loc["old-kd", "finetuned_teacher_dev_accuracy"])          # never recorded: not made up
+    assert pd.isna(board.loc["old-prokt", "finetuned_teacher_dev_f1"])  # ProKT's final teacher is not the reference
 
 
 def test_rewriting_a_trial_replaces_its_row(tmp_path):

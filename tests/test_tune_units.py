@@ -90,14 +90,16 @@ def test_a_workers_reports_become_a_complete_leaderboard_row(tmp_path):
     evaluation = tm.evaluation_metrics(progress, None, "f1", "selection")
     results = {"selection": {"f1": 71.0, "accuracy": 66.0}, "dev": {"validation": {"f1": 80.0, "accuracy": 70.0}},
                "teacher_dev": {"validation": {"f1": 88.0, "accuracy": 84.0}}, "best_step": 20, "steps": 20,
+               "teacher_finetune": {"dev": {"validation": {"f1": 89.0, "accuracy": 85.0}}, "seconds": 9.0},
                "trainable_params": 300, "inference_params": 100, "train_seconds": 4.0, "examples_per_second": 50.0,
                "merge_max_abs_logit_diff": 1e-6, "bytes_all_reduced": 0, "workers": 1}
     final = evaluation | tm.final_metrics(results) | {tm.FINISHED: 1.0, tm.TRAINING_ITERATION: 5}
-    spec = RunSpec(task="mrpc", method="kd", opdf_cores=3).to_dict()
+    spec = RunSpec(task="mrpc", method="prokt", opdf_cores=3).to_dict()
     write_row(str(tmp_path), make_row("run", "t1", "completed", spec, final))
     row = read_leaderboard(str(tmp_path)).iloc[0]
     assert (row["selection_score"], row["dev_score"], row["dev_accuracy"], row["teacher_dev_score"]) == (
-        71.0, 80.0, 70.0, 88.0)
+        71.0, 80.0, 70.0, 88.0)                                      # ProKT's teacher at the end …
+    assert (row["finetuned_teacher_dev_f1"], row["finetuned_teacher_dev_accuracy"]) == (89.0, 85.0)  # … and start
     assert (row["evaluations"], row["epochs_done"], row["steps"], row["examples_per_second"]) == (2, 2.0, 20, 50.0)
     assert (row["trainable_params"], row["inference_params"], row["iterations"]) == (300, 100, 5)
     assert row["curve"] == "[[1.0, 65.0], [2.0, 71.0]]"
