@@ -64,8 +64,11 @@ def finetune_teacher(spec: RunSpec, source: str, tokenizer, device: torch.device
         info = json.loads((path / INFO_FILE).read_text())
         log.info("reusing fine-tuned teacher %s (dev %s)", path, info["dev"])
         return str(path), info
+    from transformers import set_seed
+
     from opdf_ray.methods.finetune import FineTune
 
+    set_seed(spec.seed)        # its head and dropout: the same teacher from a search's Ray task as from a run
     teacher = load_classifier(source, data.task.num_labels).to(device)
     method = FineTune(ft_spec, teacher, None)
     plan = make_plan(ft_spec, data.size("train"))

@@ -38,6 +38,23 @@ def test_kd_with_opdf_runs_end_to_end_and_saves_a_stock_student(tmp_path):
     assert again["teacher_finetune"]["seconds"] == results["teacher_finetune"]["seconds"]
 
 
+def test_the_finetuned_teacher_is_a_function_of_its_settings_not_of_the_process_rng(tmp_path):
+    """A search fine-tunes it in a fresh Ray task; two searches (say two methods of a study) with the same settings
+    must start from the same teacher, whatever the process's random state."""
+    from safetensors.torch import load_file
+
+    from opdf_ray.teacher import finetune_teacher_into
+
+    spec = RunSpec(task="rte", cache_dir=str(tmp_path / "cache"), **QUICK).to_dict()
+    weights = []
+    for rng in (1, 2):
+        torch.manual_seed(rng)
+        path = finetune_teacher_into(spec, str(tmp_path / f"search{rng}"))
+        weights.append(load_file(f"{path}/model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_cpu_bf16_with_opdf_trains_in_bf16_and_exports_the_fp32_student(tmp_path):
     """Weights contracted under bf16 autocast (training, evaluation) never serve an fp32 forward (the export check)."""
     spec = RunSpec(task="rte", method="prokt", opdf_cores=3, cpu_bf16=True, cache_dir=str(tmp_path / "cache"),
