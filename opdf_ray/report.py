@@ -2,13 +2,15 @@
 
     python -m opdf_ray.report outputs/search/leaderboard --out outputs/report [--select-by dev] [--protocol all]
 
-Rows are methods (KD, ProKT, LGTM, Theseus, fine-tuning), each followed by one ``+OPDF (n cores)`` row per core
-count present (and ``+ MPO compression (n cores, bond r)`` rows for truncated, i.e. compressed, students; rows
-distilled from a truncated teacher — leaderboards written before that was fixed — are left out); columns are
+Two reference rows come first: the majority class and the task-fine-tuned teacher. Then the methods (KD, ProKT,
+LGTM, Theseus, fine-tuning), each followed by one ``+OPDF (n cores)`` row per core count present (and ``+ MPO
+compression (n cores, bond r)`` rows for truncated, i.e. compressed, students; rows distilled from a truncated
+teacher — leaderboards written before that was fixed — are left out); columns are
 the tasks present with their metrics, the average, and the train/inference parameter counts. A cell is the mean
 ± std over seeds of the *best configuration's* dev metric and its seed count; the best configuration is the one
 with the highest mean selection score (the honest rule) or, with ``--select-by dev``, the highest mean dev score
-(the papers' way). The best value per column is in bold.
+(the papers' way). The best value per column is in bold. "Does OPDF help?" then compares each method's OPDF
+student with its dense one, paired by seed, with a 95% interval and a verdict.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def columns_for(tasks: list[str]) -> list[Column]:
         if name == "mnli":
             out += [Column(name, "dev_accuracy", "MNLI-m"), Column(name, "dev_mismatched_accuracy", "MNLI-mm")]
             continue
-        label = name.upper().replace("SST2", "SST-2").replace("STSB", "STS-B")
+        label = _task_label(name)
         out += [Column(name, f"dev_{m}", f"{label} {METRIC_NAMES[m]}" if len(task.metrics) > 1 else label)
                 for m in task.metrics]
     return out
@@ -85,6 +87,7 @@ def best_configs(board: pd.DataFrame, select_by: str = "selection", protocol: st
 class Table:
     columns: list[Column]
     rows: list[dict]      # {"label", "method", "cores", "bond", "cells": {label: (mean, std, n) | None}, "params"}
+    references: list[dict] = dataclasses.field(default_factory=list)   # majority class, teacher: never bold
 
     def bold(self) -> dict[str, float]:
         """Best mean per column (ties all bold)."""
@@ -95,6 +98,78 @@ class Table:
             if values:
                 best[col] = max(values)
         return best
+
+
+def _stats(values: pd.Series) -> tuple[float, float, int]:
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0, int(len(values))
+
+
+def _with_average(cells: dict, columns: list[Column]) -> dict:
+    """``cells`` plus ``Avg`` (the mean over tasks of each task's mean metric) when every column has a value."""
+    if all(c.label in cells for c in columns):
+        per_task = {}
+        for c in columns:
+            per_task.setdefault(c.task, []).append(cells[c.label][0])
+        cells["Avg"] = (sum(sum(v) / len(v) for v in per_task.values()) / len(per_task), None, None)
+    return cells
+
+
+def majority_metrics(task_name: str, data_dir: str | None = None) -> dict[str, float]:
+    """Dev metrics (leaderboard column names) of predicting the training split's most frequent label for every
+    dev example; for STS-B its mean score, a constant, whose correlations are 0.
+
+    Raises:
+        FileNotFoundError: the task's data is neither under ``data_dir``/bundled nor reachable on the hub.
+    """
+    import numpy as np
+
+    from opdf_ray.data import compute_metrics, get_task, load_split
+
+    task = get_task(task_name)
+    train = load_split(task_name, "train", data_dir)[0]["label"]
+    constant = float(train.mean()) if task.is_regression else int(train.value_counts().idxmax())
+    out = {}
+    for split in task.dev_splits:
+        labels = load_split(task_name, split, data_dir)[0]["label"].to_numpy()
+        prefix = "dev_mismatched_" if split == "validation_mismatched" else "dev_"
+        out |= {prefix + m: v for m, v in compute_metrics(task, np.full(len(labels), constant), labels).items()}
+    return out
+
+
+def _local_data_dir(done: pd.DataFrame, task: str) -> str | None:
+    """The data folder the task's trials used, when it exists here (else the bundled copy or the hub)."""
+    for d in done.loc[done["task"].astype(str) == task, "data_dir"].dropna().unique():
+        if Path(d).is_dir():
+            return str(d)
+    return None
+
+
+def reference_rows(board: pd.DataFrame, columns: list[Column]) -> list[dict]:
+    """The rows every method is read against: the majority class (from the GLUE data itself) and the task-fine-
+    tuned teacher the trials started from (mean ± std over the distinct teachers, i.e. seeds)."""
+    done = usable(board)
+    rows, cells = [], {}
+    for task in dict.fromkeys(c.task for c in columns):
+        try:
+            scores = majority_metrics(task, _local_data_dir(done, task))
+        except FileNotFoundError as e:
+            print(f"report: no majority-class row for {task}: {str(e).splitlines()[0]}", file=sys.stderr)
+            continue
+        cells |= {c.label: (scores[c.metric], None, None) for c in columns if c.task == task}
+    if cells:
+        rows.append({"label": "Majority class", "cells": _with_average(cells, columns)})
+    cells = {}
+    for c in columns:
+        metric = f"finetuned_teacher_{c.metric}"
+        if metric not in done.columns:
+            continue
+        part = done[done["task"].astype(str) == c.task].dropna(subset=[metric])
+        teachers = part.drop_duplicates(subset=["seed", metric])[metric]     # one value per fine-tuned teacher
+        if len(teachers):
+            cells[c.label] = _stats(teachers)
+    if cells:
+        rows.append({"label": "Teacher (fine-tuned)", "cells": _with_average(cells, columns)})
+    return [r | {"train_params": "–", "inference_params": "–"} for r in rows]
 
 
 def build_table(board: pd.DataFrame, select_by: str = "selection", protocol: str = "selection") -> Table:
@@ -110,22 +185,123 @@ def build_table(board: pd.DataFrame, select_by: str = "selection", protocol: str
         mine = chosen[chosen["method"] == method]
         for cores, bond in sorted(set(zip(mine["opdf_cores"], mine["mpo_bond"])), key=lambda cb: (cb[1] > 0, cb)):
             part = mine[(mine["opdf_cores"] == cores) & (mine["mpo_bond"] == bond)]
-            cells, task_scores = {}, {}
+            cells = {}
             for col in columns:
                 values = part.loc[part["task"].astype(str) == col.task, col.metric].dropna()
                 if len(values):
-                    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-                    cells[col.label] = (float(values.mean()), std, int(len(values)))
-                    task_scores.setdefault(col.task, []).append(float(values.mean()))
-            if task_scores and len(task_scores) == len(tasks):
-                per_task = [sum(v) / len(v) for v in task_scores.values()]
-                cells["Avg"] = (sum(per_task) / len(per_task), None, None)
+                    cells[col.label] = _stats(values)
+            cells = _with_average(cells, columns)
             label = (METHOD_TITLES[method] if cores == 0 else f"+ OPDF ({cores} cores)" if bond == 0
                      else f"+ MPO compression ({cores} cores, bond {bond})")    # truncated: not over-parameterised
             rows.append({"label": label, "method": method, "cores": int(cores), "bond": int(bond), "cells": cells,
                          "train_params": _params(part, "trainable_params"),
                          "inference_params": _params(part, "inference_params")})
-    return Table(columns, rows)
+    return Table(columns, rows, reference_rows(board, columns))
+
+
+@dataclass(frozen=True)
+class Difference:
+    """OPDF minus dense on the dev score, paired by seed (same data subset, selection slice and teacher)."""
+
+    mean: float
+    half_width: float        # of the 95% t-interval of the mean; inf with one seed (no noise estimate)
+    seeds: int
+
+    @property
+    def verdict(self) -> str:
+        if self.mean - self.half_width > 0:
+            return "gain"
+        if self.mean + self.half_width < 0:
+            return "loss"
+        return "no gain or loss"
+
+    def text(self) -> str:
+        return f"{self.mean:+.1f} ± {self.half_width:.1f} ({self.seeds})"
+
+
+def paired_difference(opdf: dict, dense: dict) -> Difference | None:
+    """``opdf`` and ``dense``: seed → score. None when no seed has both."""
+    from scipy.stats import t
+
+    seeds = sorted(set(opdf) & set(dense))
+    if not seeds:
+        return None
+    diffs = pd.Series([opdf[k] - dense[k] for k in seeds], dtype=float)
+    if len(diffs) < 2:
+        return Difference(float(diffs.mean()), math.inf, 1)
+    half = float(t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / math.sqrt(len(diffs)))
+    return Difference(float(diffs.mean()), half, len(diffs))
+
+
+def opdf_verdicts(chosen: pd.DataFrame) -> list[dict]:
+    """Per method and OPDF core count (full rank): the paired difference to the dense student per task and over
+    all tasks (per seed, the mean over tasks of its differences; seeds present in every task)."""
+    chosen = chosen[chosen["mpo_bond"] == 0]
+    tasks = sorted(set(chosen["task"].astype(str)), key=list(TASKS).index)
+    out = []
+    for method in [m for m in METHODS if m in set(chosen["method"])]:
+        mine = chosen[chosen["method"] == method]
+
+        def scores(cores: int, task: str) -> dict:
+            part = mine[(mine["opdf_cores"] == cores) & (mine["task"].astype(str) == task)]
+            return dict(zip(part["seed"].astype(int), part["dev_score"]))
+
+        for cores in sorted(c for c in set(mine["opdf_cores"]) if c > 0):
+            per_task = {task: paired_difference(scores(cores, task), scores(0, task)) for task in tasks}
+            per_task = {k: v for k, v in per_task.items() if v is not None}
+            if not per_task:
+                continue
+            overall = None
+            if len(per_task) == len(tasks) > 1:
+                by_seed = [{seed: scores(cores, task)[seed] - scores(0, task)[seed]
+                            for seed in set(scores(cores, task)) & set(scores(0, task))} for task in tasks]
+                common = set.intersection(*(set(d) for d in by_seed))
+                overall = paired_difference({k: sum(d[k] for d in by_seed) / len(tasks) for k in common},
+                                            dict.fromkeys(common, 0.0))
+            elif len(tasks) == 1:
+                overall = per_task[tasks[0]]
+            out.append({"label": f"{METHOD_TITLES[method]} + OPDF ({cores} cores)", "tasks": per_task,
+                        "overall": overall})
+    return out
+
+
+VERDICT_NOTE = ("Δ = OPDF − dense student, on the dev score each task selects by ({metrics}), paired by seed "
+                "(the same training subset, selection slice and teacher); mean ± half-width of its 95% t-interval "
+                "(seeds). Verdict: *gain* when the interval lies above 0, *loss* when below, otherwise *no gain or "
+                "loss*: the difference is within the seed noise. All tasks: per seed, the mean of its task "
+                "differences.")
+
+
+def _verdict_grid(verdicts: list[dict], tasks: list[str]) -> tuple[str, list[str], list[list[str]]]:
+    """The note, the header and the cells of the verdict table (one place for Markdown and HTML)."""
+    note = VERDICT_NOTE.format(metrics=", ".join(f"{_task_label(t)} {METRIC_NAMES[TASKS[t].selection_metric]}"
+                                                 for t in tasks))
+    head = ["Method", *[_task_label(t) for t in tasks], *(["All tasks"] if len(tasks) > 1 else []), "Verdict"]
+    rows = []
+    for v in verdicts:
+        overall = v["overall"]
+        rows.append([v["label"], *[f"{d.text()} {d.verdict}" if (d := v["tasks"].get(t)) else "–" for t in tasks],
+                     *([overall.text() if overall else "–"] if len(tasks) > 1 else []),
+                     overall.verdict if overall else "–"])
+    return note, head, rows
+
+
+def verdicts_markdown(verdicts: list[dict], tasks: list[str]) -> str:
+    note, head, rows = _verdict_grid(verdicts, tasks)
+    lines = [note, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join([*r[:-1], f"**{r[-1]}**" if r[-1] != "–" else "–"]) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def verdicts_html(verdicts: list[dict], tasks: list[str]) -> str:
+    note, head, rows = _verdict_grid(verdicts, tasks)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return (f"<p>{html.escape(note).replace('*', '')}</p><table id=\"verdicts\"><thead><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in head) + f"</tr></thead><tbody>{body}</tbody></table>")
+
+
+def _task_label(task: str) -> str:
+    return task.upper().replace("SST2", "SST-2").replace("STSB", "STS-B")
 
 
 def _params(part: pd.DataFrame, column: str) -> str:
@@ -150,6 +326,9 @@ def table_markdown(table: Table) -> str:
     best = table.bold()
     head = ["Method"] + [c.label for c in table.columns] + ["Avg", "# train params", "# inference params"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table.references:
+        cells = [_cell(r["cells"].get(c), None, True) for c in head[1:-2]]
+        lines.append("| " + " | ".join([f"*{r['label']}*", *cells, r["train_params"], r["inference_params"]]) + " |")
     for r in table.rows:
         cells = [_cell(r["cells"].get(c), best.get(c), True) for c in head[1:-2]]
         lines.append("| " + " | ".join([r["label"], *cells, r["train_params"], r["inference_params"]]) + " |")
@@ -161,6 +340,10 @@ def table_html(table: Table) -> str:
     head = ["Method"] + [c.label for c in table.columns] + ["Avg", "# train params", "# inference params"]
     out = ['<table id="glue-table"><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head)
            + "</tr></thead><tbody>"]
+    for r in table.references:
+        cells = [_cell(r["cells"].get(c), None, False) for c in head[1:-2]]
+        out.append(f'<tr class="reference"><td>{html.escape(r["label"])}</td>' + "".join(f"<td>{c}</td>" for c in cells)
+                   + f"<td>{r['train_params']}</td><td>{r['inference_params']}</td></tr>")
     for r in table.rows:
         cls = ' class="opdf"' if r["cores"] else ""
         cells = [_cell(r["cells"].get(c), best.get(c), False) for c in head[1:-2]]
@@ -321,7 +504,7 @@ def _same(a, b) -> bool:
 # -- the whole report --------------------------------------------------------------------------------------------
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
 th,td{border:1px solid #bbb;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
-tr.opdf td:first-child{padding-left:1.5em;color:#555}th{background:#eee}img{max-width:640px;display:block;margin:1em 0}
+tr.opdf td:first-child{padding-left:1.5em;color:#555}tr.reference td{font-style:italic;color:#555}th{background:#eee}img{max-width:640px;display:block;margin:1em 0}
 pre{background:#f6f6f6;padding:1em}"""
 
 
@@ -365,11 +548,17 @@ def render(leaderboard: str, out: str | Path, select_by: str = "selection", prot
             else "best mean dev score (the papers' rule: optimistic)")
     truncated = int(board["teacher_truncated"].fillna(False).astype(bool).sum())
     intro = (f"{len(board)} trials from {board['run_id'].nunique()} run(s); protocol filter: {protocol}; "
-             f"configuration chosen by {rule}. Cells: dev mean ± std (seeds)."
+             f"configuration chosen by {rule}. Cells: dev mean ± std (seeds). Reference rows (italic): the "
+             f"majority class (the training split's most frequent label; STS-B: its mean score) and the task-fine-"
+             f"tuned teacher the students start from (± std over its seeds)."
              + (f" {truncated} trial(s) distilled from a truncated teacher (written before opdf-ray fixed it) are "
                 f"left out." if truncated else ""))
     summary = run_summary(board)
-    md = "\n\n".join(["# opdf-ray GLUE report", intro, table_markdown(table), "## Plots",
+    verdicts = opdf_verdicts(chosen)
+    tasks = list(dict.fromkeys(c.task for c in table.columns))
+    help_md = ["## Does OPDF help?", verdicts_markdown(verdicts, tasks)] if verdicts else []
+    help_html = f"<h2>Does OPDF help?</h2>{verdicts_html(verdicts, tasks)}" if verdicts else ""
+    md = "\n\n".join(["# opdf-ray GLUE report", intro, table_markdown(table), *help_md, "## Plots",
                       "\n".join(f"![{p.stem}]({p.name})" for p in plots) or "(not enough trials for plots)",
                       "## Runs", summary])
     (out / "report.md").write_text(md + "\n")
@@ -377,7 +566,7 @@ def render(leaderboard: str, out: str | Path, select_by: str = "selection", prot
                      for p in plots)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>opdf-ray GLUE report</title><style>{CSS}"
             f"</style></head><body><h1>opdf-ray GLUE report</h1><p>{html.escape(intro)}</p>{table_html(table)}"
-            f"<h2>Plots</h2>{images or '<p>(not enough trials for plots)</p>'}<h2>Runs</h2>"
+            f"{help_html}<h2>Plots</h2>{images or '<p>(not enough trials for plots)</p>'}<h2>Runs</h2>"
             f"<pre>{html.escape(summary)}</pre></body></html>")
     (out / "report.html").write_text(page)
     return out / "report.html"

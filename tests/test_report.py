@@ -9,16 +9,19 @@ import pytest
 from rows import completed_result, stopped_result
 
 from opdf_ray.config import RunSpec
-from opdf_ray.leaderboard import make_row, write_row
-from opdf_ray.report import build_table, main, render, table_markdown
+from opdf_ray.leaderboard import make_row, read_leaderboard, write_row
+from opdf_ray.report import (best_configs, build_table, main, majority_metrics, opdf_verdicts, paired_difference,
+                             render, table_markdown)
 
 ARTIFACTS = "outputs/ci-artifacts"
 
 
-def put(root, trial, task, method, cores, seed, selection, dev, lr=1e-5, status="completed", run="run1"):
+def put(root, trial, task, method, cores, seed, selection, dev, lr=1e-5, status="completed", run="run1",
+        teacher=None):
     spec = RunSpec(task=task, method=method, opdf_cores=cores, seed=seed, lr=lr).to_dict()
     result = completed_result(task, selection, dev, trainable=26_800_000 if cores else 17_400_000,
-                              inference=17_400_000, curve=[[1.0, 50.0], [2.0, selection]], other_below=10)
+                              inference=17_400_000, curve=[[1.0, 50.0], [2.0, selection]], other_below=10,
+                              teacher=teacher)
     if status != "completed":
         result = stopped_result(selection)
     write_row(str(root), make_row(run, trial, status, spec, result))
@@ -40,8 +43,6 @@ def board(tmp_path):
 
 
 def test_table_cells_follow_the_selection_rule(board):
-    from opdf_ray.leaderboard import read_leaderboard
-
     table = build_table(read_leaderboard(str(board)))
     assert [c.label for c in table.columns] == ["MRPC F1", "MRPC Acc", "RTE"]
     rows = {r["label"]: r for r in table.rows}
@@ -59,11 +60,58 @@ def test_table_cells_follow_the_selection_rule(board):
 
 
 def test_dev_rule_picks_the_papers_configuration(board):
-    from opdf_ray.leaderboard import read_leaderboard
-
     rows = {r["label"]: r for r in build_table(read_leaderboard(str(board)), select_by="dev").rows}
     mean, std, n = rows["KD"]["cells"]["MRPC F1"]
     assert (mean, n) == (82.0, 2) and std == pytest.approx(8 ** 0.5)
+
+
+def test_majority_class_rows_come_from_the_glue_data():
+    mrpc = majority_metrics("mrpc")                 # "equivalent" is 67% of train: F1 81.2, accuracy 68.4 on dev
+    assert round(mrpc["dev_f1"], 1) == 81.2 and round(mrpc["dev_accuracy"], 1) == 68.4
+    assert round(majority_metrics("sst2")["dev_accuracy"], 1) == 50.9
+    assert majority_metrics("stsb") == {"dev_pearson": 0.0, "dev_spearman": 0.0}   # a constant: no correlation
+
+
+def test_reference_rows_are_the_majority_class_and_each_distinct_finetuned_teacher(tmp_path):
+    root = tmp_path / "board"
+    for seed, teacher in ((1, {"f1": 88.0, "accuracy": 84.0}), (2, {"f1": 90.0, "accuracy": 86.0})):
+        for trial, cores in (("dense", 0), ("opdf", 5)):        # two trials of one seed share its teacher
+            put(root, f"{trial}{seed}", "mrpc", "kd", cores, seed, 80, 80 + seed, teacher=teacher)
+    table = build_table(read_leaderboard(str(root)))
+    majority, teacher = table.references
+    assert majority["label"] == "Majority class" and round(majority["cells"]["MRPC F1"][0], 1) == 81.2
+    assert teacher["cells"]["MRPC F1"] == (89.0, pytest.approx(2 ** 0.5), 2)
+    assert teacher["cells"]["MRPC Acc"][:1] == (85.0,) and teacher["cells"]["Avg"][0] == 87.0
+    md = table_markdown(table)
+    assert "| *Majority class* | 81.2 | 68.4 | 74.8 | – | – |" in md
+    assert md.index("*Teacher (fine-tuned)*") < md.index("| KD |")
+    assert "**89.0" not in md                                    # references are never the column's best
+
+
+def test_paired_difference_and_its_verdict():
+    gain = paired_difference({1: 81.0, 2: 83.2, 3: 85.0}, {1: 80.0, 2: 82.0, 3: 84.0})   # +1, +1.2, +1
+    assert gain.mean == pytest.approx(3.2 / 3) and gain.seeds == 3
+    assert gain.half_width == pytest.approx(4.3027 * 0.11547 / 3 ** 0.5, rel=1e-3) and gain.verdict == "gain"
+    assert paired_difference({1: 70.0, 2: 71.0}, {1: 80.0, 2: 80.5}).verdict == "loss"
+    noisy = paired_difference({1: 85.0, 2: 75.0, 3: 80.0}, {1: 80.0, 2: 80.0, 3: 80.0})
+    assert noisy.verdict == "no gain or loss" and noisy.text() == "+0.0 ± 12.4 (3)"
+    one = paired_difference({1: 90.0, 9: 1.0}, {1: 80.0})       # only seed 1 is paired; one seed has no noise
+    assert one.seeds == 1 and one.verdict == "no gain or loss"
+    assert paired_difference({1: 90.0}, {2: 80.0}) is None
+
+
+def test_verdicts_pair_seeds_per_task_and_over_tasks(tmp_path):
+    root = tmp_path / "board"
+    for seed, (mrpc, rte) in {1: (2.0, 1.0), 2: (1.0, 0.0), 3: (3.0, 1.0)}.items():
+        put(root, f"md{seed}", "mrpc", "kd", 0, seed, 80, 80 + seed)
+        put(root, f"mo{seed}", "mrpc", "kd", 5, seed, 80, 80 + seed + mrpc)
+        put(root, f"rd{seed}", "rte", "kd", 0, seed, 60, 60 - seed)
+        put(root, f"ro{seed}", "rte", "kd", 5, seed, 60, 60 - seed + rte)
+    put(root, "pd1", "mrpc", "prokt", 0, 1, 80, 80)              # ProKT has no OPDF row: no verdict
+    (kd,) = opdf_verdicts(best_configs(read_leaderboard(str(root))))
+    assert kd["label"] == "KD + OPDF (5 cores)"
+    assert kd["tasks"]["mrpc"].mean == pytest.approx(2.0) and kd["tasks"]["rte"].mean == pytest.approx(2 / 3)
+    assert kd["overall"].mean == pytest.approx((1.5 + 0.5 + 2.0) / 3) and kd["overall"].seeds == 3
 
 
 def test_empty_or_unfinished_leaderboards_give_a_clear_message(tmp_path, capsys):
@@ -85,7 +133,9 @@ def test_report_files_are_written_and_the_html_is_self_contained(board, tmp_path
     assert {p.name for p in (tmp_path / "report").glob("*.png")} >= {"dev_vs_cores.png", "lr_sensitivity.png",
                                                                       "learning_curves.png"}
     assert "data:image/png;base64," in text and "http://" not in text and "https://" not in text
-    assert "fixed:" in (tmp_path / "report" / "report.md").read_text()    # best config as paste-able YAML
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "fixed:" in md                                            # best config as paste-able YAML
+    assert "## Does OPDF help?" in md and "| KD + OPDF (5 cores) |" in md and 'id="verdicts"' in text
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
