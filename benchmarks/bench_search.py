@@ -1,14 +1,17 @@
 """Search benchmarks (issue 4), all on the minilm preset and real RTE data, printed as ratios in one run.
 
-  efficiency  grid over student lr × teacher lr × cores (ProKT; --method kd: lr × temperature × cores) vs
-              Optuna TPE + ASHA on ranges around it: trial-epochs each needs to reach within 0.5 point of
-              the grid's best selection score
+  efficiency  grid over student lr × teacher lr × cores (ProKT; --method kd: lr × temperature × cores;
+              --method kd-lr: KD's student lr alone across 1e-6..1e-3, a landscape whose configurations differ by
+              far more than the selection noise) vs Optuna TPE + ASHA on ranges around it, once per search seed:
+              trial-epochs each needs to reach within 0.5 point of the grid's best selection score
   overhead    time from the search's start to the first training step, and a trial's wall time against the
               single-run command (python -m opdf_ray.run) on the same configuration
   allreduce   bytes all-reduced per step by 2 data-parallel workers, KD dense and OPDF (5 cores) with the
               per-forward reference path and with per-step dense weights
 
     python benchmarks/bench_search.py efficiency [--method kd --task mrpc --samples 1024 --epochs 3]
+    python benchmarks/bench_search.py efficiency --method kd-lr --task sst2 --samples 1000 --epochs 3 \
+        --search-seeds 0 1 2
     python benchmarks/bench_search.py overhead|allreduce
 """
 
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -46,54 +51,76 @@ def settings(out: Path, name: str, **kw) -> SearchSettings:
     return SearchSettings(**(values | kw))
 
 
-SPACES = {   # (grid choices, TPE ranges) per method: the issue's axes for ProKT, an informative variant for KD
+LR_DECADES = [1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3]
+SPACES = {   # (grid choices, TPE ranges, OPDF core counts searched) per --method
     "prokt": ({"lr": [3e-5, 3e-4], "teacher_lr": [3e-5, 3e-4]},
-              {"lr": (1e-5, 5e-4, "loguniform"), "teacher_lr": (1e-5, 3e-4, "loguniform")}),
+              {"lr": (1e-5, 5e-4, "loguniform"), "teacher_lr": (1e-5, 3e-4, "loguniform")}, [0, 5]),
     "kd": ({"lr": [2e-5, 1e-4], "temperature": [1.0, 4.0]},
-           {"lr": (1e-5, 3e-4, "loguniform"), "temperature": (1.0, 4.0, "uniform")}),
+           {"lr": (1e-5, 3e-4, "loguniform"), "temperature": (1.0, 4.0, "uniform")}, [0, 5]),
+    "kd-lr": ({"lr": LR_DECADES}, {"lr": (LR_DECADES[0], LR_DECADES[-1], "loguniform")}, [0]),
 }
 
 
-def efficiency(out: Path, method: str = "prokt", task: str = "rte", samples: int = 512, epochs: int = 2) -> None:
-    grid_choices, ranges = SPACES[method]
-    fixed = FIXED | {"method": method}
-    grid_space = parse_space({"fixed": fixed, "epochs": {"default": epochs}, "params": {
-        **{k: {"type": "categorical", "choices": v} for k, v in grid_choices.items()},
-        "opdf_cores": {"type": "categorical", "choices": [0, 5]}}}, "grid")
-    tpe_space = parse_space({"fixed": fixed, "epochs": {"default": epochs}, "params": {
-        **{k: {"type": kind, "low": low, "high": high} for k, (low, high, kind) in ranges.items()},
-        "opdf_cores": {"type": "categorical", "choices": [0, 5]}}}, "tpe")
+def _space(method: str, epochs: int, params: dict, cores: list[int], sampler: str):
+    fixed = FIXED | {"method": method.split("-")[0]} | ({"opdf_cores": cores[0]} if len(cores) == 1 else {})
+    axes = params | ({"opdf_cores": {"type": "categorical", "choices": cores}} if len(cores) > 1 else {})
+    return parse_space({"fixed": fixed, "epochs": {"default": epochs}, "params": axes}, sampler)
+
+
+def _trial_epochs_to(rows, target: float) -> float | None:
+    """Trial-epochs spent, in finishing order, until a completed trial's selection score reaches ``target``."""
+    spent = 0.0
+    for _, r in rows.iterrows():
+        spent += r["epochs_done"]
+        if r["status"] == "completed" and r["selection_score"] >= target:
+            return spent
+    return None
+
+
+def efficiency(out: Path, method: str = "prokt", task: str = "rte", samples: int = 512, epochs: int = 2,
+               search_seeds: tuple[int, ...] = (0,)) -> None:
+    grid_choices, ranges, cores = SPACES[method]
+    grid_space = _space(method, epochs, {k: {"type": "categorical", "choices": v} for k, v in grid_choices.items()},
+                        cores, "grid")
+    tpe_space = _space(method, epochs, {k: {"type": kind, "low": low, "high": high}
+                                        for k, (low, high, kind) in ranges.items()}, cores, "tpe")
     base = RunSpec(**BASE | {"task": task, "max_train_samples": samples})
-    n_grid = 2 ** (len(grid_choices) + 1)
-    t0 = time.time()
-    run_search(base, grid_space, settings(out, "grid", num_samples=n_grid, sampler="grid", early_stopping=False))
-    t_grid = time.time() - t0
-    t0 = time.time()
-    run_search(base, tpe_space, settings(out, "tpe", num_samples=n_grid))
-    t_tpe = time.time() - t0
+    n_grid = len(cores) * math.prod(len(v) for v in grid_choices.values())
+    runs = [("grid", grid_space, dict(sampler="grid", early_stopping=False))]
+    runs += [(f"tpe-s{seed}", tpe_space, dict(seed=seed)) for seed in search_seeds]   # ASHA stops the hopeless
+    walls = {}
+    for name, space, kw in runs:             # a search already in the leaderboard is not run again (rerunnable)
+        done = read_leaderboard(str(out / "board")) if (out / "board").exists() else None
+        if done is not None and (done["run_id"] == f"{name}-{task}").sum() >= n_grid:
+            walls[name] = round(done.loc[done["run_id"] == f"{name}-{task}", "wall_seconds"].sum())
+            continue
+        t0 = time.time()
+        run_search(base, space, settings(out, name, num_samples=n_grid, **kw))
+        walls[name] = round(time.time() - t0)
     board = read_leaderboard(str(out / "board")).sort_values("finished_at")
-    grid, tpe = board[board["run_id"] == f"grid-{task}"], board[board["run_id"] == f"tpe-{task}"]
+    grid = board[board["run_id"] == f"grid-{task}"]
     best = grid["selection_score"].max()
     grid_cost = grid["epochs_done"].sum()
-    tpe_cost, reached = 0, None
-    for _, r in tpe.iterrows():
-        tpe_cost += r["epochs_done"]
-        if r["status"] == "completed" and r["selection_score"] >= best - 0.5 and reached is None:
-            reached = tpe_cost
-    grid_reached = 0
-    for _, r in grid.iterrows():
-        grid_reached += r["epochs_done"]
-        if r["selection_score"] >= best - 0.5:
-            break
+    searches = {}
+    for seed in search_seeds:
+        tpe = board[board["run_id"] == f"tpe-s{seed}-{task}"]
+        reached = _trial_epochs_to(tpe, best - 0.5)
+        searches[f"seed {seed}"] = {
+            "trials": len(tpe), "pruned": int((tpe["status"] == "pruned").sum()),
+            "trial_epochs": float(tpe["epochs_done"].sum()), "best_selection": float(tpe["selection_score"].max()),
+            "trial_epochs_to_within_0.5": reached, "wall_s": walls[f"tpe-s{seed}"],
+            "fraction_of_grid": None if reached is None else round(reached / grid_cost, 3)}
+    fractions = [s["fraction_of_grid"] for s in searches.values()]
+    reached_all = [f for f in fractions if f is not None]
     summary = {
         "method": method, "task": task, "train_samples": samples, "epochs": epochs,
-        "grid_trials": len(grid), "grid_trial_epochs": int(grid_cost), "grid_best_selection": best,
+        "grid_trials": len(grid), "grid_trial_epochs": float(grid_cost), "grid_best_selection": best,
         "grid_best_dev": float(grid.loc[grid["selection_score"].idxmax(), "dev_score"]),
-        "grid_trial_epochs_to_best": int(grid_reached), "grid_wall_s": round(t_grid),
-        "tpe_trials": len(tpe), "tpe_pruned": int((tpe["status"] == "pruned").sum()),
-        "tpe_trial_epochs": int(tpe["epochs_done"].sum()), "tpe_best_selection": tpe["selection_score"].max(),
-        "tpe_trial_epochs_to_within_0.5": None if reached is None else int(reached), "tpe_wall_s": round(t_tpe),
-        "ratio_to_grid": None if reached is None else round(reached / grid_cost, 3),
+        "grid_trial_epochs_to_within_0.5": _trial_epochs_to(grid, best - 0.5), "grid_wall_s": walls["grid"],
+        "searches": searches,
+        "searches_reaching": f"{len(reached_all)} of {len(fractions)}",
+        "mean_fraction_of_grid": round(statistics.mean(reached_all), 3) if reached_all else None,
+        "std_fraction_of_grid": round(statistics.stdev(reached_all), 3) if len(reached_all) > 1 else None,
     }
     print(json.dumps(summary, indent=2))
     print(board[["run_id", "trial_id", "status", *grid_choices, "opdf_cores", "epochs_done",
@@ -162,12 +189,14 @@ if __name__ == "__main__":
     parser.add_argument("--task", default="rte", help="efficiency: the task")
     parser.add_argument("--samples", type=int, default=512, help="efficiency: training examples")
     parser.add_argument("--epochs", type=int, default=2, help="efficiency: epochs per trial")
+    parser.add_argument("--search-seeds", type=int, nargs="+", default=[0],
+                        help="efficiency: one Optuna TPE + ASHA search per seed (the grid runs once)")
     args = parser.parse_args()
     if args.which == "efficiency":
         import ray
 
         ray.init()
         efficiency(Path(args.out).resolve() / f"efficiency-{args.method}-{args.task}", args.method, args.task,
-                   args.samples, args.epochs)
+                   args.samples, args.epochs, tuple(args.search_seeds))
     else:
         {"overhead": overhead, "allreduce": allreduce}[args.which](Path(args.out).resolve() / args.which)
