@@ -1,6 +1,7 @@
 """Reports from a leaderboard: the OPDF paper's Table 1 layout (Markdown + self-contained HTML), plots, run summary.
 
     python -m opdf_ray.report outputs/search/leaderboard --out outputs/report [--select-by dev] [--protocol all]
+    python -m opdf_ray.report main/ ablations/ --tasks mrpc --methods kd --compare opdf_align_weight   # an ablation
 
 Two reference rows come first: the majority class and the task-fine-tuned teacher. Then the methods (KD, ProKT,
 LGTM, Theseus, fine-tuning), each followed by one ``+OPDF (n cores)`` row per core count present (and ``+ MPO
@@ -65,9 +66,10 @@ def _completed(board: pd.DataFrame, protocol: str) -> pd.DataFrame:
     return done if protocol == "all" else done[done["protocol"] == protocol]
 
 
-def best_configs(board: pd.DataFrame, select_by: str = "selection", protocol: str = "selection") -> pd.DataFrame:
-    """Per (task, method, cores): the rows (one per seed) of the configuration with the best mean selection (or
-    dev) score. Returns those rows."""
+def best_configs(board: pd.DataFrame, select_by: str = "selection", protocol: str = "selection",
+                 by: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Per (task, method, cores, bond, *``by``): the rows (one per seed) of the configuration with the best mean
+    selection (or dev) score. Returns those rows."""
     if select_by not in SELECT_BY:
         raise ValueError(f"select_by={select_by!r}; allowed: {', '.join(SELECT_BY)}")
     if protocol not in PROTOCOLS:
@@ -77,10 +79,10 @@ def best_configs(board: pd.DataFrame, select_by: str = "selection", protocol: st
     done = done.dropna(subset=[score])
     if done.empty:
         return done
-    means = done.groupby([*VARIANT, "config_id"], observed=True)[score].mean().reset_index()
-    best = means.loc[means.groupby(VARIANT, observed=True)[score].idxmax()]
-    keys = best[[*VARIANT, "config_id"]]
-    return done.merge(keys, on=[*VARIANT, "config_id"])
+    variant = [*VARIANT, *by]
+    means = done.groupby([*variant, "config_id"], observed=True, dropna=False)[score].mean().reset_index()
+    best = means.loc[means.groupby(variant, observed=True, dropna=False)[score].idxmax()]
+    return done.merge(best[["config_id", *VARIANT]], on=["config_id", *VARIANT])
 
 
 @dataclass
@@ -172,8 +174,36 @@ def reference_rows(board: pd.DataFrame, columns: list[Column]) -> list[dict]:
     return [r | {"train_params": "–", "inference_params": "–"} for r in rows]
 
 
-def build_table(board: pd.DataFrame, select_by: str = "selection", protocol: str = "selection") -> Table:
-    chosen = best_configs(board, select_by, protocol)
+def _variants(rows: pd.DataFrame, by: tuple[str, ...] = ()) -> list[tuple[tuple, pd.DataFrame]]:
+    """One method's rows split by table row: (cores, bond, *``by`` values), dense first, compression last."""
+    keys = ["opdf_cores", "mpo_bond", *by]
+    groups = [(tuple(k), part) for k, part in rows.groupby(keys, observed=True, dropna=False, sort=False)]
+    return sorted(groups, key=lambda g: (g[0][1] > 0, g[0][0], g[0][1], tuple(map(str, g[0][2:]))))
+
+
+def _variant_label(method: str, key: tuple, by: tuple[str, ...], method_first: bool = False) -> str:
+    cores, bond = int(key[0]), int(key[1])
+    label = (METHOD_TITLES[method] if cores == 0 else f"+ OPDF ({cores} cores)" if bond == 0
+             else f"+ MPO compression ({cores} cores, bond {bond})")      # truncated: not over-parameterised
+    if method_first and cores:
+        label = f"{METHOD_TITLES[method]} {label}"
+    extras = ", ".join(f"{name} {_plain(value)}" for name, value in zip(by, key[2:]))
+    return f"{label} [{extras}]" if extras else label
+
+
+def check_compare(by: tuple[str, ...]) -> None:
+    """``--compare`` takes hyperparameters (leaderboard columns a search varies)."""
+    allowed = [k for k in RunSpec.hyperparameters() if k not in ("task", "method", "opdf_cores", "seed")]
+    bad = [b for b in by if b not in allowed]
+    if bad:
+        raise ValueError(f"--compare {' '.join(bad)}: not a hyperparameter; allowed: {', '.join(allowed)}")
+
+
+def build_table(board: pd.DataFrame, select_by: str = "selection", protocol: str = "selection",
+                by: tuple[str, ...] = ()) -> Table:
+    """The GLUE table: a row per (method, cores, bond) and, with ``by`` (an ablation), per value of those
+    hyperparameters, each with its best configuration's cells."""
+    chosen = best_configs(board, select_by, protocol, by)
     if chosen.empty:
         raise ValueError(f"no completed trials with protocol={protocol!r} in the leaderboard: nothing to tabulate "
                          f"(statuses present: {dict(board['status'].value_counts()) if len(board) else {}})")
@@ -182,18 +212,14 @@ def build_table(board: pd.DataFrame, select_by: str = "selection", protocol: str
     rows = []
     methods = [m for m in METHODS if m in set(chosen["method"])]
     for method in methods:
-        mine = chosen[chosen["method"] == method]
-        for cores, bond in sorted(set(zip(mine["opdf_cores"], mine["mpo_bond"])), key=lambda cb: (cb[1] > 0, cb)):
-            part = mine[(mine["opdf_cores"] == cores) & (mine["mpo_bond"] == bond)]
+        for key, part in _variants(chosen[chosen["method"] == method], by):
             cells = {}
             for col in columns:
                 values = part.loc[part["task"].astype(str) == col.task, col.metric].dropna()
                 if len(values):
                     cells[col.label] = _stats(values)
-            cells = _with_average(cells, columns)
-            label = (METHOD_TITLES[method] if cores == 0 else f"+ OPDF ({cores} cores)" if bond == 0
-                     else f"+ MPO compression ({cores} cores, bond {bond})")    # truncated: not over-parameterised
-            rows.append({"label": label, "method": method, "cores": int(cores), "bond": int(bond), "cells": cells,
+            rows.append({"label": _variant_label(method, key, by), "method": method, "cores": int(key[0]),
+                         "bond": int(key[1]), "cells": _with_average(cells, columns),
                          "train_params": _params(part, "trainable_params"),
                          "inference_params": _params(part, "inference_params")})
     return Table(columns, rows, reference_rows(board, columns))
@@ -233,34 +259,40 @@ def paired_difference(opdf: dict, dense: dict) -> Difference | None:
     return Difference(float(diffs.mean()), half, len(diffs))
 
 
-def opdf_verdicts(chosen: pd.DataFrame) -> list[dict]:
-    """Per method and OPDF core count (full rank): the paired difference to the dense student per task and over
-    all tasks (per seed, the mean over tasks of its differences; seeds present in every task)."""
-    chosen = chosen[chosen["mpo_bond"] == 0]
+def opdf_verdicts(chosen: pd.DataFrame, by: tuple[str, ...] = ()) -> list[dict]:
+    """Per method and over-parameterised (or compressed) row of the table: the paired difference to the method's
+    dense student per task and over all tasks (per seed, the mean over tasks of its differences; seeds present in
+    every task)."""
     tasks = sorted(set(chosen["task"].astype(str)), key=list(TASKS).index)
     out = []
     for method in [m for m in METHODS if m in set(chosen["method"])]:
-        mine = chosen[chosen["method"] == method]
+        variants = _variants(chosen[chosen["method"] == method], by)
+        dense = [part for key, part in variants if key[0] == 0]
+        if not dense:
+            continue
+        dense = max(dense, key=len)        # with --compare, the dense row most trials share
 
-        def scores(cores: int, task: str) -> dict:
-            part = mine[(mine["opdf_cores"] == cores) & (mine["task"].astype(str) == task)]
+        def scores(part: pd.DataFrame, task: str) -> dict:
+            part = part[part["task"].astype(str) == task]
             return dict(zip(part["seed"].astype(int), part["dev_score"]))
 
-        for cores in sorted(c for c in set(mine["opdf_cores"]) if c > 0):
-            per_task = {task: paired_difference(scores(cores, task), scores(0, task)) for task in tasks}
+        for key, part in variants:
+            if key[0] == 0:
+                continue
+            per_task = {task: paired_difference(scores(part, task), scores(dense, task)) for task in tasks}
             per_task = {k: v for k, v in per_task.items() if v is not None}
             if not per_task:
                 continue
             overall = None
             if len(per_task) == len(tasks) > 1:
-                by_seed = [{seed: scores(cores, task)[seed] - scores(0, task)[seed]
-                            for seed in set(scores(cores, task)) & set(scores(0, task))} for task in tasks]
+                by_seed = [{seed: scores(part, task)[seed] - scores(dense, task)[seed]
+                            for seed in set(scores(part, task)) & set(scores(dense, task))} for task in tasks]
                 common = set.intersection(*(set(d) for d in by_seed))
                 overall = paired_difference({k: sum(d[k] for d in by_seed) / len(tasks) for k in common},
                                             dict.fromkeys(common, 0.0))
             elif len(tasks) == 1:
                 overall = per_task[tasks[0]]
-            out.append({"label": f"{METHOD_TITLES[method]} + OPDF ({cores} cores)", "tasks": per_task,
+            out.append({"label": _variant_label(method, key, by, method_first=True), "tasks": per_task,
                         "overall": overall})
     return out
 
@@ -504,7 +536,8 @@ def _same(a, b) -> bool:
 # -- the whole report --------------------------------------------------------------------------------------------
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
 th,td{border:1px solid #bbb;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
-tr.opdf td:first-child{padding-left:1.5em;color:#555}tr.reference td{font-style:italic;color:#555}th{background:#eee}img{max-width:640px;display:block;margin:1em 0}
+tr.opdf td:first-child{padding-left:1.5em;color:#555}
+tr.reference td{font-style:italic;color:#555}th{background:#eee}img{max-width:640px;display:block;margin:1em 0}
 pre{background:#f6f6f6;padding:1em}"""
 
 
@@ -518,15 +551,36 @@ def _check_is_leaderboard(root: str) -> None:
         raise ValueError(f"{root} is a search's storage folder; its leaderboard is {join(root, 'leaderboard')}")
 
 
-def render(leaderboard: str, out: str | Path, select_by: str = "selection", protocol: str = "selection") -> Path:
-    """Write ``report.md``, ``report.html`` (self-contained) and the PNG plots to ``out``; returns the HTML path."""
+def read_boards(leaderboards: list[str], tasks: list[str] | None = None,
+                methods: list[str] | None = None) -> pd.DataFrame:
+    """The rows of one or more leaderboards (a study's main runs and its ablations, say), optionally only some
+    tasks and methods."""
+    frames = []
+    for root in leaderboards:
+        _check_is_leaderboard(root)
+        frames.append(read_leaderboard(root))
+    board = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    for column, wanted, allowed in (("task", tasks, TASKS), ("method", methods, METHODS)):
+        if wanted:
+            unknown = sorted(set(wanted) - set(allowed))
+            if unknown:
+                raise ValueError(f"unknown {column}(s) {unknown}; allowed: {', '.join(allowed)}")
+            board = board[board[column].astype(str).isin(wanted)]
+    return board
+
+
+def render(leaderboard: str | list[str], out: str | Path, select_by: str = "selection", protocol: str = "selection",
+           by: tuple[str, ...] = (), tasks: list[str] | None = None, methods: list[str] | None = None) -> Path:
+    """Write ``report.md``, ``report.html`` (self-contained) and the PNG plots to ``out``; returns the HTML path.
+    ``by``: one table row per value of these hyperparameters (an ablation); ``tasks``/``methods``: only those."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; pass a folder for report.md, report.html and the plots")
-    _check_is_leaderboard(leaderboard)
+    check_compare(by)
+    leaderboards = [leaderboard] if isinstance(leaderboard, str) else list(leaderboard)
     with warnings.catch_warnings(record=True) as skipped:        # stray files: one line, not a flood
         warnings.simplefilter("always")
-        board = read_leaderboard(leaderboard)
+        board = read_boards(leaderboards, tasks, methods)
     if skipped:
         print(f"report: skipped {len(skipped)} file(s) that are not leaderboard rows, e.g. {skipped[0].message}",
               file=sys.stderr)
@@ -536,11 +590,12 @@ def render(leaderboard: str, out: str | Path, select_by: str = "selection", prot
               file=sys.stderr)
         board = board[~board["method"].isin(unknown)]
     if board.empty:
-        raise ValueError(f"the leaderboard at {leaderboard} has no rows yet; run a search first "
+        raise ValueError(f"the leaderboard at {' '.join(leaderboards)} has no rows"
+                         f"{' of the tasks/methods asked for' if tasks or methods else ' yet'}; run a search first "
                          f"(python tune_main.py --task rte)")
     out.mkdir(parents=True, exist_ok=True)
-    table = build_table(board, select_by, protocol)
-    chosen = best_configs(board, select_by, protocol)
+    table = build_table(board, select_by, protocol, by)
+    chosen = best_configs(board, select_by, protocol, by)
     plots = [p for p in (plot_cores(board, chosen, out / "dev_vs_cores.png"),
                          plot_lr(board, out / "lr_sensitivity.png"), plot_curves(board, out / "learning_curves.png"),
                          plot_importance(param_importance(board), out / "param_importance.png")) if p]
@@ -548,13 +603,14 @@ def render(leaderboard: str, out: str | Path, select_by: str = "selection", prot
             else "best mean dev score (the papers' rule: optimistic)")
     truncated = int(board["teacher_truncated"].fillna(False).astype(bool).sum())
     intro = (f"{len(board)} trials from {board['run_id'].nunique()} run(s); protocol filter: {protocol}; "
-             f"configuration chosen by {rule}. Cells: dev mean ± std (seeds). Reference rows (italic): the "
+             + (f"one row per value of {', '.join(by)}; " if by else "")
+             + f"configuration chosen by {rule}. Cells: dev mean ± std (seeds). Reference rows (italic): the "
              f"majority class (the training split's most frequent label; STS-B: its mean score) and the task-fine-"
              f"tuned teacher the students start from (± std over its seeds)."
              + (f" {truncated} trial(s) distilled from a truncated teacher (written before opdf-ray fixed it) are "
                 f"left out." if truncated else ""))
     summary = run_summary(board)
-    verdicts = opdf_verdicts(chosen)
+    verdicts = opdf_verdicts(chosen, by)
     tasks = list(dict.fromkeys(c.task for c in table.columns))
     help_md = ["## Does OPDF help?", verdicts_markdown(verdicts, tasks)] if verdicts else []
     help_html = f"<h2>Does OPDF help?</h2>{verdicts_html(verdicts, tasks)}" if verdicts else ""
@@ -574,15 +630,22 @@ def render(leaderboard: str, out: str | Path, select_by: str = "selection", prot
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m opdf_ray.report", description=__doc__.splitlines()[0])
-    parser.add_argument("leaderboard", help="leaderboard directory (or URI), e.g. outputs/search/leaderboard")
+    parser.add_argument("leaderboard", nargs="+",
+                        help="leaderboard directory (or URI), e.g. outputs/search/leaderboard; several are read as one")
     parser.add_argument("--out", default="outputs/report", help="output directory")
     parser.add_argument("--select-by", default="selection", choices=SELECT_BY,
                         help="what picks each cell's configuration: selection score (honest) or dev (papers')")
     parser.add_argument("--protocol", default="selection", choices=PROTOCOLS,
                         help="which runs to include, by the protocol they selected checkpoints with")
+    parser.add_argument("--compare", nargs="+", default=[], metavar="HYPERPARAMETER",
+                        help="an ablation: one row per value of these hyperparameters (e.g. opdf_align_weight) "
+                             "instead of each variant's best configuration")
+    parser.add_argument("--tasks", nargs="+", help="only these tasks")
+    parser.add_argument("--methods", nargs="+", help="only these methods")
     args = parser.parse_args(argv)
     try:
-        page = render(args.leaderboard, args.out, args.select_by, args.protocol)
+        page = render(args.leaderboard, args.out, args.select_by, args.protocol, tuple(args.compare), args.tasks,
+                      args.methods)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

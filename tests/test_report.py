@@ -17,8 +17,8 @@ ARTIFACTS = "outputs/ci-artifacts"
 
 
 def put(root, trial, task, method, cores, seed, selection, dev, lr=1e-5, status="completed", run="run1",
-        teacher=None):
-    spec = RunSpec(task=task, method=method, opdf_cores=cores, seed=seed, lr=lr).to_dict()
+        teacher=None, **hyperparameters):
+    spec = RunSpec(task=task, method=method, opdf_cores=cores, seed=seed, lr=lr, **hyperparameters).to_dict()
     result = completed_result(task, selection, dev, trainable=26_800_000 if cores else 17_400_000,
                               inference=17_400_000, curve=[[1.0, 50.0], [2.0, selection]], other_below=10,
                               teacher=teacher)
@@ -112,6 +112,32 @@ def test_verdicts_pair_seeds_per_task_and_over_tasks(tmp_path):
     assert kd["label"] == "KD + OPDF (5 cores)"
     assert kd["tasks"]["mrpc"].mean == pytest.approx(2.0) and kd["tasks"]["rte"].mean == pytest.approx(2 / 3)
     assert kd["overall"].mean == pytest.approx((1.5 + 0.5 + 2.0) / 3) and kd["overall"].seeds == 3
+
+
+def test_an_ablation_compares_hyperparameter_values_across_leaderboards(tmp_path, capsys):
+    main_board, ablations = tmp_path / "main", tmp_path / "ablations"
+    for seed in (1, 2, 3):
+        put(main_board, f"d{seed}", "mrpc", "kd", 0, seed, 80, 80 + seed)
+        put(main_board, f"o{seed}", "mrpc", "kd", 5, seed, 80, 82 + seed)               # default alignment (1.0)
+        put(main_board, f"s{seed}", "sst2", "kd", 0, seed, 80, 70)                      # another task: filtered
+        put(ablations, f"a{seed}", "mrpc", "kd", 5, seed, 80, 81 + seed, opdf_align_weight=0.0)
+        put(ablations, f"c{seed}", "mrpc", "kd", 3, seed, 80, 80 + seed + seed / 10)
+        put(ablations, f"b{seed}", "mrpc", "kd", 5, seed, 80, 79 + seed, opdf_bond_dim=128)
+    page = render([str(main_board), str(ablations)], tmp_path / "report", by=("opdf_align_weight",), tasks=["mrpc"])
+    md = page.with_suffix(".md").read_text()
+    table = md.split("## Does OPDF help?")[0]
+    labels = [line.split(" | ")[0][2:] for line in table.splitlines() if line.startswith(("| KD", "| +"))]
+    assert labels == ["KD [opdf_align_weight 1.0]", "+ OPDF (3 cores) [opdf_align_weight 1.0]",
+                      "+ OPDF (5 cores) [opdf_align_weight 0.0]", "+ OPDF (5 cores) [opdf_align_weight 1.0]",
+                      "+ MPO compression (5 cores, bond 128) [opdf_align_weight 1.0]"]
+    assert "SST-2" not in md and "one row per value of opdf_align_weight" in md
+    assert "| KD + OPDF (5 cores) [opdf_align_weight 0.0] | +1.0 ± 0.0 (3) gain | **gain** |" in md
+    assert "| KD + OPDF (3 cores) [opdf_align_weight 1.0] | +0.2 ± 0.2 (3) no gain or loss |" in md   # 0.1 .. 0.3
+    assert "| KD + MPO compression (5 cores, bond 128) [opdf_align_weight 1.0] | -1.0 ± 0.0 (3) loss |" in md
+    assert main([str(main_board), "--compare", "lr_typo", "--out", str(tmp_path / "o")]) == 2
+    assert "--compare lr_typo: not a hyperparameter; allowed: " in capsys.readouterr().err
+    assert main([str(main_board), "--tasks", "mrcp", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown task(s) ['mrcp']; allowed: cola, sst2" in capsys.readouterr().err
 
 
 def test_empty_or_unfinished_leaderboards_give_a_clear_message(tmp_path, capsys):
