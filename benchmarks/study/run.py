@@ -3,12 +3,14 @@ write one Parquet leaderboard (committed), rendered by ``python -m opdf_ray.repo
 
     python benchmarks/study/run.py lr           # step 1: each method's student lr on the selection slice
     python benchmarks/study/run.py main [--tasks sst2 mrpc stsb] [--seeds 1 2 3] [--methods kd theseus prokt lgtm]
-    python benchmarks/study/run.py ablations [--task sst2] [--seeds 1 2 3]
-    python benchmarks/study/run.py report --out docs/study     # python -m opdf_ray.report on step 2's leaderboard
+    python benchmarks/study/run.py ablations [--task mrpc] [--seeds 1 2 3]
+    python benchmarks/study/run.py report --out docs/study     # python -m opdf_ray.report: main/ and ablations/
 
 Each step has its own Parquet leaderboard under ``--storage`` (not committed) and its committed text copy
 ``benchmarks/study/results/<step>.csv`` (every leaderboard column, one row per trial), from which the leaderboard is
-rebuilt on a fresh checkout; a report never mixes the lr search or the ablations into the main table.
+rebuilt on a fresh checkout; a report never mixes the lr search or the ablations into the main table. The
+ablations report reads step 2's KD rows of the ablation task with step 3's (the dense and default OPDF students are
+step 2's, same seeds, so the same data and teacher), one row per alignment weight.
 Budget (a 2-core CPU): minilm preset, a seeded subset of 1,000 training examples per seed (the rest of train gives
 the selection slice), 3 epochs, max length 64. A call whose trials are all in the leaderboard is skipped and an
 interrupted one is resumed, so the study continues across sessions without rerunning anything.
@@ -112,7 +114,7 @@ def main() -> None:
     p.add_argument("step", choices=["lr", "main", "ablations", "report"])
     p.add_argument("--out", default=str(REPO / "docs" / "study"), help="report: where it goes")
     p.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "stsb"])
-    p.add_argument("--task", default="sst2", help="ablations: the task")
+    p.add_argument("--task", default="mrpc", help="ablations: the task (its step-2 KD rows are the baselines)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--methods", nargs="+", default=["kd", "theseus", "prokt", "lgtm"])
     p.add_argument("--storage", default=str(REPO / "outputs" / "study"), help="Tune experiments (not committed)")
@@ -128,7 +130,12 @@ def main() -> None:
                     grid("main", method, task, seed, storage)
     elif a.step == "report":
         board = leaderboard_of("main", storage)
-        subprocess.run([sys.executable, "-m", "opdf_ray.report", str(board), "--out", a.out], check=True, cwd=REPO)
+        report = [sys.executable, "-m", "opdf_ray.report", str(board)]
+        subprocess.run([*report, "--out", a.out], check=True, cwd=REPO)
+        ablations = leaderboard_of("ablations", storage)
+        if ablations.exists():
+            subprocess.run([*report, str(ablations), "--tasks", a.task, "--methods", "kd", "--compare",
+                            "opdf_align_weight", "--out", str(Path(a.out) / "ablations")], check=True, cwd=REPO)
     else:
         for seed in a.seeds:
             for space in ("ablation-cores", "ablation-align", "ablation-bond"):
