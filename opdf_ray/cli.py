@@ -160,6 +160,26 @@ def mlflow_uri(args) -> str | None:
     return f"sqlite:///{join(args.storage, 'mlflow.db')}"
 
 
+def other_local_ray_instances() -> list[str]:
+    """GCS addresses of the Ray instances already running on this machine (Ray's own process scan; empty when that
+    private helper has moved, which must never stop a search)."""
+    try:
+        from ray._private.services import find_gcs_addresses
+
+        return sorted(find_gcs_addresses())
+    except Exception:  # noqa: BLE001 - a private helper: no scan, no warning
+        return []
+
+
+def second_local_instance_warning(others: list[str]) -> str:
+    """Two local Ray instances on one machine stall searches: Ray Train's placement-group cleaner asks the State API
+    without an address, fails with "Found multiple active Ray instances", and a finished trial's workers stay
+    reserved, so every later trial times out waiting for them (seen with Ray 2.60: docs/reliability.md)."""
+    return (f"another Ray instance is running on this machine ({', '.join(others)}). With two local instances Ray "
+            f"Train cannot free a finished trial's placement group, and later trials can stall waiting for workers. "
+            f"Join it with --address {others[0]}, or run one search per machine.")
+
+
 def main(argv: list[str] | None = None) -> int:
     started = time.time()
     args = build_parser().parse_args(argv)
@@ -175,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     from opdf_ray.tune import default_parallelism, experiment_name, run_search
 
     if not ray.is_initialized():
+        others = other_local_ray_instances() if args.address is None else []
+        if others:
+            log.warning(second_local_instance_warning(others))
         try:                             # with ray[default]: the State API Ray Train needs to free placement groups
             ray.init(address=args.address)
         except (ConnectionError, RuntimeError, ValueError) as e:

@@ -43,3 +43,20 @@ def test_bad_yaml_space_fails_before_ray_starts(tmp_path):
                            "--storage", str(tmp_path / "s")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "low=0.1 must be smaller than high=0.01" in done.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_a_second_local_ray_instance_is_found_and_explained():
+    """A search that would start its own Ray beside a running one is told how to join it instead."""
+    import ray
+
+    from opdf_ray.cli import other_local_ray_instances, second_local_instance_warning
+
+    ray.init(num_cpus=1, include_dashboard=False)
+    try:
+        address = ray.get_runtime_context().gcs_address
+        others = other_local_ray_instances()
+    finally:
+        ray.shutdown()
+    assert address in others
+    message = second_local_instance_warning([address])
+    assert f"--address {address}" in message and "placement group" in message
