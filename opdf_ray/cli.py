@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "stopping; grid: every combination of an all-categorical space once, each trial to its last epoch "
                    "(fixed configurations, e.g. a multi-seed study with --seed)")
     p.add_argument("--no-early-stopping", action="store_true", help="ASHA off: every trial runs all its epochs")
+    p.add_argument("--tpe-startup-trials", type=int, default=None, help="random trials before TPE models the results "
+                   "(default: a third of --num-samples, 2 to 10; Optuna's own 10 keeps small searches random)")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what the cluster fits)")
     p.add_argument("--workers-per-trial", type=int, default=1, help="data-parallel Ray Train workers per trial")
     p.add_argument("--cpus-per-worker", type=float, default=None, help="default: the CPUs a trial's share allows")
@@ -92,8 +94,8 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     if args.methods:
         space = space.restrict_methods([m.strip() for m in args.methods.split(",") if m.strip()])
     resolve_num_samples(args, space)
-    for name in ("num_samples", "workers_per_trial", "grace_epochs"):
-        if getattr(args, name) < 1:
+    for name in ("num_samples", "workers_per_trial", "grace_epochs", "tpe_startup_trials"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
     from opdf_ray.engine import check_spec_against_models
     from opdf_ray.teacher import teacher_source
@@ -143,7 +145,7 @@ def search_settings(args, cpus: float, concurrent: int, gpus: float, max_epochs:
         workers_per_trial=args.workers_per_trial, cpus_per_worker=given(args.cpus_per_worker, cpus),
         gpus_per_worker=gpus, seed=args.seed, max_epochs=max_epochs, grace_epochs=args.grace_epochs,
         max_failures=args.max_failures, optuna_storage=args.optuna_storage, mlflow_uri=mlflow_uri(args),
-        wandb_project=args.wandb, sampler=args.sampler,
+        wandb_project=args.wandb, sampler=args.sampler, tpe_startup_trials=args.tpe_startup_trials,
         early_stopping=not (args.no_early_stopping or args.sampler == "grid"))
 
 

@@ -49,6 +49,7 @@ class SearchSettings:
     optuna_storage: str | None = None
     placement: str = "PACK"
     sampler: str = "tpe"           # "grid": every combination of an all-categorical space (bench_search.py)
+    tpe_startup_trials: int | None = None   # random trials before TPE models the results; None: startup_trials()
     early_stopping: bool = True    # ASHA; off for a grid baseline
     mlflow_uri: str | None = None  # log every trial to this MLflow tracking URI (Ray's MLflowLoggerCallback)
     wandb_project: str | None = None   # log every trial to this W&B project (WANDB_MODE=offline works offline)
@@ -60,6 +61,8 @@ class SearchSettings:
         for name in ("num_samples", "max_concurrent", "workers_per_trial", "grace_epochs", "checkpoints_to_keep"):
             if not getattr(self, name) >= 1:
                 bad(name, "an int ≥ 1")
+        if self.tpe_startup_trials is not None and not self.tpe_startup_trials >= 1:
+            bad("tpe_startup_trials", "None (a third of the trials, 2 to 10) or an int ≥ 1")
         if not self.reduction_factor >= 2:
             bad("reduction_factor", "an int ≥ 2")
         if self.max_epochs is not None and self.max_epochs < 1:
@@ -84,6 +87,14 @@ class SearchSettings:
             if getattr(self, field) is not None and importlib.util.find_spec(module) is None:
                 raise ValueError(f"{field}={getattr(self, field)!r} needs the {module} package: pip install {extra} "
                                  f"(or pip install 'opdf-ray[tracking]')")
+
+
+def startup_trials(settings: SearchSettings) -> int:
+    """Random trials before TPE starts modelling: Optuna's 10 would leave a search of 10 trials or fewer (the
+    default 8) purely random, so a third of the trials, at least 2 and at most 10, unless set."""
+    if settings.tpe_startup_trials is not None:
+        return settings.tpe_startup_trials
+    return min(10, max(2, settings.num_samples // 3))
 
 
 def experiment_name(settings: SearchSettings, task: str) -> str:
@@ -158,7 +169,7 @@ def _optuna_search(sampler_fn: TrialSampler, settings: SearchSettings, study_nam
     if settings.sampler == "grid":
         sampler = optuna.samplers.GridSampler(grid_of(sampler_fn.space), seed=settings.seed)
     else:
-        sampler = optuna.samplers.TPESampler(seed=settings.seed)
+        sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=startup_trials(settings))
     search = prune_aware_optuna_search(space=sampler_fn, sampler=sampler, study_name=study_name, storage=storage,
                                        metric=METRIC, mode=MODE)
     return ConcurrencyLimiter(search, max_concurrent=settings.max_concurrent)

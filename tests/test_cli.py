@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
     (["--task", "rtee"], "unknown task(s) ['rtee']"),
     (["--task", "rte", "--methods", "kd,distil"], "--methods ['distil'] not in the space's methods"),
     (["--task", "rte", "--num-samples", "0"], "--num-samples must be ≥ 1"),
+    (["--task", "rte", "--tpe-startup-trials", "0"], "--tpe-startup-trials must be ≥ 1"),
     (["--task", "qnli"], "GLUE qnli/train not found"),
     (["--task", "rte", "--space", "missing.yaml"], "search space missing.yaml not found"),
     (["--task", "rte", "--max-length", "0"], "max_length=0 is invalid"),

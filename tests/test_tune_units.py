@@ -169,3 +169,16 @@ def test_a_grid_search_runs_each_combination_once_to_its_last_epoch():
     assert tpe.num_samples == 8 and search_settings(tpe, 1.0, 1, 0.0, None).early_stopping
     assert not search_settings(argparse.Namespace(**vars(tpe) | {"no_early_stopping": True}), 1.0, 1, 0.0,
                                None).early_stopping
+
+
+def test_tpe_models_the_results_after_a_third_of_the_trials_not_after_optunas_ten(tmp_path):
+    """With Optuna's default 10 start-up trials the default 8-trial search never used TPE: it was random search."""
+    from opdf_ray.tune import TrialSampler, _optuna_search, startup_trials
+
+    assert [startup_trials(settings(tmp_path, num_samples=n)) for n in (4, 7, 8, 15, 30, 100)] == [2, 2, 2, 5, 10, 10]
+    assert startup_trials(settings(tmp_path, num_samples=7, tpe_startup_trials=7)) == 7
+    with pytest.raises(ValueError, match="tpe_startup_trials=0 is invalid"):
+        settings(tmp_path, tpe_startup_trials=0)
+    conf = settings(tmp_path, num_samples=8)
+    search = _optuna_search(TrialSampler(tiny_base(tmp_path), tiny_space(), conf, {}, None), conf, "s")
+    assert search.searcher._sampler._n_startup_trials == 2       # what the search hands Optuna (private attrs)
