@@ -279,16 +279,18 @@ def opdf_verdicts(chosen: pd.DataFrame, by: tuple[str, ...] = ()) -> list[dict]:
         for key, part in variants:
             if key[0] == 0:
                 continue
-            per_task = {task: paired_difference(scores(part, task), scores(dense, task)) for task in tasks}
-            per_task = {k: v for k, v in per_task.items() if v is not None}
-            if not per_task:
+            diffs = {}                     # task → seed → OPDF − dense, computed once per task
+            for task in tasks:
+                mine, base = scores(part, task), scores(dense, task)
+                if set(mine) & set(base):
+                    diffs[task] = {seed: mine[seed] - base[seed] for seed in set(mine) & set(base)}
+            if not diffs:
                 continue
+            per_task = {task: paired_difference(d, dict.fromkeys(d, 0.0)) for task, d in diffs.items()}
             overall = None
-            if len(per_task) == len(tasks) > 1:
-                by_seed = [{seed: scores(part, task)[seed] - scores(dense, task)[seed]
-                            for seed in set(scores(part, task)) & set(scores(dense, task))} for task in tasks]
-                common = set.intersection(*(set(d) for d in by_seed))
-                overall = paired_difference({k: sum(d[k] for d in by_seed) / len(tasks) for k in common},
+            if len(diffs) == len(tasks) > 1:
+                common = set.intersection(*(set(d) for d in diffs.values()))
+                overall = paired_difference({k: sum(d[k] for d in diffs.values()) / len(tasks) for k in common},
                                             dict.fromkeys(common, 0.0))
             elif len(tasks) == 1:
                 overall = per_task[tasks[0]]
