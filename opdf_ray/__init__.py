@@ -9,6 +9,9 @@ def log_to_console(level: int = 20) -> None:
     import logging
 
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # A trial's ``best_score`` is -inf until its first evaluation (every report must carry the searched metric), and
+    # Tune's TensorBoard logger warned "NaN or Inf found in input tensor" on each such report.
+    logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
 
 
 def shipped_path(name: str):

@@ -1,6 +1,7 @@
 """The search's pure parts without a Ray cluster: trial specs and epochs, parallelism, grids, the pruned-trial
 searcher, and the path from a worker's reports to a leaderboard row (the metrics contract)."""
 
+import logging
 from pathlib import Path
 
 import optuna
@@ -182,3 +183,21 @@ def test_tpe_models_the_results_after_a_third_of_the_trials_not_after_optunas_te
     conf = settings(tmp_path, num_samples=8)
     search = _optuna_search(TrialSampler(tiny_base(tmp_path), tiny_space(), conf, {}, None), conf, "s")
     assert search.searcher._sampler._n_startup_trials == 2       # what the search hands Optuna (private attrs)
+
+
+def test_the_minus_inf_best_score_before_the_first_evaluation_does_not_warn_on_every_log_report(caplog):
+    """Log results carry ``best_score = -inf`` until the first evaluation; Tune's TensorBoard logger must not turn
+    each of them into a "NaN or Inf found" warning (it did: 90 such lines in one study log)."""
+    import math
+
+    import numpy as np
+    from tensorboardX import x2num
+
+    from opdf_ray import log_to_console
+
+    log_to_console()
+    report = tm.log_metrics(10, {"loss": 0.5}, Progress().best_score)
+    assert report[tm.BEST_SCORE] == -math.inf
+    with caplog.at_level(logging.INFO):
+        x2num.make_np(np.array(report[tm.BEST_SCORE]))
+    assert not [r for r in caplog.records if "NaN or Inf" in r.getMessage()]
