@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,10 +85,13 @@ def published(target: str | os.PathLike) -> Iterator[tuple[pafs.FileSystem, str]
         _remove(fs, tmp)
 
 
-def remove_temporaries(folder: Path) -> list[str]:
-    """Delete what ``published`` left in ``folder`` when its process was killed (``.<name>.<id>.tmp``); call it
-    only where no other process is publishing. Returns the names removed."""
-    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+def remove_temporaries(folder: Path, min_age_s: float = 0.0) -> list[str]:
+    """Delete what ``published`` left in ``folder`` when its process was killed (``.<name>.<id>.tmp``). Where other
+    processes may be publishing, ``min_age_s`` spares the temporaries modified more recently than that (theirs).
+    Returns the names removed."""
+    now = time.time()
+    found = folder.glob(".*.tmp") if folder.is_dir() else []
+    stale = sorted(p for p in found if now - p.stat().st_mtime >= min_age_s)
     fs = pafs.LocalFileSystem()
     for path in stale:
         _remove(fs, str(path))

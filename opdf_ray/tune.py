@@ -24,6 +24,8 @@ from opdf_ray.train import trial_driver, worker_threads
 
 log = logging.getLogger(__name__)
 METRIC, MODE = tm.BEST_SCORE, "max"
+# A teacher's temporary folder exists only while the teacher is saved (seconds): one an hour old is a killed one's.
+STALE_TEMPORARY_S = 3600.0
 DRIVER_CPU = 0.01                      # a trial driver only waits on its Ray Train workers
 DRIVER_RESOURCE = "opdf_driver"        # a custom resource on the head node of cluster/gpu.yaml: drivers stay there
 
@@ -272,21 +274,22 @@ def check_teacher_storage(spec: RunSpec, space: SearchSpace, storage: str) -> No
                          f"yet. Use a shared path")
 
 
-def prepare_teacher(base: RunSpec, space: SearchSpace, settings: SearchSettings, exp_dir: str,
+def prepare_teacher(base: RunSpec, space: SearchSpace, settings: SearchSettings,
                     overrides: dict | None = None) -> str | None:
     """Fine-tune the task teacher once, as a Ray task with one worker's resources, when any trial may start from
-    it. It is stored under ``<experiment>/teachers/<task>-<key>``, keyed by every setting it depends on (reused on
-    resume, never by a search with other settings), and every trial loads it."""
+    it. It is stored under ``<storage>/teachers/<task>-<key>``, keyed by every setting it depends on: every search
+    of that storage with the same settings reuses it (a study's dense and OPDF searches share one teacher, and
+    none pays for the fine-tune again), a search with other settings never does. Every trial loads it."""
     import ray
 
     spec = trial_spec(base, space, {}, settings, overrides)
     if not starts_from_finetuned_teacher(spec, space):
         return None
-    check_teacher_storage(spec, space, exp_dir)
+    check_teacher_storage(spec, space, settings.storage)
     from opdf_ray.teacher import finetune_teacher_into
 
     resources = {"num_cpus": settings.cpus_per_worker, "num_gpus": settings.gpus_per_worker}
-    return ray.get(ray.remote(**resources)(finetune_teacher_into).remote(spec.to_dict(), exp_dir))
+    return ray.get(ray.remote(**resources)(finetune_teacher_into).remote(spec.to_dict(), settings.storage))
 
 
 def make_scheduler(settings: SearchSettings, max_epochs: int):
@@ -311,9 +314,9 @@ def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resu
     exp_dir = join(settings.storage, name)
     train_storage = join(exp_dir, "train")
     started = time.time()
-    if not is_uri(exp_dir):                    # a killed fine-tune leaves its temporary folder behind
-        remove_temporaries(Path(exp_dir) / "teachers")
-    teacher = prepare_teacher(base, space, settings, exp_dir, overrides)
+    if not is_uri(settings.storage):           # a fine-tune killed while saving leaves its temporary folder behind
+        remove_temporaries(Path(settings.storage) / "teachers", min_age_s=STALE_TEMPORARY_S)
+    teacher = prepare_teacher(base, space, settings, overrides)
     log.info("teacher ready in %.0f s: %s", time.time() - started, teacher)
     run = {"workers": settings.workers_per_trial, "cpus_per_worker": settings.cpus_per_worker,
            "gpus_per_worker": settings.gpus_per_worker, "train_storage": train_storage,

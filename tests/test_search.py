@@ -1,5 +1,6 @@
 """The search on a real local Ray: Train workers, Optuna + ASHA, leaderboard rows, failures, resume."""
 
+import json
 import os
 import signal
 import subprocess
@@ -56,7 +57,7 @@ def test_search_with_two_workers_per_trial_fills_the_leaderboard_and_the_tracker
     assert states == expected                      # ASHA-stopped trials are pruned in Optuna, not complete
     kept = {p.name for p in (Path(conf.storage) / "t-rte" / "train").iterdir()}
     assert kept == set(done["trial_id"])           # checkpoints of pruned trials are deleted
-    teachers = list((Path(conf.storage) / "t-rte" / "teachers").glob("rte-*/teacher.json"))
+    teachers = list((Path(conf.storage) / "teachers").glob("rte-*/teacher.json"))
     assert len(teachers) == 1                      # fine-tuned once for the search, before the trials
     # per-step training loss, not only per evaluation: TensorBoard (Tune's own files), MLflow and W&B (offline)
     for trial_id, row in board.set_index("trial_id").iterrows():
@@ -70,6 +71,22 @@ def test_search_with_two_workers_per_trial_fills_the_leaderboard_and_the_tracker
     logged = sorted(len(client.get_metric_history(r.info.run_id, "train/loss")) for r in runs)
     assert all(n >= steps for n, steps in zip(logged, sorted(board["steps"])))   # every step, per trial
     assert len(list(Path(os.environ["WANDB_DIR"]).glob("wandb/offline-run-*"))) == 3
+
+
+def test_searches_in_one_storage_share_the_fine_tuned_teacher_of_the_same_settings(local_ray, tmp_path):
+    """A study runs one search per method and OPDF setting: the teacher is fine-tuned by the first search and
+    reused by the next one with the same settings, so they distil from the same teacher and pay for it once."""
+    one = {"method": {"type": "categorical", "choices": ["kd"]}, "opdf": {"type": "categorical", "choices": [True]}}
+    run_search(tiny_base(tmp_path), tiny_space(**one), settings(tmp_path, name="first", num_samples=1))
+    (info_file,) = (tmp_path / "storage" / "teachers").glob("rte-*/teacher.json")
+    info = json.loads(info_file.read_text())
+    info["dev"]["validation"]["accuracy"] = 12.5           # a mark: a search that reuses this teacher reports it
+    info_file.write_text(json.dumps(info))
+    run_search(tiny_base(tmp_path), tiny_space(**one), settings(tmp_path, name="second", num_samples=1))
+    assert len(list((tmp_path / "storage" / "teachers").iterdir())) == 1
+    board = read_leaderboard(str(tmp_path / "board")).set_index("run_id")
+    assert board.loc["second-rte", "finetuned_teacher_dev_accuracy"] == 12.5
+    assert board.loc["first-rte", "finetuned_teacher_dev_accuracy"] != 12.5
 
 
 def test_a_nan_trial_is_failed_and_the_others_finish(local_ray, tmp_path):
