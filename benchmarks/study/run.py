@@ -2,6 +2,7 @@
 write one Parquet leaderboard (committed), rendered by ``python -m opdf_ray.report``.
 
     python benchmarks/study/run.py lr           # step 1: each method's student lr on the selection slice
+    python benchmarks/study/run.py lr-opdf      # step 1b: the same for each method's OPDF-5 student
     python benchmarks/study/run.py main [--tasks sst2 mrpc stsb] [--seeds 1 2 3] [--methods kd theseus prokt lgtm]
     python benchmarks/study/run.py ablations [--task mrpc] [--seeds 1 2 3]
     python benchmarks/study/run.py report --out docs/study     # python -m opdf_ray.report: main/ and ablations/
@@ -120,7 +121,7 @@ def grid(step: str, space_name: str, task: str, seed: int, storage: Path) -> Non
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("step", choices=["lr", "main", "ablations", "report"])
+    p.add_argument("step", choices=["lr", "lr-opdf", "main", "ablations", "report"])
     p.add_argument("--out", default=str(REPO / "docs" / "study"), help="report: where it goes")
     p.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "stsb"])
     p.add_argument("--task", default="mrpc", help="ablations: the task (its step-2 KD rows are the baselines)")
@@ -129,8 +130,8 @@ def main() -> None:
     p.add_argument("--storage", default=str(REPO / "outputs" / "study"), help="Tune experiments (not committed)")
     a = p.parse_args()
     storage = Path(a.storage)
-    if a.step == "lr":
-        for space in ("lr", "lr-theseus"):
+    if a.step in ("lr", "lr-opdf"):               # both write the lr leaderboard (results/lr.csv)
+        for space in (a.step, f"{a.step}-theseus"):
             grid("lr", space, LR_TASK, LR_SEED, storage)
     elif a.step == "main":
         for seed in a.seeds:                      # seed-major: every finished seed is a complete replicate

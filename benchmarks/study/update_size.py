@@ -1,0 +1,89 @@
+"""How far one optimiser step moves the deployed weights, dense vs OPDF, at the study's learning rate.
+
+The study chose each method's lr on dense students (step 1) and trains the OPDF students at the same lr. AdamW
+moves every trainable entry by about ``lr`` per step, whatever it is: for OPDF those entries are the MPO cores, so
+the change of the contracted matrix ``W`` they produce can differ from the dense student's. This measures it on the
+study's setting (MRPC, minilm, KD, lr 1e-4, max length 64, batch 32, the task-fine-tuned teacher of seed 1):
+
+    python benchmarks/study/update_size.py --teacher outputs/study/teachers/mrpc-<key> [--steps 1 5 20 60]
+
+For each student it prints, after ``k`` steps on the same batches, the relative change ``‖W_k − W_0‖ / ‖W_0‖``
+of the decomposed matrices (median and max over them), and OPDF / dense.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
+
+from opdf_ray.config import RunSpec  # noqa: E402
+from opdf_ray.engine import prepare  # noqa: E402
+from opdf_ray.batches import to_device  # noqa: E402
+from opdf_ray.overparam import merge  # noqa: E402
+
+
+def deployed_matrices(model: torch.nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
+    """The weights a merged copy of ``model`` deploys, for the given ``nn.Linear`` names."""
+    merged = merge(copy.deepcopy(model))
+    return {n: merged.get_submodule(n).weight.detach().clone() for n in names}
+
+
+def relative_changes(spec: RunSpec, teacher: str, steps: list[int], names: list[str] | None = None):
+    job = prepare(spec, finetuned_teacher=teacher)
+    method, device = job.method, job.device
+    method.setup(job.plan.total_steps)
+    student = method.eval_model()
+    if names is None:      # every linear layer of the encoder (what OPDF decomposes)
+        names = [n for n, _ in deployed_named_linears(merge(copy.deepcopy(student)))]
+    start = deployed_matrices(student, names)
+    loader = job.data.loader("train", job.plan.per_worker_batch, shuffle=True, seed=spec.seed,
+                             group_by_length=spec.group_by_length)
+    out, done = {}, 0
+    for batch in loader:
+        method.train_step(to_device(batch, device))
+        done += 1
+        if done in steps:
+            now = deployed_matrices(method.eval_model(), names)
+            out[done] = [float((now[n] - start[n]).norm() / start[n].norm()) for n in names]
+        if done >= max(steps):
+            break
+    return names, out
+
+
+def deployed_named_linears(model: torch.nn.Module):
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".encoder." in f".{n}"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", required=True, help="the task-fine-tuned teacher folder (teacher.json inside)")
+    p.add_argument("--task", default="mrpc")
+    p.add_argument("--method", default="kd")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--cores", type=int, default=5)
+    p.add_argument("--steps", type=int, nargs="+", default=[1, 5, 20, 60])
+    args = p.parse_args(argv)
+    common = dict(task=args.task, preset="minilm", method=args.method, lr=args.lr, seed=args.seed, max_length=64,
+                  batch_size=32, eval_batch_size=128, epochs=3, progress=False)
+    names, dense = relative_changes(RunSpec(opdf_cores=0, **common), args.teacher, args.steps)
+    _, opdf = relative_changes(RunSpec(opdf_cores=args.cores, **common), args.teacher, args.steps, names)
+    print(f"{args.task} {args.method}, lr {args.lr:g}, seed {args.seed}: relative change of the {len(names)} "
+          f"encoder matrices the student deploys, ‖W_k − W_0‖ / ‖W_0‖ (median, max)")
+    print("| steps | dense | OPDF-%d | OPDF / dense (median) |" % args.cores)
+    print("|---|---|---|---|")
+    for k in args.steps:
+        d, o = dense[k], opdf[k]
+        print(f"| {k} | {statistics.median(d):.2e}, {max(d):.2e} | {statistics.median(o):.2e}, {max(o):.2e} | "
+              f"{statistics.median(o) / statistics.median(d):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
