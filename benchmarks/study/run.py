@@ -10,7 +10,9 @@ write one Parquet leaderboard (committed), rendered by ``python -m opdf_ray.repo
 Each step has its own Parquet leaderboard under ``--storage`` (not committed) and its committed text copy
 ``benchmarks/study/results/<step>.csv`` (every leaderboard column, one row per trial), from which the leaderboard is
 rebuilt on a fresh checkout; a report never mixes the lr search or the ablations into the main table. The
-ablations report reads step 2's KD rows of the ablation task with step 3's (the dense and default OPDF students are
+OPDF students train at their own lr (step 1b; ``results/opdf-dense-lr.csv`` keeps the first OPDF rows, trained at
+the dense students' lr, out of the main table). The ablations report reads step 2's KD rows of the ablation task
+with step 3's (the dense and default OPDF students are
 step 2's, same seeds, so the same data and teacher), one row per alignment weight.
 Budget (a 2-core CPU): minilm preset, 3 epochs, max length 64; SST-2 on a seeded subset of 1,000 training
 examples per seed (the rest of train gives the selection slice), MRPC and STS-B on their whole training split. A
@@ -136,8 +138,10 @@ def main() -> None:
     elif a.step == "main":
         for seed in a.seeds:                      # seed-major: every finished seed is a complete replicate
             for task in a.tasks:
-                for method in a.methods:
+                for method in a.methods:          # dense at step 1's lr, OPDF-5 at step 1b's
                     grid("main", method, task, seed, storage)
+                    if (SPACES / f"{method}-opdf.yaml").exists():      # Theseus: one lr, one grid for both
+                        grid("main", f"{method}-opdf", task, seed, storage)
     elif a.step == "report":
         board = leaderboard_of("main", storage)
         report = [sys.executable, "-m", "opdf_ray.report", str(board)]
