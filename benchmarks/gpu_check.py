@@ -24,7 +24,7 @@ from opdf_ray import cli  # noqa: E402
 from opdf_ray.leaderboard import read_leaderboard  # noqa: E402
 
 CASES = [("kd", 0), ("kd", 5), ("lgtm", 0), ("lgtm", 5)]
-CASE_NAMES = [f"{method}-{cores}" for method, cores in CASES]      # --cases: rerun some (a lease is short)
+CASE_NAMES = tuple(f"{method}-{cores}" for method, cores in CASES)      # --cases: rerun some (a lease is short)
 MERGE_TOLERANCE = 1e-3      # max |logit| difference, merged vs trained student (both evaluated in fp32)
 
 
@@ -38,7 +38,7 @@ def write_space(out: Path, method: str, cores: int) -> Path:
     return path
 
 
-def commands(out: Path, task: str, samples: int, gpus: int, cases: list[str] = CASE_NAMES) -> list[list[str]]:
+def commands(out: Path, task: str, samples: int, gpus: int, cases=CASE_NAMES) -> list[list[str]]:
     out.mkdir(parents=True, exist_ok=True)
     return [[sys.executable, str(REPO / "tune_main.py"), "--task", task, "--preset", "minilm", "--num-samples", "1",
              "--space", str(write_space(out, method, cores)), "--name", f"gpu-{method}-{cores}",

@@ -5,16 +5,16 @@ write one Parquet leaderboard (committed), rendered by ``python -m opdf_ray.repo
     python benchmarks/study/run.py lr-opdf      # step 1b: the same for each method's OPDF-5 student
     python benchmarks/study/run.py main [--tasks sst2 mrpc stsb] [--seeds 1 2 3] [--methods kd theseus prokt lgtm]
     python benchmarks/study/run.py ablations [--task mrpc] [--seeds 1 2 3]
-    python benchmarks/study/run.py report --out docs/study     # python -m opdf_ray.report: main, first-pass/, ablations/
+    python benchmarks/study/run.py report --out docs/study    # opdf_ray.report: main, first-pass/, ablations/
 
 Each step has its own Parquet leaderboard under ``--storage`` (not committed) and its committed text copy
 ``benchmarks/study/results/<step>.csv`` (every leaderboard column, one row per trial), from which the leaderboard is
-rebuilt on a fresh checkout; a report never mixes the lr search or the ablations into the main table. The
-OPDF students train at their own lr (step 1b). ``results/first-pass.csv`` keeps, out of the main table, the rows
-of the first pass that this made obsolete: OPDF students trained at the dense students' lr, and SST-2 rows whose
-teacher was fine-tuned per method (before the seeding fix). The ablations report reads step 2's KD rows of the ablation task
-with step 3's (the dense and default OPDF students are
-step 2's, same seeds, so the same data and teacher), one row per alignment weight.
+rebuilt on a fresh checkout; a report never mixes the lr search or the ablations into the main table. The OPDF
+students train at their own lr (step 1b). ``results/first-pass.csv`` keeps, out of the main table, the rows of the
+first pass that this made obsolete: OPDF students trained at the dense students' lr, and SST-2 rows whose teacher
+was fine-tuned per method (before the seeding fix). The ablations report reads step 2's KD rows of the ablation
+task with step 3's (the dense and default OPDF students are step 2's, same seeds, so the same data and teacher),
+one row per alignment weight.
 Budget (a 2-core CPU): minilm preset, 3 epochs, max length 64; SST-2 on a seeded subset of 1,000 training
 examples per seed (the rest of train gives the selection slice), MRPC and STS-B on their whole training split. A
 call whose trials are all in the leaderboard is skipped and an interrupted one is resumed, so the study continues
@@ -42,6 +42,8 @@ TRAIN_SAMPLES = {"sst2": 1000}
 def budget(task: str) -> list[str]:
     samples = TRAIN_SAMPLES.get(task)
     return BUDGET + (["--max-train-samples", str(samples)] if samples else [])
+
+
 LR_TASK, LR_SEED = "sst2", 0
 
 
@@ -144,15 +146,15 @@ def main() -> None:
                     if (SPACES / f"{method}-opdf.yaml").exists():      # Theseus: one lr, one grid for both
                         grid("main", f"{method}-opdf", task, seed, storage)
     elif a.step == "report":
+        report = [sys.executable, "-m", "opdf_ray.report"]
         board = leaderboard_of("main", storage)
-        report = [sys.executable, "-m", "opdf_ray.report", str(board)]
-        subprocess.run([*report, "--out", a.out], check=True, cwd=REPO)
+        subprocess.run([*report, str(board), "--out", a.out], check=True, cwd=REPO)
         first = leaderboard_of("first-pass", storage)
         if first.exists():                        # the record of the obsolete first pass, apart from the study
-            subprocess.run([*report[:-1], str(first), "--out", str(Path(a.out) / "first-pass")], check=True, cwd=REPO)
+            subprocess.run([*report, str(first), "--out", str(Path(a.out) / "first-pass")], check=True, cwd=REPO)
         ablations = leaderboard_of("ablations", storage)
         if ablations.exists():
-            subprocess.run([*report, str(ablations), "--tasks", a.task, "--methods", "kd", "--compare",
+            subprocess.run([*report, str(board), str(ablations), "--tasks", a.task, "--methods", "kd", "--compare",
                             "opdf_align_weight", "--out", str(Path(a.out) / "ablations")], check=True, cwd=REPO)
     else:
         for seed in a.seeds:

@@ -40,8 +40,8 @@ def relative_changes(spec: RunSpec, teacher: str, steps: list[int], names: list[
     method, device = job.method, job.device
     method.setup(job.plan.total_steps)
     student = method.eval_model()
-    if names is None:      # every linear layer of the encoder (what OPDF decomposes)
-        names = [n for n, _ in deployed_named_linears(merge(copy.deepcopy(student)))]
+    if names is None:      # the dense student's encoder linears: what OPDF decomposes, named as merge restores them
+        names = [n for n, m in student.named_modules() if isinstance(m, torch.nn.Linear) and ".encoder." in f".{n}"]
     start = deployed_matrices(student, names)
     loader = job.data.loader("train", job.plan.per_worker_batch, shuffle=True, seed=spec.seed,
                              group_by_length=spec.group_by_length)
@@ -57,10 +57,6 @@ def relative_changes(spec: RunSpec, teacher: str, steps: list[int], names: list[
     return names, out
 
 
-def deployed_named_linears(model: torch.nn.Module):
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".encoder." in f".{n}"]
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher", required=True, help="the task-fine-tuned teacher folder (teacher.json inside)")
@@ -71,6 +67,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cores", type=int, default=5)
     p.add_argument("--steps", type=int, nargs="+", default=[1, 5, 20, 60])
     args = p.parse_args(argv)
+    if not (Path(args.teacher) / "teacher.json").is_file():
+        p.error(f"--teacher {args.teacher}: not a fine-tuned teacher folder (no teacher.json); a search writes them "
+                f"under <storage>/teachers/")
     common = dict(task=args.task, preset="minilm", method=args.method, lr=args.lr, seed=args.seed, max_length=64,
                   batch_size=32, eval_batch_size=128, epochs=3, progress=False)
     names, dense = relative_changes(RunSpec(opdf_cores=0, **common), args.teacher, args.steps)
