@@ -56,6 +56,32 @@ def batch_lengths(job) -> list[int]:
     return [batch["input_ids"].shape[1] for batch in loader]
 
 
+def profile_steps(job, steps: int, path: Path) -> list[str]:
+    """``steps`` more training steps under ``torch.profiler``: the operators by self time on the device (CPU time
+    on CPU), written to ``path``; returns the table's first lines."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from opdf_ray.batches import to_device
+    from opdf_ray.loop import autocast
+
+    cuda = job.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    loader = job.data.loader("train", job.plan.per_worker_batch, shuffle=True, seed=job.spec.seed,
+                             group_by_length=job.spec.group_by_length)
+    batches = [to_device(b, job.device) for b, _ in zip(loader, range(steps))]
+    with profile(activities=activities) as prof:
+        for batch in batches:
+            with autocast(job.device, job.spec.bf16_on(job.device)):
+                job.method.train_step(batch, None)
+        if cuda:
+            torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total",
+                                      row_limit=25)
+    path.write_text(table)
+    return table.splitlines()[:14]
+
+
 def run_case(args, method: str, cores: int) -> dict:
     teacher = str(args.teacher_dir) if args.teacher_dir else None
     spec = RunSpec(task=args.task, method=method, opdf_cores=cores, preset=args.preset, teacher=teacher,
@@ -78,6 +104,10 @@ def run_case(args, method: str, cores: int) -> dict:
                        "examples_per_second": steps * job.plan.per_worker_batch / spent})
         last = (step, seconds)
     lengths = batch_lengths(job)
+    if args.profile_steps and not job.method.uses_held_batch:     # LGTM's step needs its held-out batch too
+        name = f"profile-{method}-{cores}.txt"
+        print(f"{method}-{cores}, {args.profile_steps} steps:", *profile_steps(job, args.profile_steps,
+                                                                              args.out / name), sep="\n")
     return {"case": f"{method}-{cores}", "device": str(job.device), "bf16": spec.bf16_on(job.device),
             "prepare_seconds": prepared, "best_score": fitted.best_score, "epochs": epochs,
             "distinct_batch_lengths": len(set(lengths)), "batches": len(lengths)}
@@ -98,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--profile-steps", type=int, default=0,
+                   help="after training, profile this many steps per case (not LGTM): profile-<case>.txt")
     p.add_argument("--out", type=Path, default=Path("outputs/gpu_epochs"))
     args = p.parse_args(argv)
     if args.teacher and not (args.teacher / "config.json").is_file():
@@ -107,10 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     args.teacher_dir = random_copy(args.teacher, args.out / "random-teacher") if args.random_weights else args.teacher
 
+    import torch
+
     results = [run_case(args, method, cores) for method, cores in args.cases]
     (args.out / "gpu_epochs.json").write_text(json.dumps(results, indent=2))
     print(f"{args.task}, {args.samples} examples, length {args.max_length}, batch {args.batch_size}, "
-          f"device {results[0]['device']}, bf16 {results[0]['bf16']}")
+          f"device {results[0]['device']}, bf16 {results[0]['bf16']}, torch {torch.__version__}, cuDNN attention "
+          f"{'on' if torch.backends.cuda.cudnn_sdp_enabled() else 'off'}")
     print("| case (in run order) | set-up s | " + " | ".join(f"epoch {i + 1} ms/step" for i in range(args.epochs))
           + " | distinct batch lengths |")
     print("|---" * (args.epochs + 3) + "|")
