@@ -34,6 +34,7 @@ class Data:
     splits: GlueSplits
     encoded: dict[str, dict[str, list]]   # "train", "selection", each dev split, and LGTM's "feedback" if split
     tokenizer: object
+    pad_to_multiple_of: int | None = None
 
     @property
     def feedback_split(self) -> str:
@@ -52,7 +53,7 @@ class Data:
 
         parallel = parallel or Parallel()
         dataset = TokenizedDataset(self.encoded[name])
-        collate = DataCollatorWithPadding(self.tokenizer)   # pads ids/types, builds the attention mask
+        collate = DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=self.pad_to_multiple_of)  # + mask
         private = torch.Generator().manual_seed(seed)   # loaders never draw from the global RNG (exact resume)
         if shuffle and group_by_length:
             lengths = [len(ids) for ids in self.encoded[name]["input_ids"]]
@@ -113,8 +114,9 @@ def set_epoch(loader: DataLoader, epoch: int) -> None:
     sampler.set_epoch(epoch)
 
 
-def prepare_data(spec, tokenizer, cache_dir: Path) -> Data:
-    """Load the task under the run's protocol (``spec``: a ``RunSpec``) and tokenise every split (cached)."""
+def prepare_data(spec, tokenizer, cache_dir: Path, device: torch.device) -> Data:
+    """Load the task under the run's protocol (``spec``: a ``RunSpec``) and tokenise every split (cached); batches
+    are padded as suits ``device``."""
     feedback = spec.lgtm_feedback if spec.method == "lgtm" else "shared"
     splits = load_glue(spec.task, spec.data_dir, spec.selection_fraction, spec.selection_cap, spec.seed,
                        spec.max_train_samples, feedback)
@@ -122,7 +124,7 @@ def prepare_data(spec, tokenizer, cache_dir: Path) -> Data:
     encoded = {name: tokenize(df, splits.task, tokenizer, spec.max_length, cache_dir) for name, df in frames.items()}
     if splits.feedback is not splits.selection:              # LGTM's own feedback half (lgtm_feedback=split)
         encoded["feedback"] = tokenize(splits.feedback, splits.task, tokenizer, spec.max_length, cache_dir)
-    return Data(splits.task, splits, encoded, tokenizer)
+    return Data(splits.task, splits, encoded, tokenizer, spec.padding_multiple_on(device))
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

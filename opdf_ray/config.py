@@ -145,6 +145,13 @@ class RunSpec:
                            "on the development VM), emulated and slow elsewhere; off by default, it changes results "
                            "(docs/benchmarks.md)")
     threads: int | None = _knob(None, "torch CPU threads (default: torch's choice)", type=int, role=EXECUTION)
+    pad_to_multiple_of: int | None = _knob(None, "pad each batch's length up to a multiple of N (default: 8 on CUDA, "
+                                           "where it bounds the distinct shapes a process meets (cuDNN plans its "
+                                           "attention per shape) and suits tensor cores; none on CPU, where padding "
+                                           "only costs)", type=int, role=EXECUTION)
+    cudnn_attention: bool = _knob(True, "CUDA: let PyTorch pick cuDNN's attention kernels (its default); "
+                                  "--no-cudnn-attention avoids their per-shape planning cost (docs/benchmarks.md)",
+                                  role=EXECUTION)
     mpo_weight: str = _knob("per-step", "OPDF: build each MPO layer's dense weight once per optimiser step, all-reduce "
                             "its gradient (the dense student's bytes) and push it into the cores (per-step), or "
                             "rebuild it at every forward and all-reduce the cores' gradients (per-forward: the "
@@ -208,6 +215,8 @@ class RunSpec:
                              "from, but --student loads a separate model; use --opdf-align-map block-last")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             bad("device", "auto, cpu, cuda or cuda:N")
+        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
+            bad("pad_to_multiple_of", "an int ≥ 1, or unset for the device's default")
 
     @property
     def opdf(self) -> bool:
@@ -216,6 +225,12 @@ class RunSpec:
     def bf16_on(self, device) -> bool:
         """Whether forwards on ``device`` (a ``torch.device``) run under bfloat16 autocast."""
         return self.bf16 and (device.type == "cuda" or (device.type == "cpu" and self.cpu_bf16))
+
+    def padding_multiple_on(self, device) -> int | None:
+        """What batches on ``device`` are padded up to a multiple of (None: the longest example)."""
+        if self.pad_to_multiple_of is not None:
+            return self.pad_to_multiple_of
+        return 8 if device.type == "cuda" else None
 
     def student_layer_ids(self) -> list[int]:
         """The teacher layers the student is made of: ``student_layers`` or the preset's."""

@@ -24,7 +24,7 @@ from opdf_ray.data import default_cache_dir, selection_split
 from opdf_ray.loop import Plan, autocast, banner, evaluate, fit, make_plan
 from opdf_ray.methods import Method, get_method
 from opdf_ray.methods.base import model_inputs
-from opdf_ray.models import from_pretrained, keep_layers, load_classifier, load_tokenizer, resolve_device
+from opdf_ray.models import from_pretrained, keep_layers, load_classifier, load_tokenizer, run_device
 from opdf_ray.parallel import Parallel
 from opdf_ray.teacher import starting_models, teacher_source
 
@@ -81,12 +81,12 @@ def prepare(spec: RunSpec, parallel: Parallel | None = None, finetuned_teacher: 
     set_seed(spec.seed)
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    device = resolve_device(spec.device)
+    device = run_device(spec)
     cache_dir = Path(spec.cache_dir or default_cache_dir())
     method_cls = get_method(spec.method)
     source = teacher_source(spec.preset, spec.teacher, cache_dir)
     check_spec_against_models(spec, source)
-    data = prepare_data(spec, load_tokenizer(source), cache_dir)
+    data = prepare_data(spec, load_tokenizer(source), cache_dir, device)
     plan = make_plan(spec, data.size("train"), parallel.world_size)   # a bad batch split fails before any work
 
     student_base, teacher, teacher_info = starting_models(spec, method_cls, source, data, device, finetuned_teacher)

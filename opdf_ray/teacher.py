@@ -19,7 +19,7 @@ from opdf_ray.config import RunSpec, get_preset
 from opdf_ray.data import default_cache_dir
 from opdf_ray.loop import banner, evaluate, fit, make_plan
 from opdf_ray.models import (build_tiny_model, fingerprint, load_classifier, load_tokenizer, packaged_minilm_path,
-                             resolve_device)
+                             run_device)
 from opdf_ray.storage import published
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def finetune_teacher(spec: RunSpec, source: str, tokenizer, device: torch.device
     teacher is never reused under other settings. Returns ``(path, info)``."""
     ft_spec = finetune_spec(spec)
     cache_dir = Path(spec.cache_dir or default_cache_dir())
-    data = prepare_data(ft_spec, tokenizer, cache_dir)
+    data = prepare_data(ft_spec, tokenizer, cache_dir, device)
     path = root / "teachers" / f"{spec.task}-{fingerprint(source, teacher_settings(spec), data.splits.sources)}"
     if (path / INFO_FILE).is_file():
         info = json.loads((path / INFO_FILE).read_text())
@@ -96,7 +96,7 @@ def finetune_teacher_into(spec_dict: dict, root: str) -> str:
         torch.set_num_threads(spec.threads)
     log_to_console()
     source = teacher_source(spec.preset, spec.teacher, Path(spec.cache_dir or default_cache_dir()))
-    return finetune_teacher(spec, source, load_tokenizer(source), resolve_device(spec.device), Path(root))[0]
+    return finetune_teacher(spec, source, load_tokenizer(source), run_device(spec), Path(root))[0]
 
 
 def student_from_finetuned(spec: RunSpec) -> bool:

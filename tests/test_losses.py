@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import tiny_bert
-from opdf_ray.losses import kd_loss, tensor_alignment_loss
+from opdf_ray.losses import kd_loss, tensor_alignment_gradients, tensor_alignment_loss
 from opdf_ray.overparam import default_layer_map, mpo_modules, overparameterize, pair_mpo_layers
 
 
@@ -113,6 +113,35 @@ def test_alignment_loss_trains_the_student_cores_toward_the_teacher():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("cores", ["auxiliary", "all", [0, 2]])
+def test_alignment_loss_equals_the_per_core_formula_and_its_closed_form_gradient_equals_autograd(normalize, cores):
+    student, teacher = student_and_teacher()
+    with torch.no_grad():                                   # as after some training: every core moved
+        for module in mpo_modules(student).values():
+            for core in module.cores:
+                core.add_(0.01 * torch.randn_like(core))
+    pairs = pair_mpo_layers(student, teacher)
+    expected = 0.0
+    for _, s, t in pairs:                                   # mean over matrices of the mean over their cores
+        idx = cores if isinstance(cores, list) else {"auxiliary": [0, 1, 3, 4], "all": [0, 1, 2, 3, 4]}[cores]
+        for k in idx:
+            mse = torch.mean((s.cores[k] - t.cores[k]) ** 2)
+            expected = expected + (mse / torch.mean(t.cores[k] ** 2) if normalize else mse) / len(idx) / len(pairs)
+    loss = tensor_alignment_loss(student, teacher, cores=cores, weight=0.7, normalize=normalize)
+    assert loss.item() == pytest.approx(0.7 * expected.item(), rel=1e-5)
+    params = [c for m in mpo_modules(student).values() for c in m.cores]
+    by_autograd = torch.autograd.grad(loss, params, allow_unused=True)
+    closed = {id(c): g for c, g in tensor_alignment_gradients(student, teacher, cores=cores, weight=0.7,
+                                                              normalize=normalize)}
+    assert len(closed) == sum(g is not None for g in by_autograd) > 0
+    for c, g in zip(params, by_autograd):
+        if g is None:
+            assert id(c) not in closed
+        else:
+            torch.testing.assert_close(closed[id(c)], g, rtol=1e-5, atol=1e-9)
 
 
 def test_core_selection_and_explicit_layer_map():

@@ -104,6 +104,7 @@ def test_help_lists_every_flag():
     (["--preset", "tiny", "--student-layers", "0,9"], "student layers [0, 9] do not exist in the 4-layer teacher"),
     (["--task", "qnli", "--preset", "tiny"], "GLUE qnli/train not found"),
     (["--teacher", "/nonexistent/model"], "could not load '/nonexistent/model'"),
+    (["--pad-to-multiple-of", "0"], "pad_to_multiple_of=0 is invalid; allowed: an int ≥ 1"),
 ])
 def test_bad_input_fails_before_any_training(argv, message, tmp_path, capsys):
     code = None
@@ -131,3 +132,23 @@ def test_cuda_device_without_cuda_is_a_clear_error(tmp_path):
         pytest.skip("CUDA is available here")
     with pytest.raises(ValueError, match="CUDA is not available"):
         run(RunSpec(device="cuda", cache_dir=str(tmp_path), **QUICK))
+
+
+def test_batches_are_padded_to_the_multiple_asked_for_and_padding_changes_no_prediction(tmp_path):
+    from opdf_ray.batches import prepare_data
+    from opdf_ray.engine import prepare
+    from opdf_ray.loop import evaluate
+
+    spec = RunSpec(task="rte", method="kd", cache_dir=str(tmp_path), max_length=60, **QUICK)
+    job = prepare(spec)
+    assert job.data.pad_to_multiple_of is None               # CPU default: the longest example of the batch
+    lengths = {b["input_ids"].shape[1] for b in job.data.loader("validation", 32, shuffle=False)}
+    assert any(n % 8 for n in lengths)
+    padded = prepare_data(RunSpec(task="rte", max_length=60, pad_to_multiple_of=8, **QUICK), job.data.tokenizer,
+                          tmp_path, job.device)
+    assert padded.pad_to_multiple_of == 8 and job.spec.padding_multiple_on(torch.device("cuda")) == 8
+    loader = padded.loader("validation", 32, shuffle=False)
+    assert all(b["input_ids"].shape[1] % 8 == 0 for b in loader)
+    model = job.method.eval_model()
+    plain = evaluate(model, job.data.loader("validation", 32, shuffle=False), job.data.task, job.device)
+    assert evaluate(model, loader, job.data.task, job.device) == pytest.approx(plain, abs=1e-6)
