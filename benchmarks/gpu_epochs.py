@@ -87,7 +87,8 @@ def run_case(args, method: str, cores: int) -> dict:
     spec = RunSpec(task=args.task, method=method, opdf_cores=cores, preset=args.preset, teacher=teacher,
                    max_train_samples=args.samples, epochs=args.epochs, max_length=args.max_length,
                    batch_size=args.batch_size, seed=args.seed, cache_dir=str(args.out / "cache"),
-                   data_dir=args.data_dir, teacher_epochs=args.teacher_epochs, progress=False, save_model=False)
+                   data_dir=args.data_dir, teacher_epochs=args.teacher_epochs, progress=False, save_model=False,
+                   pad_to_multiple_of=args.pad_to_multiple_of, cudnn_attention=args.cudnn_attention)
     started = time.perf_counter()
     job = engine.prepare(spec)
     prepared = time.perf_counter() - started
@@ -109,6 +110,7 @@ def run_case(args, method: str, cores: int) -> dict:
         print(f"{method}-{cores}, {args.profile_steps} steps:", *profile_steps(job, args.profile_steps,
                                                                               args.out / name), sep="\n")
     return {"case": f"{method}-{cores}", "device": str(job.device), "bf16": spec.bf16_on(job.device),
+            "pad_to_multiple_of": job.data.pad_to_multiple_of,
             "prepare_seconds": prepared, "best_score": fitted.best_score, "epochs": epochs,
             "distinct_batch_lengths": len(set(lengths)), "batches": len(lengths)}
 
@@ -128,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--pad-to-multiple-of", type=int, default=None, help="default: the device's (8 on CUDA)")
+    p.add_argument("--cudnn-attention", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--profile-steps", type=int, default=0,
                    help="after training, profile this many steps per case (not LGTM): profile-<case>.txt")
     p.add_argument("--out", type=Path, default=Path("outputs/gpu_epochs"))
@@ -144,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     results = [run_case(args, method, cores) for method, cores in args.cases]
     (args.out / "gpu_epochs.json").write_text(json.dumps(results, indent=2))
     print(f"{args.task}, {args.samples} examples, length {args.max_length}, batch {args.batch_size}, "
-          f"device {results[0]['device']}, bf16 {results[0]['bf16']}, torch {torch.__version__}, cuDNN attention "
-          f"{'on' if torch.backends.cuda.cudnn_sdp_enabled() else 'off'}")
+          f"device {results[0]['device']}, bf16 {results[0]['bf16']}, padded to a multiple of "
+          f"{results[0]['pad_to_multiple_of'] or 1}, torch {torch.__version__}"
+          + (f", cuDNN attention {'on' if torch.backends.cuda.cudnn_sdp_enabled() else 'off'}"
+             if results[0]["device"].startswith("cuda") else ""))
     print("| case (in run order) | set-up s | " + " | ".join(f"epoch {i + 1} ms/step" for i in range(args.epochs))
           + " | distinct batch lengths |")
     print("|---" * (args.epochs + 3) + "|")
