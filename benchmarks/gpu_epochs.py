@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--pad-to-multiple-of", type=int, default=None, help="default: the device's (8 on CUDA)")
-    p.add_argument("--cudnn-attention", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--cudnn-attention", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--profile-steps", type=int, default=0,
                    help="after training, profile this many steps per case (not LGTM): profile-<case>.txt")
     p.add_argument("--out", type=Path, default=Path("outputs/gpu_epochs"))

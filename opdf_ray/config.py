@@ -149,8 +149,9 @@ class RunSpec:
                                            "where it bounds the distinct shapes a process meets (cuDNN plans its "
                                            "attention per shape) and suits tensor cores; none on CPU, where padding "
                                            "only costs)", type=int, role=EXECUTION)
-    cudnn_attention: bool = _knob(True, "CUDA: let PyTorch pick cuDNN's attention kernels (its default); "
-                                  "--no-cudnn-attention avoids their per-shape planning cost (docs/benchmarks.md)",
+    cudnn_attention: bool = _knob(False, "CUDA: let PyTorch pick cuDNN's attention kernels (its own default). Off "
+                                  "by default: cuDNN plans them per input shape, which made a fresh process's first "
+                                  "epoch 2.5x slower on an H100 with no faster steps after (docs/benchmarks.md)",
                                   role=EXECUTION)
     mpo_weight: str = _knob("per-step", "OPDF: build each MPO layer's dense weight once per optimiser step, all-reduce "
                             "its gradient (the dense student's bytes) and push it into the cores (per-step), or "
