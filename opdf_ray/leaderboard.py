@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 # 4: group_by_length (training batches of similar length; before 4 the plain shuffle), cpu_bf16, mpo_weight.
 # 5: finetuned_teacher_dev_<metric>: the task-fine-tuned teacher the run started from, every metric (the report's
 #    reference row; teacher_dev_score is the run's teacher at the end, which ProKT and LGTM train).
-SCHEMA_VERSION = 5
+# 6: pad_to_multiple_of, cudnn_attention (execution settings; empty before 6: dynamic padding, and PyTorch's own
+#    attention choice, which picked cuDNN's kernels on an H100).
+SCHEMA_VERSION = 6
 STATUSES = ("completed", "pruned", "failed")
 METRICS = tuple(dict.fromkeys(m for t in TASKS.values() for m in t.metrics))   # accuracy, f1, mcc, …
 _ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
