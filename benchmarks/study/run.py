@@ -122,6 +122,21 @@ def grid(step: str, space_name: str, task: str, seed: int, storage: Path) -> Non
         subprocess.run(cmd, check=True, cwd=REPO)
     finally:
         export(leaderboard, step)                    # what finished is committed, even after an interruption
+    freed = drop_checkpoints(storage / f"{name}-{task}")
+    print(f"{name} on {task}: done; deleted its trials' checkpoints ({freed / 2**30:.1f} GiB)", flush=True)
+
+
+def drop_checkpoints(experiment: Path) -> int:
+    """Delete the trial checkpoints of a finished grid and return the bytes freed. The study keeps rows, not
+    students (up to 2 GiB a grid: several sessions of them filled the disk); an unfinished grid keeps its own,
+    since ``--resume`` continues from them."""
+    import shutil
+
+    freed = 0
+    for checkpoint in experiment.glob("train/*/checkpoint_*"):
+        freed += sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file())
+        shutil.rmtree(checkpoint)
+    return freed
 
 
 def main() -> None:
