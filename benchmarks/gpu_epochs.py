@@ -25,9 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from opdf_ray import engine  # noqa: E402
-from opdf_ray.config import PRESETS, RunSpec  # noqa: E402
-
-METHODS = ("kd", "prokt", "lgtm", "theseus")
+from opdf_ray.config import METHODS, PRESETS, RunSpec  # noqa: E402
 
 
 def parse_case(text: str) -> tuple[str, int]:
@@ -49,11 +47,15 @@ def random_copy(source: Path, out: Path) -> Path:
     return out
 
 
+def train_loader(job):
+    """The run's training batches, as its training loop draws them (the first epoch's order)."""
+    return job.data.loader("train", job.plan.per_worker_batch, shuffle=True, seed=job.spec.seed,
+                           group_by_length=job.spec.group_by_length)
+
+
 def batch_lengths(job) -> list[int]:
     """The padded length of every training batch of one epoch (dynamic padding: one shape per distinct length)."""
-    loader = job.data.loader("train", job.plan.per_worker_batch, shuffle=True, seed=job.spec.seed,
-                             group_by_length=job.spec.group_by_length)
-    return [batch["input_ids"].shape[1] for batch in loader]
+    return [batch["input_ids"].shape[1] for batch in train_loader(job)]
 
 
 def profile_steps(job, steps: int, path: Path) -> list[str]:
@@ -67,9 +69,7 @@ def profile_steps(job, steps: int, path: Path) -> list[str]:
 
     cuda = job.device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    loader = job.data.loader("train", job.plan.per_worker_batch, shuffle=True, seed=job.spec.seed,
-                             group_by_length=job.spec.group_by_length)
-    batches = [to_device(b, job.device) for b, _ in zip(loader, range(steps))]
+    batches = [to_device(b, job.device) for b, _ in zip(train_loader(job), range(steps))]
     with profile(activities=activities) as prof:
         for batch in batches:
             with autocast(job.device, job.spec.bf16_on(job.device)):

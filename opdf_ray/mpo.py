@@ -246,7 +246,6 @@ def decompose(weight: torch.Tensor, row_shape: Sequence[int], col_shape: Sequenc
 
 
 @functools.lru_cache(maxsize=256)
-@functools.lru_cache(maxsize=None)      # every layer asks again at every step, with a few distinct shapes
 def _contraction_plan(bonds: tuple[int, ...], legs: tuple[int, ...]) -> tuple:
     """Cheapest pairwise order to contract a chain of cores (matrix-chain DP over bonds and physical legs).
 

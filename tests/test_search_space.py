@@ -115,4 +115,3 @@ def test_the_study_grids_are_valid_grids(path):
     from opdf_ray.tune import grid_of
 
     assert grid_of(load_space(path))
-
