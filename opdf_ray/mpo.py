@@ -249,27 +249,27 @@ def decompose(weight: torch.Tensor, row_shape: Sequence[int], col_shape: Sequenc
 def _contraction_plan(bonds: tuple[int, ...], legs: tuple[int, ...]) -> tuple:
     """Cheapest pairwise order to contract a chain of cores (matrix-chain DP over bonds and physical legs).
 
-    Segment ``[l, m]`` contracted is a tensor ``(d_{l}, Π legs[l..m], d_{m+1})``; merging ``[l, s]`` with
-    ``[s+1, m]`` costs ``d_l · P(l..s) · d_{s+1} · P(s+1..m) · d_{m+1}`` multiply-adds. Returns a nested tuple
+    Segment ``[lo, hi]`` contracted is a tensor ``(d_{lo}, Π legs[lo..hi], d_{hi+1})``; merging ``[lo, s]`` with
+    ``[s+1, hi]`` costs ``d_{lo} · P(lo..s) · d_{s+1} · P(s+1..hi) · d_{hi+1}`` multiply-adds. Returns a nested tuple
     (leaf = core index).
     """
     n = len(legs)
-    phys = [[math.prod(legs[l:m + 1]) for m in range(n)] for l in range(n)]
+    phys = [[math.prod(legs[lo:hi + 1]) for hi in range(n)] for lo in range(n)]
     cost = [[0] * n for _ in range(n)]
     split = [[0] * n for _ in range(n)]
     for length in range(2, n + 1):
-        for l in range(n - length + 1):
-            m = l + length - 1
+        for lo in range(n - length + 1):
+            hi = lo + length - 1
             best = None
-            for s in range(l, m):
-                c = (cost[l][s] + cost[s + 1][m]
-                     + bonds[l] * phys[l][s] * bonds[s + 1] * phys[s + 1][m] * bonds[m + 1])
+            for s in range(lo, hi):
+                c = (cost[lo][s] + cost[s + 1][hi]
+                     + bonds[lo] * phys[lo][s] * bonds[s + 1] * phys[s + 1][hi] * bonds[hi + 1])
                 if best is None or c < best:
-                    best, split[l][m] = c, s
-            cost[l][m] = best
+                    best, split[lo][hi] = c, s
+            cost[lo][hi] = best
 
-    def tree(l: int, m: int):
-        return l if l == m else (tree(l, split[l][m]), tree(split[l][m] + 1, m))
+    def tree(lo: int, hi: int):
+        return lo if lo == hi else (tree(lo, split[lo][hi]), tree(split[lo][hi] + 1, hi))
 
     return tree(0, n - 1)
 

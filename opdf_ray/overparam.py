@@ -26,7 +26,8 @@ LAYER_MATRICES: tuple[str, ...] = (
     r"intermediate\.dense",
     r"output\.dense",
 )
-# ... addressed from a whole model (``bert.encoder.layer.3.intermediate.dense``) or from a layer list (``3.output.dense``)
+# ... addressed from a whole model (``bert.encoder.layer.3.intermediate.dense``) or from a layer list
+# (``3.output.dense``)
 DEFAULT_TARGETS: tuple[str, ...] = tuple(rf"(.*\.)?layer\.\d+\.{m}" for m in LAYER_MATRICES)
 LAYER_LIST_TARGETS: tuple[str, ...] = tuple(rf"\d+\.{m}" for m in LAYER_MATRICES)
 

@@ -35,8 +35,9 @@ def result_line(results: dict) -> str:
     sel = " ".join(f"{name}={value:.2f}" for name, value in results["selection"].items())
     opdf = results["spec"]["opdf_cores"] or "off"
     return (f"RESULT task={results['task']} method={results['method']} opdf={opdf} protocol={results['protocol']} "
-            f"selection[{sel}] dev[{dev}] best_step={results['best_step']} train_params={results['trainable_params']:,} "
-            f"inference_params={results['inference_params']:,} wall={results['wall_seconds']:.0f}s "
+            f"selection[{sel}] dev[{dev}] best_step={results['best_step']} "
+            f"train_params={results['trainable_params']:,} inference_params={results['inference_params']:,} "
+            f"wall={results['wall_seconds']:.0f}s "
             f"train_ex/s={results['examples_per_second']:.1f}")
 
 

@@ -44,7 +44,8 @@ def write_mnli_parquet(root, rows=30):
         (root / "mnli").mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"premise": [f"{split} premise {i}" for i in range(rows)],
                       "hypothesis": [f"hypothesis {i}" for i in range(rows)],
-                      "label": rng.integers(0, 3, rows), "idx": range(rows)}).to_parquet(root / "mnli" / f"{split}.parquet")
+                      "label": rng.integers(0, 3, rows), "idx": range(rows)}
+                     ).to_parquet(root / "mnli" / f"{split}.parquet")
 
 
 def test_mnli_loads_matched_and_mismatched_dev_from_the_hf_layout(tmp_path):

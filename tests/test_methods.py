@@ -220,7 +220,8 @@ def test_alignment_ablation_keeps_the_over_parameterisation():
 
 
 def test_replacement_schedulers_follow_their_formulas():
-    assert [replacing_rate(t, 0.3, "linear", 0.1) for t in (0, 1, 5, 7, 100)] == pytest.approx([0.3, 0.4, 0.8, 1.0, 1.0])
+    linear = [replacing_rate(t, 0.3, "linear", 0.1) for t in (0, 1, 5, 7, 100)]
+    assert linear == pytest.approx([0.3, 0.4, 0.8, 1.0, 1.0])
     assert [replacing_rate(t, 0.5, "constant", steps_for_replacing=3) for t in (0, 2, 3, 9)] == [0.5, 0.5, 1.0, 1.0]
     assert replacing_rate(10_000, 0.5, "constant") == 0.5          # no phase 2 unless asked
     with pytest.raises(ValueError, match="unknown replacing scheduler"):
