@@ -3,12 +3,20 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
+
+def load(script: str):
+    """A script of benchmarks/study as a module."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks/study" / script
+    spec = importlib.util.spec_from_file_location(f"study_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 def test_the_study_deletes_the_checkpoints_of_a_finished_grid_and_nothing_else(tmp_path):
-    path = Path(__file__).resolve().parent.parent / "benchmarks/study/run.py"
-    spec = importlib.util.spec_from_file_location("study_run", path)
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = load("run.py")
     experiment = tmp_path / "study-kd-s1-mrpc"
     for trial in ("a1", "b2"):
         (experiment / "train" / trial / "checkpoint_000001").mkdir(parents=True)
@@ -18,3 +26,28 @@ def test_the_study_deletes_the_checkpoints_of_a_finished_grid_and_nothing_else(t
     assert study.drop_checkpoints(experiment) == 2000
     assert not list(experiment.glob("train/*/checkpoint_*"))
     assert (experiment / "a1" / "result.json").exists() and (experiment / "train" / "a1").is_dir()
+
+
+def test_update_size_measures_the_teacher_prokt_trains_as_mpo_cores(tmp_path):
+    """``--model teacher``: ProKT's teacher (all its layers) moves from step 2 on (its classifier starts at zero, so
+    step 1 moves only that), dense or trained as MPO cores, and the teacher loss is recorded."""
+    from opdf_ray.config import RunSpec
+
+    update_size = load("update_size.py")
+    common = dict(task="rte", method="prokt", preset="tiny", max_train_samples=64, batch_size=16, progress=False,
+                  cache_dir=str(tmp_path / "cache"))
+    names = None                                            # named on the dense teacher, as main() does
+    for cores in (0, 3):
+        names, change, loss = update_size.relative_changes(RunSpec(opdf_cores=cores, **common), None, [1, 2], names,
+                                                           model="teacher")
+        assert len(names) == 4 * 6                          # the tiny teacher's 4 layers × 6 encoder matrices
+        assert max(change[1]) == 0 and min(change[2]) > 0
+        assert all(0 < loss[k] < 5 for k in (1, 2))
+
+
+def test_update_size_refuses_a_teacher_the_method_does_not_train(tmp_path, capsys):
+    update_size = load("update_size.py")
+    (tmp_path / "teacher.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        update_size.main(["--teacher", str(tmp_path), "--method", "kd", "--model", "teacher"])
+    assert "kd does not train its teacher; use --method prokt or lgtm" in capsys.readouterr().err

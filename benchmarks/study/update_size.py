@@ -9,6 +9,10 @@ study's setting (MRPC, minilm, KD, lr 1e-4, max length 64, batch 32, the task-fi
 
 For each student it prints, after ``k`` steps on the same batches, the relative change ``‖W_k − W_0‖ / ‖W_0‖``
 of the decomposed matrices (median and max over them), and OPDF / dense.
+
+``--model teacher`` (ProKT, LGTM) measures the teacher those methods train instead: with OPDF it trains as MPO
+cores too (the published LGTM+OPDF), at the teacher lr chosen for a dense one. It also prints the teacher's mean
+training loss over the first ``k`` steps, the signal the student distils.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
 from opdf_ray.config import RunSpec  # noqa: E402
 from opdf_ray.engine import prepare  # noqa: E402
-from opdf_ray.batches import to_device  # noqa: E402
+from opdf_ray.batches import cycle, to_device  # noqa: E402
 from opdf_ray.overparam import merge  # noqa: E402
 
 
@@ -35,26 +39,40 @@ def deployed_matrices(model: torch.nn.Module, names: list[str]) -> dict[str, tor
     return {n: merged.get_submodule(n).weight.detach().clone() for n in names}
 
 
-def relative_changes(spec: RunSpec, teacher: str, steps: list[int], names: list[str] | None = None):
+def relative_changes(spec: RunSpec, teacher: str | None, steps: list[int], names: list[str] | None = None,
+                     model: str = "student"):
+    """``(names, {k: [relative change per matrix]}, {k: mean teacher_loss over steps 1..k or None})`` after ``k``
+    steps of ``spec``'s method; ``teacher``: a fine-tuned teacher folder (None: fine-tuned and cached as a run
+    would)."""
     job = prepare(spec, finetuned_teacher=teacher)
     method, device = job.method, job.device
     method.setup(job.plan.total_steps)
-    student = method.eval_model()
-    if names is None:      # the dense student's encoder linears: what OPDF decomposes, named as merge restores them
-        names = [n for n, m in student.named_modules() if isinstance(m, torch.nn.Linear) and ".encoder." in f".{n}"]
-    start = deployed_matrices(student, names)
+
+    def measured() -> torch.nn.Module:
+        return method.eval_model() if model == "student" else method.teacher
+
+    if names is None:      # the dense model's encoder linears: what OPDF decomposes, named as merge restores them
+        names = [n for n, m in measured().named_modules()
+                 if isinstance(m, torch.nn.Linear) and ".encoder." in f".{n}"]
+    start = deployed_matrices(measured(), names)
     loader = job.data.loader("train", job.plan.per_worker_batch, shuffle=True, seed=spec.seed,
                              group_by_length=spec.group_by_length)
-    out, done = {}, 0
+    held = None
+    if method.uses_held_batch:     # LGTM: feedback batches as the trainer draws them
+        held = cycle(job.data.loader(job.data.feedback_split, job.plan.per_worker_batch, shuffle=True,
+                                     seed=spec.seed + 1))
+    out, losses, teacher_losses = {}, {}, []
     for batch in loader:
-        method.train_step(to_device(batch, device))
-        done += 1
+        logs = method.train_step(to_device(batch, device), None if held is None else to_device(next(held), device))
+        teacher_losses.append(logs.get("teacher_loss"))
+        done = len(teacher_losses)
         if done in steps:
-            now = deployed_matrices(method.eval_model(), names)
+            now = deployed_matrices(measured(), names)
             out[done] = [float((now[n] - start[n]).norm() / start[n].norm()) for n in names]
+            losses[done] = None if None in teacher_losses else statistics.fmean(teacher_losses)
         if done >= max(steps):
             break
-    return names, out
+    return names, out, losses
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,22 +84,36 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--cores", type=int, default=5)
     p.add_argument("--steps", type=int, nargs="+", default=[1, 5, 20, 60])
+    p.add_argument("--model", choices=("student", "teacher"), default="student",
+                   help="whose deployed matrices to measure: the student, or the teacher ProKT and LGTM train")
+    p.add_argument("--teacher-lr", type=float, default=None, help="ProKT/LGTM teacher lr (default: RunSpec's)")
     args = p.parse_args(argv)
+    if args.model == "teacher" and args.method not in ("prokt", "lgtm"):
+        p.error(f"--model teacher: {args.method} does not train its teacher; use --method prokt or lgtm")
     if not (Path(args.teacher) / "teacher.json").is_file():
         p.error(f"--teacher {args.teacher}: not a fine-tuned teacher folder (no teacher.json); a search writes them "
                 f"under <storage>/teachers/")
     common = dict(task=args.task, preset="minilm", method=args.method, lr=args.lr, seed=args.seed, max_length=64,
                   batch_size=32, eval_batch_size=128, epochs=3, progress=False)
-    names, dense = relative_changes(RunSpec(opdf_cores=0, **common), args.teacher, args.steps)
-    _, opdf = relative_changes(RunSpec(opdf_cores=args.cores, **common), args.teacher, args.steps, names)
-    print(f"{args.task} {args.method}, lr {args.lr:g}, seed {args.seed}: relative change of the {len(names)} "
-          f"encoder matrices the student deploys, ‖W_k − W_0‖ / ‖W_0‖ (median, max)")
-    print("| steps | dense | OPDF-%d | OPDF / dense (median) |" % args.cores)
-    print("|---|---|---|---|")
+    if args.teacher_lr is not None:
+        common["teacher_lr"] = args.teacher_lr
+    names, dense, dense_loss = relative_changes(RunSpec(opdf_cores=0, **common), args.teacher, args.steps,
+                                                model=args.model)
+    _, opdf, opdf_loss = relative_changes(RunSpec(opdf_cores=args.cores, **common), args.teacher, args.steps, names,
+                                          model=args.model)
+    spec = RunSpec(**common)
+    lr = f"lr {spec.lr:g}" + (f", teacher lr {spec.teacher_lr:g}" if args.model == "teacher" else "")
+    print(f"{args.task} {args.method}, {lr}, seed {args.seed}: relative change of the {len(names)} encoder matrices "
+          f"the {args.model} deploys, ‖W_k − W_0‖ / ‖W_0‖ (median, max)")
+    loss_head = " dense / OPDF teacher loss, mean of steps 1..k |" if args.model == "teacher" else ""
+    print(f"| steps | dense | OPDF-{args.cores} | OPDF / dense (median) |{loss_head}")
+    print("|---|---|---|---|" + ("---|" if loss_head else ""))
     for k in args.steps:
         d, o = dense[k], opdf[k]
+        loss = f" {dense_loss[k]:.3f} / {opdf_loss[k]:.3f} |" if loss_head else ""
+        ratio = f"{statistics.median(o) / statistics.median(d):.2f}" if statistics.median(d) else "–"
         print(f"| {k} | {statistics.median(d):.2e}, {max(d):.2e} | {statistics.median(o):.2e}, {max(o):.2e} | "
-              f"{statistics.median(o) / statistics.median(d):.2f} |")
+              f"{ratio} |{loss}")
 
 
 if __name__ == "__main__":
