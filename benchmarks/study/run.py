@@ -135,6 +135,8 @@ def drop_checkpoints(experiment: Path) -> int:
 
     freed = 0
     for checkpoint in experiment.glob("train/*/checkpoint_*"):
+        if not checkpoint.is_dir():                  # Ray Train's checkpoint_manager_snapshot.json stays
+            continue
         freed += sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file())
         shutil.rmtree(checkpoint)
     return freed
