@@ -89,6 +89,17 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, task: GlueTask, device:
     return compute_metrics(task, np.concatenate([p for p, _ in shares]), np.concatenate([y for _, y in shares]))
 
 
+def feedback_batches(method: Method, spec, data: Data, plan: Plan, parallel: Parallel | None = None,
+                     start: int = 0):
+    """LGTM's held-out batches, one per step from overall step ``start``, reshuffled every pass; None for a method
+    without them."""
+    if not method.uses_held_batch:
+        return None
+    loader = data.loader(data.feedback_split, plan.per_worker_batch, shuffle=True, seed=spec.seed + 1,
+                         parallel=parallel)
+    return cycle(loader, start=start)
+
+
 def fit(method: Method, spec, data: Data, device: torch.device, plan: Plan, desc: str = "",
         parallel: Parallel | None = None, resume_from: str | Path | None = None,
         on_evaluate: Callable[[Progress, dict], None] | None = None,
@@ -114,11 +125,7 @@ def fit(method: Method, spec, data: Data, device: torch.device, plan: Plan, desc
     progress = load_checkpoint(resume_from, method) if resume_from else Progress()
     if resume_from:
         log.info("resumed from %s at step %d", resume_from, progress.step)
-    held_batches = None
-    if method.uses_held_batch:                  # LGTM: one feedback batch per step, reshuffled every pass
-        held_loader = data.loader(data.feedback_split, plan.per_worker_batch, shuffle=True, seed=spec.seed + 1,
-                                  parallel=parallel)
-        held_batches = cycle(held_loader, start=progress.step)
+    held_batches = feedback_batches(method, spec, data, plan, parallel, start=progress.step)
     bar = tqdm(total=steps, initial=progress.step, desc=desc, disable=not (spec.progress and parallel.is_main),
                leave=False)
     while progress.step < steps:

@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
 from opdf_ray.config import RunSpec  # noqa: E402
 from opdf_ray.engine import prepare  # noqa: E402
-from opdf_ray.batches import cycle, to_device  # noqa: E402
+from opdf_ray.batches import to_device  # noqa: E402
+from opdf_ray.loop import feedback_batches  # noqa: E402
+from opdf_ray.methods import METHOD_NAMES, get_method  # noqa: E402
 from opdf_ray.overparam import merge  # noqa: E402
 
 
@@ -57,15 +59,11 @@ def relative_changes(spec: RunSpec, teacher: str | None, steps: list[int], names
     start = deployed_matrices(measured(), names)
     loader = job.data.loader("train", job.plan.per_worker_batch, shuffle=True, seed=spec.seed,
                              group_by_length=spec.group_by_length)
-    held = None
-    if method.uses_held_batch:     # LGTM: feedback batches as the trainer draws them
-        held = cycle(job.data.loader(job.data.feedback_split, job.plan.per_worker_batch, shuffle=True,
-                                     seed=spec.seed + 1))
+    held = feedback_batches(method, spec, job.data, job.plan)      # LGTM: as the trainer draws them
     out, losses, teacher_losses = {}, {}, []
-    for batch in loader:
+    for done, batch in enumerate(loader, start=1):
         logs = method.train_step(to_device(batch, device), None if held is None else to_device(next(held), device))
         teacher_losses.append(logs.get("teacher_loss"))
-        done = len(teacher_losses)
         if done in steps:
             now = deployed_matrices(measured(), names)
             out[done] = [float((now[n] - start[n]).norm() / start[n].norm()) for n in names]
@@ -79,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher", required=True, help="the task-fine-tuned teacher folder (teacher.json inside)")
     p.add_argument("--task", default="mrpc")
-    p.add_argument("--method", default="kd")
+    p.add_argument("--method", default="kd", choices=METHOD_NAMES)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--cores", type=int, default=5)
@@ -88,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="whose deployed matrices to measure: the student, or the teacher ProKT and LGTM train")
     p.add_argument("--teacher-lr", type=float, default=None, help="ProKT/LGTM teacher lr (default: RunSpec's)")
     args = p.parse_args(argv)
-    if args.model == "teacher" and args.method not in ("prokt", "lgtm"):
+    if args.model == "teacher" and not get_method(args.method).trains_teacher:
         p.error(f"--model teacher: {args.method} does not train its teacher; use --method prokt or lgtm")
     if not (Path(args.teacher) / "teacher.json").is_file():
         p.error(f"--teacher {args.teacher}: not a fine-tuned teacher folder (no teacher.json); a search writes them "
