@@ -106,7 +106,9 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
         values = {"task": task, "preset": args.preset, "teacher": args.teacher, "data_dir": args.data_dir,
                   "cache_dir": args.cache_dir, "seed": args.seed, "max_train_samples": args.max_train_samples}
         bases[task] = RunSpec.from_dict(values | overrides(args))
-        load_glue(task, args.data_dir, max_train_samples=args.max_train_samples)   # missing data fails here
+        as_trials = RunSpec.from_dict(bases[task].to_dict() | space.fixed | overrides(args))
+        load_glue(task, as_trials.data_dir, as_trials.selection_fraction, as_trials.selection_cap, as_trials.seed,
+                  as_trials.max_train_samples)       # missing data fails here; logs the trials' split sizes
     base = RunSpec.from_dict(next(iter(bases.values())).to_dict() | space.fixed | overrides(args))   # as trials
     check_spec_against_models(base, teacher_source(base.preset, base.teacher, base.cache_dir or default_cache_dir()))
     check_teacher_storage(base, space, args.storage)

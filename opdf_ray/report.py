@@ -342,7 +342,7 @@ def _params(part: pd.DataFrame, column: str) -> str:
     values = sorted(set(part[column].dropna().astype(int)))
     if not values:
         return "–"
-    text = [f"{v / 1e6:.1f}M" for v in values]
+    text = list(dict.fromkeys(f"{v / 1e6:.1f}M" for v in values))   # heads differ by a few hundred: one value
     return text[0] if len(text) == 1 else f"{text[0]}–{text[-1]}"
 
 

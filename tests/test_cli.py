@@ -61,3 +61,17 @@ def test_a_second_local_ray_instance_is_found_and_explained():
     assert address in others
     message = second_local_instance_warning([address])
     assert f"--address {address}" in message and "placement group" in message
+
+
+def test_the_pre_flight_data_check_logs_the_split_the_trials_get(tmp_path, caplog):
+    """The driver's data line states the run's seed and sizes, not ``load_glue``'s defaults."""
+    import logging
+
+    from opdf_ray.cli import build_parser, validate
+
+    args = build_parser().parse_args(["--task", "mrpc", "--seed", "7", "--max-train-samples", "300",
+                                      "--storage", str(tmp_path)])
+    with caplog.at_level(logging.INFO, logger="opdf_ray"):
+        validate(args)
+    (line,) = [r.getMessage() for r in caplog.records if "held out of train" in r.getMessage()]
+    assert "300 train" in line and "seed 7" in line, line

@@ -17,9 +17,10 @@ ARTIFACTS = "outputs/ci-artifacts"
 
 
 def put(root, trial, task, method, cores, seed, selection, dev, lr=1e-5, status="completed", run="run1",
-        teacher=None, **hyperparameters):
+        teacher=None, trainable=None, **hyperparameters):
     spec = RunSpec(task=task, method=method, opdf_cores=cores, seed=seed, lr=lr, **hyperparameters).to_dict()
-    result = completed_result(task, selection, dev, trainable=26_800_000 if cores else 17_400_000,
+    trainable = trainable or (26_800_000 if cores else 17_400_000)
+    result = completed_result(task, selection, dev, trainable=trainable,
                               inference=17_400_000, curve=[[1.0, 50.0], [2.0, selection]], other_below=10,
                               teacher=teacher)
     if status != "completed":
@@ -57,6 +58,17 @@ def test_table_cells_follow_the_selection_rule(board):
     md = table_markdown(table)
     assert "| **87.0 ± 1.4 (2)** | **77.0 ± 1.4 (2)** | 58.0 ± 0.0 (1) |" in md
     assert "| KD | 70.0 ± 0.0 (1) | 60.0 ± 0.0 (1) | **61.0 ± 0.0 (1)** | 63.0 | 17.4M | 17.4M |" in md
+
+
+def test_parameter_counts_print_one_value_when_they_round_alike(tmp_path):
+    root = tmp_path / "board"
+    put(root, "m", "mrpc", "kd", 0, 1, 80, 80, trainable=17_400_770)      # 2-class head
+    put(root, "s", "stsb", "kd", 0, 1, 80, 80, trainable=17_400_385)      # regression head: 385 fewer
+    put(root, "o1", "mrpc", "kd", 5, 1, 80, 80, trainable=26_800_000)
+    put(root, "o2", "stsb", "kd", 5, 1, 80, 80, trainable=30_100_000)
+    rows = {r["label"]: r for r in build_table(read_leaderboard(str(root))).rows}
+    assert rows["KD"]["train_params"] == "17.4M"
+    assert rows["+ OPDF (5 cores)"]["train_params"] == "26.8M–30.1M"
 
 
 def test_dev_rule_picks_the_papers_configuration(board):
