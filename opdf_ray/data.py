@@ -256,6 +256,12 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("OPDF_CACHE_DIR", Path.home() / ".cache" / "opdf-ray"))
 
 
+def frame_digest(df: pd.DataFrame) -> str:
+    """Hash of a split's rows (values and order, not where they were read from): a cache key that survives a moved
+    data folder and changes when a file is replaced in place."""
+    return hashlib.sha256(pd.util.hash_pandas_object(df, index=False).values.tobytes()).hexdigest()
+
+
 def _tokenizer_fingerprint(tokenizer) -> str:
     vocab = sorted(tokenizer.get_vocab().items())
     return hashlib.sha256(repr((type(tokenizer).__name__, vocab, tokenizer.model_max_length)).encode()).hexdigest()
@@ -269,8 +275,7 @@ def tokenize(df: pd.DataFrame, task: GlueTask, tokenizer, max_length: int,
     """
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0:
         raise ValueError(f"max_length must be a positive int, got {max_length!r}")
-    content = pd.util.hash_pandas_object(df, index=False).values.tobytes()
-    key = hashlib.sha256(content + repr((task.name, max_length)).encode()
+    key = hashlib.sha256(frame_digest(df).encode() + repr((task.name, max_length)).encode()
                          + _tokenizer_fingerprint(tokenizer).encode()).hexdigest()[:24]
     path = Path(cache_dir or default_cache_dir()) / "tokens" / f"{task.name}-{key}.parquet"
     if path.is_file():

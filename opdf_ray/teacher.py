@@ -4,6 +4,7 @@ is stored under, and which models (fine-tuned or pre-trained) a run's student an
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ from torch import nn
 from opdf_ray import log_to_console
 from opdf_ray.batches import Data, prepare_data
 from opdf_ray.config import RunSpec, get_preset
-from opdf_ray.data import default_cache_dir
+from opdf_ray.data import default_cache_dir, frame_digest
 from opdf_ray.loop import banner, evaluate, fit, make_plan
 from opdf_ray.models import (build_tiny_model, fingerprint, load_classifier, load_tokenizer, packaged_minilm_path,
                              run_device)
@@ -41,6 +42,33 @@ def teacher_source(preset: str, teacher: str | None, cache_dir: str | os.PathLik
     return get_preset(preset).teacher
 
 
+# the files of a local checkpoint that loading a classifier and its tokenizer reads
+CHECKPOINT_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model")
+
+
+def source_digest(source: str) -> str:
+    """A teacher source's identity: the content of a local checkpoint (so a moved copy is the same teacher and a
+    file overwritten in place is not), or the hub id as given (pin a revision by downloading it)."""
+    path = Path(source)
+    if not path.is_dir():
+        return source
+    digest = hashlib.sha256()
+    for file in sorted(f for f in path.iterdir() if f.is_file() and f.suffix in CHECKPOINT_SUFFIXES):
+        digest.update(file.name.encode())
+        with file.open("rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def teacher_key(spec: RunSpec, source: str, data: Data) -> str:
+    """The fine-tuned teacher's cache key: its source's content, the settings it was fine-tuned under and the rows
+    it saw (train, selection slice and dev), never paths."""
+    rows = {name: frame_digest(df) for name, df in
+            {"train": data.splits.train, "selection": data.splits.selection, **data.splits.dev}.items()}
+    return fingerprint(source_digest(source), teacher_settings(spec), rows)
+
+
 def teacher_settings(spec: RunSpec) -> dict:
     return {k: getattr(spec, k) for k in FINETUNE_SETTINGS}
 
@@ -54,12 +82,12 @@ def finetune_spec(spec: RunSpec) -> RunSpec:
 
 def finetune_teacher(spec: RunSpec, source: str, tokenizer, device: torch.device, root: Path) -> tuple[str, dict]:
     """Fine-tune the teacher of ``spec`` under ``root/teachers/<task>-<key>`` (with ``teacher.json``), or reuse
-    what is there. The key covers the source, every setting the fine-tuning depends on and the data files, so a
-    teacher is never reused under other settings. Returns ``(path, info)``."""
+    what is there. The key (``teacher_key``) covers the source, every setting the fine-tuning depends on and the
+    data, so a teacher is never reused under other settings. Returns ``(path, info)``."""
     ft_spec = finetune_spec(spec)
     cache_dir = Path(spec.cache_dir or default_cache_dir())
     data = prepare_data(ft_spec, tokenizer, cache_dir, device)
-    path = root / "teachers" / f"{spec.task}-{fingerprint(source, teacher_settings(spec), data.splits.sources)}"
+    path = root / "teachers" / f"{spec.task}-{teacher_key(spec, source, data)}"
     if (path / INFO_FILE).is_file():
         info = json.loads((path / INFO_FILE).read_text())
         log.info("reusing fine-tuned teacher %s (dev %s)", path, info["dev"])

@@ -2,6 +2,8 @@
 scale-free alignment weight, one starting point for every method, LGTM feedback that never judges itself, and
 fine-tuned teachers keyed by every setting they depend on."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -131,6 +133,37 @@ def test_a_fine_tuned_teacher_is_never_reused_under_other_settings(tmp_path):
     assert quick == again and bigger != quick
     assert sorted(p.name for p in (tmp_path / "exp" / "teachers").iterdir()) == sorted(
         [quick.rsplit("/", 1)[1], bigger.rsplit("/", 1)[1]])
+
+
+def test_a_fine_tuned_teacher_is_keyed_by_content_not_paths(tmp_path):
+    """A moved copy of the data or of the teacher's checkpoint reuses the teacher; a file replaced in place does not."""
+    import shutil
+
+    from opdf_ray.models import build_tiny_model
+
+    shutil.copytree(Path(__file__).parent.parent / "data" / "glue" / "rte", tmp_path / "data" / "rte")
+    shutil.copytree(build_tiny_model(tmp_path / "cache"), tmp_path / "bert")
+    spec = RunSpec(task="rte", preset="tiny", max_train_samples=32, batch_size=16, teacher_epochs=1, max_length=32,
+                   cache_dir=str(tmp_path / "cache"), progress=False)
+
+    def teacher(data: Path, checkpoint: Path) -> str:
+        changed = {"data_dir": str(data), "teacher": str(checkpoint)}
+        return finetune_teacher_into(spec.to_dict() | changed, str(tmp_path / "exp")).rsplit("/", 1)[1]
+
+    first = teacher(tmp_path / "data", tmp_path / "bert")
+    shutil.move(tmp_path / "data", tmp_path / "moved-data")
+    shutil.move(tmp_path / "bert", tmp_path / "moved-bert")
+    assert teacher(tmp_path / "moved-data", tmp_path / "moved-bert") == first
+    train = tmp_path / "moved-data" / "rte" / "train.parquet"
+    pd.read_parquet(train).iloc[::-1].to_parquet(train)                   # same file name, other order
+    other_data = teacher(tmp_path / "moved-data", tmp_path / "moved-bert")
+    weights = tmp_path / "moved-bert" / "model.safetensors"
+    from safetensors.torch import load_file, save_file
+    tensors = load_file(weights)
+    save_file({k: v + 0.01 for k, v in tensors.items()}, weights)
+    other_weights = teacher(tmp_path / "moved-data", tmp_path / "moved-bert")
+    assert len({first, other_data, other_weights}) == 3
+    assert len(list((tmp_path / "exp" / "teachers").iterdir())) == 3
 
 
 def test_rows_distilled_from_a_truncated_teacher_are_flagged_and_left_out_of_reports(tmp_path):
