@@ -101,15 +101,15 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     from opdf_ray.teacher import teacher_source
     from opdf_ray.tune import check_teacher_storage
 
-    bases = {}
+    bases, as_trials = {}, {}
     for task in tasks:
         values = {"task": task, "preset": args.preset, "teacher": args.teacher, "data_dir": args.data_dir,
                   "cache_dir": args.cache_dir, "seed": args.seed, "max_train_samples": args.max_train_samples}
         bases[task] = RunSpec.from_dict(values | overrides(args))
-        as_trials = RunSpec.from_dict(bases[task].to_dict() | space.fixed | overrides(args))
-        load_glue(task, as_trials.data_dir, as_trials.selection_fraction, as_trials.selection_cap, as_trials.seed,
-                  as_trials.max_train_samples)       # missing data fails here; logs the trials' split sizes
-    base = RunSpec.from_dict(next(iter(bases.values())).to_dict() | space.fixed | overrides(args))   # as trials
+        spec = as_trials[task] = RunSpec.from_dict(bases[task].to_dict() | space.fixed | overrides(args))
+        load_glue(task, spec.data_dir, spec.selection_fraction, spec.selection_cap, spec.seed,
+                  spec.max_train_samples)            # missing data fails here; logs the trials' split sizes
+    base = as_trials[tasks[0]]
     check_spec_against_models(base, teacher_source(base.preset, base.teacher, base.cache_dir or default_cache_dir()))
     check_teacher_storage(base, space, args.storage)
     settings = search_settings(args, cpus=1.0, concurrent=1, gpus=args.gpus_per_worker or 0.0,

@@ -54,10 +54,8 @@ def source_digest(source: str) -> str:
         return source
     digest = hashlib.sha256()
     for file in sorted(f for f in path.iterdir() if f.is_file() and f.suffix in CHECKPOINT_SUFFIXES):
-        digest.update(file.name.encode())
         with file.open("rb") as fh:
-            while chunk := fh.read(1 << 22):
-                digest.update(chunk)
+            digest.update(file.name.encode() + hashlib.file_digest(fh, "sha256").digest())
     return digest.hexdigest()
 
 
