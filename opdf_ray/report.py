@@ -79,6 +79,10 @@ def best_configs(board: pd.DataFrame, select_by: str = "selection", protocol: st
     done = done.dropna(subset=[score])
     if done.empty:
         return done
+    opdf_only = [b for b in by if b.startswith("opdf_")]
+    if opdf_only:                  # an OPDF-only hyperparameter does not apply to a dense student: one dense row
+        done = done.astype({b: object for b in opdf_only})
+        done.loc[done["opdf_cores"] == 0, opdf_only] = None
     variant = [*VARIANT, *by]
     means = done.groupby([*variant, "config_id"], observed=True, dropna=False)[score].mean().reset_index()
     best = means.loc[means.groupby(variant, observed=True, dropna=False)[score].idxmax()]
@@ -187,7 +191,7 @@ def _variant_label(method: str, key: tuple, by: tuple[str, ...], method_first: b
              else f"+ MPO compression ({cores} cores, bond {bond})")      # truncated: not over-parameterised
     if method_first and cores:
         label = f"{METHOD_TITLES[method]} {label}"
-    extras = ", ".join(f"{name} {_plain(value)}" for name, value in zip(by, key[2:]))
+    extras = ", ".join(f"{name} {_plain(value)}" for name, value in zip(by, key[2:]) if not pd.isna(value))
     return f"{label} [{extras}]" if extras else label
 
 
@@ -242,6 +246,8 @@ class Difference:
         return "no gain or loss"
 
     def text(self) -> str:
+        if self.seeds == 1:
+            return f"{self.mean:+.1f} (1 seed: no interval)"
         return f"{self.mean:+.1f} ± {self.half_width:.1f} ({self.seeds})"
 
 

@@ -108,7 +108,7 @@ def test_paired_difference_and_its_verdict():
     noisy = paired_difference({1: 85.0, 2: 75.0, 3: 80.0}, {1: 80.0, 2: 80.0, 3: 80.0})
     assert noisy.verdict == "no gain or loss" and noisy.text() == "+0.0 ± 12.4 (3)"
     one = paired_difference({1: 90.0, 9: 1.0}, {1: 80.0})       # only seed 1 is paired; one seed has no noise
-    assert one.seeds == 1 and one.verdict == "no gain or loss"
+    assert one.seeds == 1 and one.verdict == "no gain or loss" and one.text() == "+10.0 (1 seed: no interval)"
     assert paired_difference({1: 90.0}, {2: 80.0}) is None
 
 
@@ -139,7 +139,7 @@ def test_an_ablation_compares_hyperparameter_values_across_leaderboards(tmp_path
     md = page.with_suffix(".md").read_text()
     table = md.split("## Does OPDF help?")[0]
     labels = [line.split(" | ")[0][2:] for line in table.splitlines() if line.startswith(("| KD", "| +"))]
-    assert labels == ["KD [opdf_align_weight 1.0]", "+ OPDF (3 cores) [opdf_align_weight 1.0]",
+    assert labels == ["KD", "+ OPDF (3 cores) [opdf_align_weight 1.0]",                   # dense: no OPDF knob
                       "+ OPDF (5 cores) [opdf_align_weight 0.0]", "+ OPDF (5 cores) [opdf_align_weight 1.0]",
                       "+ MPO compression (5 cores, bond 128) [opdf_align_weight 1.0]"]
     assert "SST-2" not in md and "one row per value of opdf_align_weight" in md
