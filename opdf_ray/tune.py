@@ -289,7 +289,8 @@ def prepare_teacher(base: RunSpec, space: SearchSpace, settings: SearchSettings,
     from opdf_ray.teacher import finetune_teacher_into
 
     resources = {"num_cpus": settings.cpus_per_worker, "num_gpus": settings.gpus_per_worker}
-    return ray.get(ray.remote(**resources)(finetune_teacher_into).remote(spec.to_dict(), settings.storage))
+    root = join(settings.storage)      # absolute here: trials load the teacher from their own working directories
+    return ray.get(ray.remote(**resources)(finetune_teacher_into).remote(spec.to_dict(), root))
 
 
 def make_scheduler(settings: SearchSettings, max_epochs: int):
