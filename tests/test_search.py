@@ -89,6 +89,16 @@ def test_searches_in_one_storage_share_the_fine_tuned_teacher_of_the_same_settin
     assert board.loc["first-rte", "finetuned_teacher_dev_accuracy"] != 12.5
 
 
+def test_a_relative_storage_still_hands_trials_a_teacher_they_can_load(local_ray, tmp_path, monkeypatch):
+    """The README's main job uses the default ``--storage outputs/search``, a relative path: the fine-tuned
+    teacher's path must still resolve from each trial's own working directory."""
+    monkeypatch.chdir(tmp_path)
+    one = {"method": {"type": "categorical", "choices": ["kd"]}}
+    run_search(tiny_base(tmp_path), tiny_space(**one), settings(tmp_path, name="rel", num_samples=1, storage="storage"))
+    board = read_leaderboard(str(tmp_path / "board"))
+    assert list(board["status"]) == ["completed"], board.get("error")
+
+
 def test_a_nan_trial_is_failed_and_the_others_finish(local_ray, tmp_path):
     space = tiny_space(lr={"type": "categorical", "choices": [1e-4, 1e30]},
                        method={"type": "categorical", "choices": ["kd"]})
