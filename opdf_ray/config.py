@@ -22,6 +22,8 @@ INITS = ("finetuned", "pretrained")
 ALIGN_MAPS = ("init", "block-last")
 REPLACING_SCHEDULERS = ("linear", "constant")
 MPO_WEIGHT_PATHS = ("per-step", "per-forward")
+TRAIN_CORES = ("all", "central")
+MATCHED = "matched"          # opdf_core_lr: the cores' lr calibrated so a deployed matrix steps as a dense one
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,13 @@ def get_preset(name: str) -> Preset:
 # live and how the run executes (never part of a configuration's identity, never searched); "seed": the
 # repetition a configuration is run under. Everything else is a hyperparameter.
 TARGET, EXECUTION, SEED = "target", "execution", "seed"
+
+
+def _positive_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text)) and float(text) > 0
+    except ValueError:
+        return False
 
 
 def _knob(default, help: str, type=None, choices=None, role: str | None = None):
@@ -108,7 +117,10 @@ class RunSpec:
     t_alpha_kd: float = _knob(0.4, "ProKT/LGTM teacher loss = α_t·KL(p_s‖p_t) + (1−α_t)·CE")
     t2_scaling: bool = _knob(False, "multiply the KD loss by T² (Hinton; off in LGTM's code, identical at T=1; a "
                              "search space that searches the temperature must turn it on)")
-    init_classifier_to_zero: bool = _knob(True, "ProKT/LGTM: zero the teacher and student classifiers at start")
+    init_classifier_to_zero: bool | None = _knob(None, "ProKT/LGTM: zero the teacher and student classifiers at "
+                                                 "start; unset (auto): only when the teacher starts pre-trained "
+                                                 "(the published setting), so a fine-tuned teacher keeps its head "
+                                                 "(a zeroed head left STS-B unlearnable)", type=bool)
     lgtm_variant: str = _knob("paper", "LGTM distillation influence: the paper's (finite difference of the student's "
                               "KD loss, η = the student's lr) or the published code's (the teacher's loss, η = the "
                               "teacher's lr)", choices=LGTM_VARIANTS)
@@ -135,6 +147,16 @@ class RunSpec:
     opdf_align_map: str = _knob("init", "alignment pairs: student layer i with the teacher layer it was "
                                 "initialised from (init), or the last teacher layer of its block (block-last: the "
                                 "published 2i+1)", choices=ALIGN_MAPS)
+    opdf_align_ratio: float = _knob(0.0, "alignment strength as a target ratio ‖∇ alignment‖ / ‖∇ rest‖ on the "
+                                    "aligned cores, its weight rescaled every step (0 = off: --opdf-align-weight "
+                                    "is the raw weight); at the published weights the ratio was ~1e-4, inert")
+    opdf_core_lr: str = _knob("matched", "learning rate of the MPO cores: 'matched' (each matrix's cores get lr/κ, κ "
+                              "= how much further AdamW's first step moves the deployed matrix than a dense one, "
+                              "calibrated on the first batch) or a multiplier of lr ('1.0' = the published recipe, "
+                              "the dense lr for every core)", type=str)
+    opdf_train_cores: str = _knob("all", "cores the student trains: all, or central (the auxiliary cores stay "
+                                  "frozen at their start: the limit of an infinitely strong 'init' alignment, which "
+                                  "then has nothing left to align)", choices=TRAIN_CORES)
     opdf_teacher: bool = _knob(True, "align with the teacher's MPO cores (ProKT/LGTM then also train the teacher "
                                "as MPO, as the published LGTM+OPDF); the teacher's forward always stays exact")
     # execution
@@ -166,6 +188,16 @@ class RunSpec:
     def __post_init__(self):
         def bad(name, allowed):
             raise ValueError(f"{name}={getattr(self, name)!r} is invalid; allowed: {allowed}")
+
+        # a multiplier may come as a number (YAML, Python): stored as its canonical text, one column type
+        core_lr = self.opdf_core_lr
+        if isinstance(core_lr, (int, float)) and not isinstance(core_lr, bool):
+            object.__setattr__(self, "opdf_core_lr", repr(float(core_lr)))
+        elif isinstance(core_lr, str) and core_lr != MATCHED:
+            try:
+                object.__setattr__(self, "opdf_core_lr", repr(float(core_lr)))
+            except ValueError:
+                pass        # refused below, naming the value
 
         for f in dataclasses.fields(self):
             value, kind = getattr(self, f.name), f.metadata.get("type") or type(f.default)
@@ -202,7 +234,13 @@ class RunSpec:
             bad("selection_fraction", "a number in (0, 1)")
         if not 0 < self.replacing_rate <= 1:
             bad("replacing_rate", "a number in (0, 1]")
-        for name in ("weight_decay", "max_grad_norm", "scheduler_linear_k", "opdf_align_weight"):
+        if self.opdf_core_lr != MATCHED and not _positive_number(self.opdf_core_lr):
+            bad("opdf_core_lr", "'matched' or a finite multiplier > 0 such as 1.0")
+        if self.opdf and self.opdf_core_lr == MATCHED and self.mpo_weight == "per-forward":
+            raise ValueError("opdf_core_lr='matched' is calibrated on the dense gradient the per-step path all-reduces; "
+                             "mpo_weight='per-forward' has none: use --mpo-weight per-step or a number for "
+                             "--opdf-core-lr (1.0: the dense lr)")
+        for name in ("weight_decay", "max_grad_norm", "scheduler_linear_k", "opdf_align_weight", "opdf_align_ratio"):
             if not getattr(self, name) >= 0:
                 bad(name, "a number ≥ 0")
         if self.opdf_cores == 1 or self.opdf_cores < 0:
@@ -222,6 +260,17 @@ class RunSpec:
     @property
     def opdf(self) -> bool:
         return self.opdf_cores >= 2
+
+    @property
+    def core_lr_multiplier(self) -> float | None:
+        """The cores' lr over the dense lr, or None when it is calibrated per matrix (``opdf_core_lr=matched``)."""
+        return None if self.opdf_core_lr == MATCHED else float(self.opdf_core_lr)
+
+    def zeroes_classifiers(self) -> bool:
+        """ProKT/LGTM zero both heads: as asked, else (auto) only when their teacher starts pre-trained."""
+        if self.init_classifier_to_zero is not None:
+            return self.init_classifier_to_zero
+        return self.teacher_init == "pretrained"
 
     def bf16_on(self, device) -> bool:
         """Whether forwards on ``device`` (a ``torch.device``) run under bfloat16 autocast."""

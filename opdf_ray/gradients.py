@@ -30,10 +30,11 @@ class OptimizerGradients:
     def __init__(self, params: Iterable[nn.Parameter], modules: Iterable[MPOLinear]):
         self.params = list(params)
         ids = {id(p) for p in self.params}
-        self.layers = [m for m in modules if m.per_step and all(id(c) in ids for c in m.cores)]
-        core_ids = {id(c) for m in self.layers for c in m.cores}
+        self.layers = [m for m in modules if m.per_step and (trained := m.trainable_cores())
+                       and all(id(c) in ids for c in trained)]
+        self.cores = [c for m in self.layers for c in m.trainable_cores()]
+        core_ids = {id(c) for c in self.cores}
         self.others = [p for p in self.params if id(p) not in core_ids]
-        self.cores = [c for m in self.layers for c in m.cores]
 
     # -- the .grad path (loss.backward(), then reduce, clip, step) ------------------------------------------------
     def zero_grad(self) -> None:
@@ -44,7 +45,12 @@ class OptimizerGradients:
                 m.set_dense_gradient(None)
 
     def reduce_(self, parallel: Parallel) -> None:
-        """Average the gradients in ``.grad`` across workers (dense for the layers), then push them into the cores.
+        """Average the gradients in ``.grad`` across workers (dense for the layers), then push them into the cores."""
+        self.average_(parallel)
+        self.push_()
+
+    def average_(self, parallel: Parallel) -> None:
+        """Average the gradients in ``.grad`` across workers: the other parameters' and the layers' dense ones.
 
         A tensor no worker used keeps ``grad = None``, so AdamW leaves it (and its moments) alone, exactly as with
         one worker; one that only some workers used gets a zero gradient on the others, so every worker reduces
@@ -61,8 +67,23 @@ class OptimizerGradients:
                     m.set_dense_gradient(torch.zeros_like(m.step_weight()))
             parallel.average_([p.grad for p in self.others if p.grad is not None]
                               + [g for m in self.layers if (g := m.dense_gradient()) is not None])
+
+    def push_(self) -> None:
+        """Push every layer's dense gradient into its cores' ``.grad`` (one VJP each)."""
         for m in self.layers:
             m.push_gradient()
+
+    def layer_gradients_in_grad(self) -> list[tuple[MPOLinear, torch.Tensor, list[torch.Tensor]]]:
+        """``(layer, dense gradient, its trained cores' total gradient)`` for the layers holding a dense gradient
+        in ``.grad`` (after ``average_``, before ``push_``): the cores' gradient is the VJP of the dense one plus
+        what reached them directly."""
+        out = []
+        for m in self.layers:
+            dense = m.dense_gradient()
+            if dense is not None:
+                out.append((m, dense, [g if c.grad is None else c.grad + g
+                                       for c, g in zip(m.trainable_cores(), m.core_gradients(dense))]))
+        return out
 
     def cores_changed(self) -> None:
         """After the optimiser stepped: the layers rebuild their dense weights at their next forward."""
@@ -84,15 +105,19 @@ class OptimizerGradients:
         """Average across workers what depends on the worker's data: the other parameters' and the dense parts."""
         parallel.average_(raw[:len(self.others) + len(self.layers)])
 
-    def to_params(self, raw: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Gradients aligned with ``self.params``: each layer's dense part pushed into its cores (one VJP) and
-        added to the cores' direct part."""
+    def layer_gradients(self, raw: list[torch.Tensor]) -> list[tuple[MPOLinear, torch.Tensor, list[torch.Tensor]]]:
+        """``(layer, dense part, its trained cores' total gradient)`` per layer of a raw gradient: the dense part
+        pushed into the cores (one VJP) and added to their direct part."""
         n_other, n_layer = len(self.others), len(self.layers)
-        by_id = {id(p): g for p, g in zip(self.others, raw[:n_other])}
         direct = iter(raw[n_other + n_layer:])
-        for m, dense in zip(self.layers, raw[n_other:n_other + n_layer]):
-            for core, g in zip(m.cores, m.core_gradients(dense)):
-                by_id[id(core)] = next(direct) + g
+        return [(m, dense, [next(direct) + g for g in m.core_gradients(dense)])
+                for m, dense in zip(self.layers, raw[n_other:n_other + n_layer])]
+
+    def to_params(self, raw: list[torch.Tensor], layer_grads: list | None = None) -> list[torch.Tensor]:
+        """Gradients aligned with ``self.params`` (``layer_grads``: ``layer_gradients(raw)``, if already made)."""
+        by_id = {id(p): g for p, g in zip(self.others, raw[:len(self.others)])}
+        for m, _, grads in self.layer_gradients(raw) if layer_grads is None else layer_grads:
+            by_id.update(zip(map(id, m.trainable_cores()), grads))
         return [by_id[id(p)] for p in self.params]
 
     def set_grad(self, raw: list[torch.Tensor]) -> None:

@@ -154,18 +154,23 @@ class MPOLinear(nn.Module):
             raise RuntimeError("no per-step weight to hold a gradient: no forward used this layer this step")
         self._step.leaf.grad = grad
 
+    def trainable_cores(self) -> list[nn.Parameter]:
+        """The cores that train (``opdf_train_cores=central`` freezes the auxiliary ones)."""
+        return [c for c in self.cores if c.requires_grad]
+
     def core_gradients(self, dense_grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``∂⟨W, dense_grad⟩/∂cores``: the VJP of the contraction of the current step weight (one per call)."""
+        """``∂⟨W, dense_grad⟩/∂cores`` for ``trainable_cores()``: the VJP of the contraction of the current step
+        weight (one per call)."""
         if self._step is None or self._step.key != _version_key(self.cores):
             raise RuntimeError("no per-step weight for the cores' current version to back-propagate through")
-        return torch.autograd.grad(self._step.built, list(self.cores), dense_grad, retain_graph=True)
+        return torch.autograd.grad(self._step.built, self.trainable_cores(), dense_grad, retain_graph=True)
 
     def push_gradient(self) -> None:
         """Add the dense weight's gradient into the cores' ``.grad`` (one VJP) and clear it; no-op when unused."""
         grad = self.dense_gradient()
         if grad is None:
             return
-        for core, g in zip(self.cores, self.core_gradients(grad)):
+        for core, g in zip(self.trainable_cores(), self.core_gradients(grad)):
             core.grad = g if core.grad is None else core.grad + g
         self._step.leaf.grad = None
 

@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in dataclasses.fields(RunSpec):
         flag, meta = "--" + f.name.replace("_", "-"), f.metadata
-        if isinstance(f.default, bool):
+        if (meta.get("type") or type(f.default)) is bool:     # unset (None) is a third state where allowed
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=meta["help"])
         else:
             parser.add_argument(flag, type=meta.get("type") or type(f.default), default=f.default,

@@ -9,7 +9,7 @@ from transformers import BertConfig, BertForSequenceClassification
 from opdf_ray.config import RunSpec
 from opdf_ray.layers import MPOLinear
 from opdf_ray.methods import METHODS, get_method
-from opdf_ray.methods.base import linear_schedule, make_optimizer
+from opdf_ray.optim import linear_schedule, make_optimizer
 from opdf_ray.methods.lgtm import adamw_lookahead
 from opdf_ray.methods.theseus import TheseusBlock, replacing_rate
 from opdf_ray.models import keep_layers

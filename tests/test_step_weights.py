@@ -96,7 +96,8 @@ def run_steps(method, mpo_weight, steps=3, opdf_cores=3, **overrides):
 @pytest.mark.parametrize("method", ["kd", "prokt", "lgtm", "theseus"])
 def test_every_method_gives_the_per_forward_results_per_step(method):
     """Same losses, same trained student (and teacher) to float tolerance over a few steps, OPDF with alignment."""
-    extra = {"replacing_rate": 0.5} if method == "theseus" else {}
+    # a fixed core lr: the matched one is calibrated on the dense gradient only the per-step path has
+    extra = {"opdf_core_lr": 1.0} | ({"replacing_rate": 0.5} if method == "theseus" else {})
     ref, ref_logs = run_steps(method, "per-forward", **extra)
     new, new_logs = run_steps(method, "per-step", **extra)
     assert all(m.per_step for m in mpo_modules(new.eval_model()).values())
@@ -124,7 +125,8 @@ def _rank(rank: int, store: str, out: str) -> None:
         results = {}
         for name, cores, path in (("dense", 0, "per-step"), ("per-forward", 3, "per-forward"),
                                   ("per-step", 3, "per-step")):
-            spec = RunSpec(task="rte", method="lgtm", preset="tiny", opdf_cores=cores, mpo_weight=path)
+            spec = RunSpec(task="rte", method="lgtm", preset="tiny", opdf_cores=cores, mpo_weight=path,
+                           opdf_core_lr=1.0)
             teacher = teacher_model(dropout=0.0)
             parallel = TorchDistributed()
             m = get_method("lgtm")(spec, keep_layers(teacher, [0, 2]), teacher, parallel)
@@ -168,7 +170,7 @@ def test_cpu_bf16_is_opt_in_and_trains_through_the_per_step_weights():
     assert not RunSpec(bf16=False, cpu_bf16=True).bf16_on(cpu) and RunSpec().bf16_on(torch.device("cuda"))
     results = {}
     for path in ("per-forward", "per-step"):
-        m = build("kd", 3, mpo_weight=path, alpha_kd=0.5, cpu_bf16=True)
+        m = build("kd", 3, mpo_weight=path, alpha_kd=0.5, cpu_bf16=True, opdf_core_lr=1.0)
         torch.manual_seed(1)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logs = m.train_step(make_batch(0))
@@ -186,7 +188,7 @@ def test_cpu_bf16_is_opt_in_and_trains_through_the_per_step_weights():
 def test_each_model_contracts_once_per_optimiser_step(method, per_forward, per_step, monkeypatch):
     counts = {}
     for path in ("per-forward", "per-step"):
-        m = build(method, 3, mpo_weight=path)
+        m = build(method, 3, mpo_weight=path, opdf_core_lr=1.0)
         m.train_step(make_batch(0), make_batch(10))              # steady state from the second step on
         calls = []
         original = mpo.contract

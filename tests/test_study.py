@@ -31,13 +31,13 @@ def test_the_study_deletes_the_checkpoints_of_a_finished_grid_and_nothing_else(t
 
 
 def test_update_size_measures_the_teacher_prokt_trains_as_mpo_cores(tmp_path):
-    """``--model teacher``: ProKT's teacher (all its layers) moves from step 2 on (its classifier starts at zero, so
-    step 1 moves only that), dense or trained as MPO cores, and the teacher loss is recorded."""
+    """``--model teacher``: ProKT's teacher (all its layers) moves from step 2 on (its classifier zeroed at the start,
+    as published, so step 1 moves only that), dense or trained as MPO cores, and the teacher loss is recorded."""
     from opdf_ray.config import RunSpec
 
     update_size = load("update_size.py")
     common = dict(task="rte", method="prokt", preset="tiny", max_train_samples=64, batch_size=16, progress=False,
-                  cache_dir=str(tmp_path / "cache"))
+                  cache_dir=str(tmp_path / "cache"), init_classifier_to_zero=True)
     names = None                                            # named on the dense teacher, as main() does
     for cores in (0, 3):
         names, change, loss = update_size.relative_changes(RunSpec(opdf_cores=cores, **common), None, [1, 2], names,

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import copy
+import logging
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from opdf_ray import optim
 from opdf_ray.gradients import OptimizerGradients
 from opdf_ray.losses import kd_loss, tensor_alignment_gradients, tensor_alignment_loss
 from opdf_ray.models import encoder_layer_list
+from opdf_ray.optim import linear_schedule, make_optimizer
 from opdf_ray.overparam import default_layer_map, merge, mpo_modules, overparameterize, pair_mpo_layers
 from opdf_ray.parallel import Parallel
 
+log = logging.getLogger(__name__)
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 
 
@@ -27,24 +31,6 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if logits.shape[-1] == 1:
         return F.mse_loss(logits.squeeze(-1), labels.float())
     return F.cross_entropy(logits, labels)
-
-
-def make_optimizer(module: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters of ``module``; no decay on biases and LayerNorm weights."""
-    decay, no_decay = [], []
-    for name, p in module.named_parameters():
-        if p.requires_grad:
-            (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = all(p.is_cuda or p.device.type == "cpu" for p in decay + no_decay)
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=fused)
-
-
-def linear_schedule(optimizer, total_steps: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over ``warmup_ratio·total`` steps, then linear decay to 0 (the HF default the papers use)."""
-    from transformers import get_linear_schedule_with_warmup
-
-    return get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
 
 
 class Method:
@@ -80,6 +66,7 @@ class Method:
         self.align_targets: nn.ModuleList | None = None                # set by apply_opdf() when aligning
         self.align_map: dict[int, int] = {}
         self._gradients: dict[int, OptimizerGradients] = {}           # by id(optimizer), see gradients_of
+        self.core_step_ratios: dict[str, float] = {}                  # κ per calibrated MPO matrix (matched lr)
 
     # -- structure (Theseus overrides) ------------------------------------------------------------------------
     def student_layers(self) -> nn.ModuleList:
@@ -95,8 +82,12 @@ class Method:
     # -- OPDF ------------------------------------------------------------------------------------------------------
     @property
     def aligns(self) -> bool:
+        """Whether the alignment loss acts: OPDF on, a teacher with cores, a strength > 0, and aligned cores that
+        train (central-only training leaves the auxiliary cores nothing to align)."""
         s = self.spec
-        return s.opdf and self.uses_teacher and s.opdf_teacher and s.opdf_align_weight > 0
+        strength = s.opdf_align_ratio > 0 if s.opdf_align_ratio else s.opdf_align_weight > 0
+        trained = not (s.opdf_train_cores == "central" and s.opdf_align_cores == "auxiliary")
+        return s.opdf and self.uses_teacher and s.opdf_teacher and strength and trained
 
     def alignment_layer_map(self) -> dict[int, int]:
         """Student layer i → teacher layer: the one it was initialised from (``opdf_align_map=init``), or the last
@@ -128,34 +119,73 @@ class Method:
             if self.aligns and s.opdf_bond_dim is None:
                 self.align_targets, self.align_map = self.teacher_layers(), mapping
         overparameterize(self.student_layers(), s.opdf_cores, s.opdf_bond_dim, style=s.opdf_style)
+        if s.opdf_train_cores == "central":
+            for layer in mpo_modules(self.student_layers()).values():
+                for core in layer.auxiliary_cores():
+                    core.requires_grad_(False)
         for model in (self.eval_model(), self.teacher if self.trains_teacher else None):
             for layer in mpo_modules(model).values() if model is not None else ():
                 layer.per_step = s.mpo_weight == "per-step"
         if self.aligns:
             pair_mpo_layers(self.student_layers(), self.align_targets, self.align_map)   # fail now, not at step 1
 
-    def _alignment_args(self) -> dict:
+    def _alignment_args(self, weight: float | None = None) -> dict:
         s = self.spec
         return {"student": self.student_layers(), "teacher": self.align_targets, "layer_map": self.align_map,
-                "cores": s.opdf_align_cores, "weight": s.opdf_align_weight, "normalize": True}
+                "cores": s.opdf_align_cores, "weight": s.opdf_align_weight if weight is None else weight,
+                "normalize": True}
+
+    @property
+    def align_by_ratio(self) -> bool:
+        """The alignment's strength is a gradient ratio (``opdf_align_ratio``), applied after the backward pass,
+        rather than a weight in the loss."""
+        return self.aligns and self.spec.opdf_align_ratio > 0
 
     def alignment_loss(self) -> torch.Tensor | None:
-        return tensor_alignment_loss(**self._alignment_args()) if self.aligns else None
+        """The weighted alignment term of the student's loss (None: no alignment, or one applied by ratio)."""
+        return tensor_alignment_loss(**self._alignment_args()) if self.aligns and not self.align_by_ratio else None
+
+    def _alignment_pull(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """``(aligned trained cores, their alignment gradient at weight 1, the rest of their gradient)``: the rest
+        is what ``.grad`` holds beside the weighted alignment term (everything, under ``opdf_align_ratio``)."""
+        pull = [(p, g) for p, g in tensor_alignment_gradients(**self._alignment_args(weight=1.0)) if p.requires_grad]
+        cores = [p for p, _ in pull]
+        g_align = [g for _, g in pull]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in cores]
+        in_grad = 0.0 if self.align_by_ratio else self.spec.opdf_align_weight
+        rest = torch._foreach_sub(grads, torch._foreach_mul(g_align, in_grad)) if in_grad else grads
+        return cores, g_align, rest
+
+    @staticmethod
+    def _norms(*tensor_lists: list[torch.Tensor]) -> list[float]:
+        # multi-tensor norms and one device sync (a float() per core stalled a GPU ~150 times a step)
+        return torch.stack([torch.stack(torch._foreach_norm(g)).square().sum() for g in tensor_lists]).sqrt().tolist()
 
     def alignment_gradient_ratio(self) -> float:
-        """‖∇ alignment‖ / ‖∇ everything else‖ on the student's cores, from the (averaged) gradients now in
-        ``.grad``: how strongly the alignment weight pulls compared with distillation."""
-        cores = [p for m in mpo_modules(self.student_layers()).values() for p in m.cores if p.grad is not None]
+        """‖∇ alignment‖ / ‖∇ rest‖ on the aligned cores that train, from the (averaged) gradients now in
+        ``.grad``: how strongly the alignment pulls compared with distillation."""
+        cores, g_align, rest = self._alignment_pull()
         if not cores:
             return 0.0
-        pull = {id(p): g for p, g in tensor_alignment_gradients(**self._alignment_args())}
-        aligned = [p for p in cores if id(p) in pull]
-        g_align = [pull[id(p)] for p in aligned]
-        rest = [*torch._foreach_sub([p.grad for p in aligned], g_align), *(p.grad for p in cores if id(p) not in pull)]
-        # multi-tensor norms and one device sync (a float() per core stalled a GPU ~150 times a step)
-        norms = torch.stack([torch.stack(torch._foreach_norm(g)).square().sum() for g in (g_align, rest)]).sqrt()
-        align, other = norms.tolist()
+        align, other = self._norms(torch._foreach_mul(g_align, self.spec.opdf_align_weight), rest)
         return align / max(other, 1e-12)
+
+    def add_alignment_by_ratio(self) -> dict[str, float]:
+        """Add the alignment gradient to the aligned cores' ``.grad``, weighted so that ‖∇ alignment‖ / ‖∇ rest‖ =
+        ``opdf_align_ratio`` (a weight re-chosen every step; 0 while the cores sit on their targets). The same on
+        every worker: the gradients are averaged before, the alignment depends on the parameters only."""
+        cores, g_align, rest = self._alignment_pull()
+        align, other = self._norms(g_align, rest) if cores else (0.0, 0.0)
+        weight = self.spec.opdf_align_ratio * other / align if align > 0 else 0.0
+        if weight:
+            for p, g in zip(cores, g_align):
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            torch._foreach_add_([p.grad for p in cores], g_align, alpha=weight)
+        with torch.no_grad():
+            align_loss = tensor_alignment_loss(**self._alignment_args(weight=1.0)).item()
+        return {"align": align_loss, "align_weight": weight,
+                "align_grad_ratio": weight * align / max(other, 1e-12)}
 
     def trainable_parameter_count(self) -> int:
         """Parameters the student trains with (MPO cores included): what OPDF over-parameterises."""
@@ -168,7 +198,7 @@ class Method:
 
     def setup(self, total_steps: int) -> None:
         s = self.spec
-        self.student_opt = make_optimizer(self.eval_model(), s.lr, s.weight_decay)
+        self.student_opt = make_optimizer(self.eval_model(), s.lr, s.weight_decay, s.core_lr_multiplier)
         self.student_sched = linear_schedule(self.student_opt, total_steps, s.warmup_ratio)
         if self.uses_teacher and not self.trains_teacher:
             self.teacher.eval().requires_grad_(False)
@@ -210,7 +240,9 @@ class Method:
         if loss.requires_grad:          # Theseus: False when every block drew its frozen predecessors
             loss.backward()
         self.reduce_gradients(self.student_opt)
-        if self.aligns:
+        if self.align_by_ratio:
+            logs = logs | self.add_alignment_by_ratio()
+        elif self.aligns:
             logs = logs | {"align_grad_ratio": self.alignment_gradient_ratio()}
         self.clip_and_step(self.student_opt, self.student_sched)
         return logs
@@ -233,8 +265,24 @@ class Method:
 
     def reduce_gradients(self, optimizer) -> None:
         """Average the gradients in ``.grad`` across data-parallel workers (MPO layers: their dense weight's
-        gradient) and push the dense gradients into the cores; see ``OptimizerGradients.reduce_``."""
-        self.gradients_of(optimizer).reduce_(self.parallel)
+        gradient) and push the dense gradients into the cores; see ``OptimizerGradients.reduce_``. A matched core
+        lr still waiting for its first gradient is calibrated in between, from the averaged dense gradients."""
+        grads = self.gradients_of(optimizer)
+        grads.average_(self.parallel)
+        if optim.pending_groups(optimizer):
+            self.calibrate_core_lr(optimizer, grads.layer_gradients_in_grad())
+        grads.push_()
+
+    def calibrate_core_lr(self, optimizer, layer_grads: list) -> None:
+        """``opdf_core_lr=matched``: set the lr of ``optimizer``'s core groups still waiting for it from their
+        layers' ``(layer, dense gradient, core gradients)`` (``optim.calibrate``); log κ per matrix type."""
+        scheduler = next(sched for opt, sched in self.optimizers().values() if opt is optimizer)
+        found = optim.calibrate(optimizer, scheduler, layer_grads)
+        if found and self.parallel.is_main:
+            name = next(n for n, (opt, _) in self.optimizers().items() if opt is optimizer)
+            log.info("matched core lr (%s): lr/κ per matrix, κ by type %s", name, optim.describe(found))
+        if optimizer is self.student_opt:
+            self.core_step_ratios |= found
 
     def clip_and_step(self, optimizer, scheduler) -> None:
         """Clip the (reduced) gradients of what ``optimizer`` updates and step it and its schedule."""

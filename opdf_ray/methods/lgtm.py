@@ -73,7 +73,9 @@ class LGTM(ProKT):
         loss_s, _ = self.student_loss(s_logits, t_logits.detach(), labels)
         raw = s_grads.raw_grad(loss_s)
         s_grads.average_dense_(raw, self.parallel)   # the look-ahead the real (all-reduced) student step would take
-        theta_prime = adamw_lookahead(self.student_opt, s_grads.params, s_grads.to_params(raw))
+        layer_grads = s_grads.layer_gradients(raw)
+        self.calibrate_core_lr(self.student_opt, layer_grads)   # the look-ahead steps as the real step will
+        theta_prime = adamw_lookahead(self.student_opt, s_grads.params, s_grads.to_params(raw, layer_grads))
         loss_t = self.teacher_loss(t_logits, s_logits.detach(), labels)
         g_teacher = t_grads.raw_grad(loss_t)
 

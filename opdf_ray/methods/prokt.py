@@ -5,14 +5,16 @@ from __future__ import annotations
 import torch
 
 from opdf_ray.losses import kd_loss
-from opdf_ray.methods.base import Method, linear_schedule, make_optimizer, model_inputs, task_loss
+from opdf_ray.methods.base import Method, model_inputs, task_loss
 from opdf_ray.models import zero_classifier
+from opdf_ray.optim import linear_schedule, make_optimizer
 
 
 class ProKT(Method):
     """Per batch: (1) student logits (eval, no grad); (2) teacher step on ``α_t·KL(p_s‖p_t) + (1−α_t)·CE``;
     (3) logits of the updated teacher (eval, no grad); (4) student step on ``α·KL(p_t‖p_s) + (1−α)·CE``.
-    The teacher starts from its pre-trained weights and trains inside the run.
+    The teacher trains inside the run, from its pre-trained weights (the published default, both heads zeroed)
+    or the task-fine-tuned ones (``teacher_init``; both heads kept unless ``init_classifier_to_zero``).
     """
 
     name = "prokt"
@@ -20,13 +22,14 @@ class ProKT(Method):
 
     def __init__(self, spec, student, teacher, parallel=None):
         super().__init__(spec, student, teacher, parallel)
-        if spec.init_classifier_to_zero:
+        if spec.zeroes_classifiers():
             zero_classifier(student)
             zero_classifier(teacher)
 
     def setup(self, total_steps):
         super().setup(total_steps)
-        self.teacher_opt = make_optimizer(self.teacher, self.spec.teacher_lr, self.spec.weight_decay)
+        self.teacher_opt = make_optimizer(self.teacher, self.spec.teacher_lr, self.spec.weight_decay,
+                                          self.spec.core_lr_multiplier)
         self.teacher_sched = linear_schedule(self.teacher_opt, total_steps, self.spec.warmup_ratio)
 
     def optimizers(self):
