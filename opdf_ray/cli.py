@@ -99,7 +99,7 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
             raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
     from opdf_ray.engine import check_spec_against_models
     from opdf_ray.teacher import teacher_source
-    from opdf_ray.tune import check_teacher_storage
+    from opdf_ray.tune import check_teacher_storage, starts_from_finetuned_teacher, teacher_variants
 
     bases, as_trials = {}, {}
     for task in tasks:
@@ -112,6 +112,8 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     base = as_trials[tasks[0]]
     check_spec_against_models(base, teacher_source(base.preset, base.teacher, base.cache_dir or default_cache_dir()))
     check_teacher_storage(base, space, args.storage)
+    if starts_from_finetuned_teacher(base, space):
+        teacher_variants(space)          # a teacher per distinct seed or data setting: their values must be a list
     settings = search_settings(args, cpus=1.0, concurrent=1, gpus=args.gpus_per_worker or 0.0,
                                max_epochs=args.max_epochs)
     from opdf_ray.leaderboard import check_writable

@@ -65,6 +65,7 @@ class Job:
     teacher_info: dict
     parallel: Parallel
     started: float
+    teacher_selection_start: dict | None = None   # a trained teacher (ProKT, LGTM) on the selection slice at start
 
 
 def prepare(spec: RunSpec, parallel: Parallel | None = None, finetuned_teacher: str | None = None) -> Job:
@@ -97,6 +98,11 @@ def prepare(spec: RunSpec, parallel: Parallel | None = None, finetuned_teacher: 
     method = method_cls(spec, student.to(device), None if teacher is None else teacher.to(device), parallel)
     method.apply_opdf()
     params = {"trainable_params": method.trainable_parameter_count(), "inference_params": deployed}
+    teacher_start = None
+    if method.trains_teacher:      # whether the teacher it trains ends better or worse than it started
+        teacher_start = evaluate(method.teacher, data.loader("selection", spec.eval_batch_size, False,
+                                                             parallel=parallel), data.task, device, parallel,
+                                 spec.bf16_on(device))
     if parallel.is_main:
         opdf = f"OPDF {spec.opdf_cores} cores" if spec.opdf else "dense"
         log.info(banner(f"{spec.task} {spec.method} ({opdf}) on {device}", plan, **params))
@@ -104,7 +110,7 @@ def prepare(spec: RunSpec, parallel: Parallel | None = None, finetuned_teacher: 
         loader = data.loader("train", spec.eval_batch_size, False, parallel=parallel)
         with autocast(device, spec.bf16_on(device)):
             method.cache_teacher_logits(on_device(loader, device), data.size("train"))
-    return Job(spec, device, data, method, plan, params, teacher_info, parallel, started)
+    return Job(spec, device, data, method, plan, params, teacher_info, parallel, started, teacher_start)
 
 
 def train(job: Job, resume_from: str | Path | None = None, on_evaluate=None, on_log=None) -> Progress:
@@ -126,6 +132,10 @@ def finalize(job: Job, fitted: Progress) -> tuple[dict, torch.nn.Module]:
     results = {"selection": on(model, "selection"), "dev": {name: on(model, name) for name in task.dev_splits}}
     if method.teacher is not None:
         results["teacher_dev"] = {name: on(method.teacher, name) for name in task.dev_splits}
+    if job.teacher_selection_start is not None:
+        results["teacher_selection"] = {"start": job.teacher_selection_start, "end": on(method.teacher, "selection")}
+    if method.core_step_ratios:
+        results["core_step_ratios"] = method.core_step_ratios      # κ per matrix (opdf_core_lr=matched)
     exported = method.export_student()
     probe = to_device(next(iter(data.loader(task.dev_splits[0], spec.eval_batch_size, False))), device)
     with torch.inference_mode():

@@ -243,12 +243,28 @@ def _partition_task(path: str, base: str) -> str | None:
 VARIANT = ["task", "method", "opdf_cores", "mpo_bond"]   # what a table row is (mpo_bond 0 = full rank)
 
 
+REPEAT = ["task", "config_id", "seed"]    # one run of a configuration: a second row of it is a duplicate
+
+
 def usable(df: pd.DataFrame) -> pd.DataFrame:
-    """Completed rows worth comparing, with ``mpo_bond`` (the student's bond dimension, 0 = full rank, i.e.
-    over-parameterised; > 0 = compressed): rows distilled from a truncated teacher are left out."""
-    done = df[(df["status"] == "completed") & ~df["teacher_truncated"].fillna(False).astype(bool)].copy()
+    """Completed rows worth comparing, one per (task, configuration, seed), with ``mpo_bond`` (the student's bond
+    dimension, 0 = full rank, i.e. over-parameterised; > 0 = compressed): rows distilled from a truncated teacher
+    are left out, and of a configuration run twice with the same seed only the latest counts (``duplicate_runs``
+    lists the others), so no seed is averaged twice."""
+    done = _completed(df)
+    done = done.sort_values("finished_at", kind="stable").drop_duplicates(REPEAT, keep="last").sort_index()
     done["mpo_bond"] = done["opdf_bond_dim"].fillna(0).astype(int)
     return done
+
+
+def duplicate_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The completed rows that repeat a (task, configuration, seed) of a later row: what ``usable`` leaves out."""
+    done = _completed(df).sort_values("finished_at", kind="stable")
+    return done[done.duplicated(REPEAT, keep="last")]
+
+
+def _completed(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df["status"] == "completed") & ~df["teacher_truncated"].fillna(False).astype(bool)].copy()
 
 
 def best_rows(df: pd.DataFrame, by: str = "selection_score") -> pd.DataFrame:

@@ -33,7 +33,7 @@ import yaml
 
 from opdf_ray.config import METHOD_TITLES, METHODS, RunSpec
 from opdf_ray.data import TASKS
-from opdf_ray.leaderboard import VARIANT, read_leaderboard, usable
+from opdf_ray.leaderboard import VARIANT, duplicate_runs, read_leaderboard, usable
 
 METRIC_NAMES = {"accuracy": "Acc", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman"}
 SELECT_BY = ("selection", "dev")
@@ -617,6 +617,11 @@ def render(leaderboard: str | list[str], out: str | Path, select_by: str = "sele
              f"tuned teacher the students start from (± std over its seeds)."
              + (f" {truncated} trial(s) distilled from a truncated teacher (written before opdf-ray fixed it) are "
                 f"left out." if truncated else ""))
+    repeats = duplicate_runs(board)
+    if len(repeats):
+        intro += (f" {len(repeats)} completed row(s) repeat a (configuration, seed) of a later row and are left out "
+                  f"(each seed counts once): trials {', '.join(repeats['trial_id'].astype(str).head(8))}"
+                  f"{' …' if len(repeats) > 8 else ''}.")
     summary = run_summary(board)
     verdicts = opdf_verdicts(chosen, by)
     tasks = list(dict.fromkeys(c.task for c in table.columns))

@@ -25,10 +25,10 @@ from opdf_ray.storage import published
 
 log = logging.getLogger(__name__)
 INFO_FILE = "teacher.json"
-# what the fine-tuned teacher depends on besides its source and the data files (its cache key)
+# what the fine-tuned teacher depends on besides its source and the data files (its cache key); the student's
+# optimiser settings (lr, warm-up, decay) are not among them: the teacher's fine-tuning has its own
 FINETUNE_SETTINGS = ("task", "seed", "teacher_epochs", "teacher_finetune_lr", "max_length", "batch_size",
-                     "max_train_samples", "max_steps", "selection_fraction", "selection_cap", "select_on",
-                     "weight_decay", "warmup_ratio")
+                     "max_train_samples", "max_steps", "selection_fraction", "selection_cap", "select_on")
 
 
 def teacher_source(preset: str, teacher: str | None, cache_dir: str | os.PathLike) -> str:
@@ -71,11 +71,19 @@ def teacher_settings(spec: RunSpec) -> dict:
     return {k: getattr(spec, k) for k in FINETUNE_SETTINGS}
 
 
+def teacher_settings_key(spec: RunSpec) -> str:
+    """The settings of ``spec`` its fine-tuned teacher depends on, as text: which of a search's teachers a trial
+    loads (one per distinct key)."""
+    return json.dumps(teacher_settings(spec), sort_keys=True)
+
+
 def finetune_spec(spec: RunSpec) -> RunSpec:
-    """The run spec of the teacher's task fine-tuning: plain fine-tuning, dense, with the teacher's epochs and lr;
-    whatever the method, it selects checkpoints on the whole held-out slice."""
+    """The run spec of the teacher's task fine-tuning: plain fine-tuning, dense, with the teacher's epochs and lr, no
+    warm-up and no decay (a search over the student's warm-up or decay shares one teacher); whatever the method,
+    it selects checkpoints on the whole held-out slice."""
     return dataclasses.replace(spec, method="finetune", lr=spec.teacher_finetune_lr, epochs=spec.teacher_epochs,
-                               opdf_cores=0, opdf_bond_dim=None)
+                               opdf_cores=0, opdf_bond_dim=None, warmup_ratio=0.0, weight_decay=0.0,
+                               eval_steps=None)
 
 
 def finetune_teacher(spec: RunSpec, source: str, tokenizer, device: torch.device, root: Path) -> tuple[str, dict]:

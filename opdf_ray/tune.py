@@ -3,12 +3,14 @@
 Names are deterministic (``<name>-<task>`` experiments under ``--storage``, trials named by id), so a search
 can be restored. Every finished trial becomes a leaderboard row; trials ASHA stopped are told to Optuna as
 pruned and their checkpoints are deleted. A teacher that needs task fine-tuning (KD, Theseus) is fine-tuned
-once per task before the trials, as a Ray task, and stored under the experiment.
+before the trials, once per task and distinct teacher setting (a space that draws the seed gets one per seed), as a
+Ray task, and stored under the storage's ``teachers/``.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import logging
 import math
 import time
@@ -121,16 +123,27 @@ def trial_spec(base: RunSpec, space: SearchSpace, drawn: dict, settings: SearchS
 
 
 class TrialSampler:
-    """Optuna define-by-run function: draws the space, returns the full trial config (picklable, for restore)."""
+    """Optuna define-by-run function: draws the space, returns the full trial config (picklable, for restore).
+
+    ``finetuned_teachers``: the search's fine-tuned teachers by ``teacher_settings_key`` (empty when no trial starts
+    from one); each trial gets the one fine-tuned under its own seed and settings."""
 
     def __init__(self, base: RunSpec, space: SearchSpace, settings: SearchSettings, run: dict,
-                 finetuned_teacher: str | None, overrides: dict | None = None):
+                 finetuned_teachers: dict[str, str], overrides: dict | None = None):
         self.base, self.space, self.settings = base, space, settings
-        self.run, self.finetuned_teacher, self.overrides = run, finetuned_teacher, overrides
+        self.run, self.finetuned_teachers, self.overrides = run, finetuned_teachers, overrides
 
     def __call__(self, trial) -> dict:
+        from opdf_ray.teacher import teacher_settings_key
+
         spec = trial_spec(self.base, self.space, self.space.draw(trial), self.settings, self.overrides)
-        return {"spec": spec.to_dict(), "run": self.run, "finetuned_teacher": self.finetuned_teacher}
+        teacher = None
+        if self.finetuned_teachers:
+            key = teacher_settings_key(spec)
+            if key not in self.finetuned_teachers:      # teacher_variants covers every draw: a bug, never a guess
+                raise RuntimeError(f"no fine-tuned teacher was prepared for the teacher settings {key}")
+            teacher = self.finetuned_teachers[key]
+        return {"spec": spec.to_dict(), "run": self.run, "finetuned_teacher": teacher}
 
 
 def prune_aware_optuna_search(**kwargs):
@@ -274,23 +287,50 @@ def check_teacher_storage(spec: RunSpec, space: SearchSpace, storage: str) -> No
                          f"yet. Use a shared path")
 
 
-def prepare_teacher(base: RunSpec, space: SearchSpace, settings: SearchSettings,
-                    overrides: dict | None = None) -> str | None:
-    """Fine-tune the task teacher once, as a Ray task with one worker's resources, when any trial may start from
-    it. It is stored under ``<storage>/teachers/<task>-<key>``, keyed by every setting it depends on: every search
-    of that storage with the same settings reuses it (a study's dense and OPDF searches share one teacher, and
-    none pays for the fine-tune again), a search with other settings never does. Every trial loads it."""
+def teacher_variants(space: SearchSpace) -> list[dict]:
+    """The values of the space's parameters that change the fine-tuned teacher (its cache key, ``FINETUNE_SETTINGS``:
+    the seed, the data budget, …), one dict per combination; ``[{}]`` when the space searches none of them.
+
+    Raises:
+        ValueError: such a parameter is not categorical: a search fine-tunes one teacher per distinct value before
+            its trials, so the values must be a list.
+    """
+    from opdf_ray.teacher import FINETUNE_SETTINGS
+
+    keyed = [p for p in space.params if p.name in FINETUNE_SETTINGS]
+    bad = [p.name for p in keyed if p.type != "categorical" or p.include_zero]
+    if bad:
+        raise ValueError(f"search space params {bad} change the task-fine-tuned teacher, and a search fine-tunes one "
+                         f"teacher per distinct value before its trials: make them categorical, e.g. seed: {{type: "
+                         f"categorical, choices: [1, 2, 3]}} (teacher settings: {', '.join(FINETUNE_SETTINGS)})")
+    return [dict(zip((p.name for p in keyed), values)) for values in itertools.product(*(p.choices for p in keyed))]
+
+
+def prepare_teachers(base: RunSpec, space: SearchSpace, settings: SearchSettings,
+                     overrides: dict | None = None) -> dict[str, str]:
+    """Fine-tune the task teacher once per distinct teacher setting the space draws (``teacher_variants``: one, unless
+    it searches the seed or the data budget), each as a Ray task with one worker's resources, when any trial may
+    start from it. Each is stored under ``<storage>/teachers/<task>-<key>``, keyed by every setting it depends on:
+    every search of that storage with the same settings reuses it (a study's dense and OPDF searches share one
+    teacher, and none pays for the fine-tune again), a search with other settings never does. Returns the paths
+    by ``teacher_settings_key``; each trial loads its own."""
     import ray
 
     spec = trial_spec(base, space, {}, settings, overrides)
     if not starts_from_finetuned_teacher(spec, space):
-        return None
+        return {}
     check_teacher_storage(spec, space, settings.storage)
-    from opdf_ray.teacher import finetune_teacher_into
+    from opdf_ray.teacher import finetune_teacher_into, teacher_settings_key
 
+    specs = {}
+    for drawn in teacher_variants(space):
+        variant = trial_spec(base, space, drawn, settings, overrides)
+        specs.setdefault(teacher_settings_key(variant), variant)
     resources = {"num_cpus": settings.cpus_per_worker, "num_gpus": settings.gpus_per_worker}
     root = join(settings.storage)      # absolute here: trials load the teacher from their own working directories
-    return ray.get(ray.remote(**resources)(finetune_teacher_into).remote(spec.to_dict(), root))
+    task = ray.remote(**resources)(finetune_teacher_into)
+    pending = {key: task.remote(variant.to_dict(), root) for key, variant in specs.items()}
+    return {key: ray.get(ref) for key, ref in pending.items()}
 
 
 def make_scheduler(settings: SearchSettings, max_epochs: int):
@@ -317,15 +357,16 @@ def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resu
     started = time.time()
     if not is_uri(settings.storage):           # a fine-tune killed while saving leaves its temporary folder behind
         remove_temporaries(Path(settings.storage) / "teachers", min_age_s=STALE_TEMPORARY_S)
-    teacher = prepare_teacher(base, space, settings, overrides)
-    log.info("teacher ready in %.0f s: %s", time.time() - started, teacher)
+    teachers = prepare_teachers(base, space, settings, overrides)
+    log.info("%d fine-tuned teacher(s) ready in %.0f s: %s", len(teachers), time.time() - started,
+             ", ".join(teachers.values()) or "none needed")
     run = {"workers": settings.workers_per_trial, "cpus_per_worker": settings.cpus_per_worker,
            "gpus_per_worker": settings.gpus_per_worker, "train_storage": train_storage,
            "max_failures": settings.max_failures, "checkpoints_to_keep": settings.checkpoints_to_keep,
            "placement": settings.placement}
     trainable = tune.with_resources(trial_driver, driver_resources(settings))
     scheduler = make_scheduler(settings, trial_epochs(space, base.task, settings))
-    search = _optuna_search(TrialSampler(base, space, settings, run, teacher, overrides), settings, name)
+    search = _optuna_search(TrialSampler(base, space, settings, run, teachers, overrides), settings, name)
     run_config = tune.RunConfig(name=name, storage_path=join(settings.storage),
                                 callbacks=_callbacks(name, settings, train_storage),
                                 failure_config=tune.FailureConfig(max_failures=0))

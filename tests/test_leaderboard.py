@@ -100,3 +100,18 @@ def test_best_rows_and_seed_summary(tmp_path):
 def test_unknown_status_is_rejected():
     with pytest.raises(ValueError, match="status='done'; allowed: completed, pruned, failed"):
         make_row("r", "t", "done", RunSpec().to_dict(), {})
+
+
+def test_a_configuration_run_twice_with_one_seed_counts_once_and_is_flagged(tmp_path):
+    from opdf_ray.leaderboard import duplicate_runs
+
+    write_row(str(tmp_path), row("a", seed=1, dev=80.0))
+    write_row(str(tmp_path), row("b", seed=2, dev=84.0))
+    repeat = row("c", seed=1, dev=90.0)                   # the same configuration and seed, run again later
+    repeat["finished_at"] = repeat["finished_at"] + pd.Timedelta(seconds=5)
+    write_row(str(tmp_path), repeat)
+    board = read_leaderboard(str(tmp_path))
+    summary = seed_summary(board)
+    assert list(summary["seeds"]) == [2]                  # distinct seeds, not rows
+    assert summary["mean"].item() == pytest.approx(87.0)  # the latest run of seed 1 (90) with seed 2 (84)
+    assert list(duplicate_runs(board)["trial_id"]) == ["a"]

@@ -87,6 +87,16 @@ def test_searches_in_one_storage_share_the_fine_tuned_teacher_of_the_same_settin
     board = read_leaderboard(str(tmp_path / "board")).set_index("run_id")
     assert board.loc["second-rte", "finetuned_teacher_dev_accuracy"] == 12.5
     assert board.loc["first-rte", "finetuned_teacher_dev_accuracy"] != 12.5
+    # a search that draws the seed: each trial distils from the teacher fine-tuned under its own seed (the first
+    # seed's is the one above, reused), never from the search's one
+    grid = {name: {"type": "categorical", "choices": choices} for name, choices in
+            (("method", ["kd"]), ("opdf", [True]), ("opdf_cores", [3]), ("lr", [1e-4]), ("seed", [42, 7]))}
+    run_search(tiny_base(tmp_path), tiny_space(**grid), settings(tmp_path, name="seeds", num_samples=2,
+                                                                 sampler="grid", early_stopping=False))
+    assert len(list((tmp_path / "storage" / "teachers").iterdir())) == 2
+    rows = read_leaderboard(str(tmp_path / "board")).query("run_id == 'seeds-rte'").set_index("seed")
+    assert rows.loc[42, "finetuned_teacher_dev_accuracy"] == 12.5
+    assert rows.loc[7, "finetuned_teacher_dev_accuracy"] != 12.5
 
 
 def test_a_relative_storage_still_hands_trials_a_teacher_they_can_load(local_ray, tmp_path, monkeypatch):

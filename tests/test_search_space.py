@@ -41,13 +41,17 @@ def test_default_space_draws_conditional_parameters_only_where_they_apply():
         assert ("t_alpha_kd" not in d) and ("lgtm_variant" not in d)    # the defaults: the paper variant
         assert ("temperature" in d) == (d["method"] in ("kd", "prokt", "lgtm"))
         assert ("opdf_cores" in d) == d["opdf"]
-        assert 5e-7 <= d["lr"] <= 1e-4
+        assert 1e-6 <= d["lr"] <= 3e-4 and 0 <= d["warmup_ratio"] <= 0.1
+        assert ("opdf_core_lr" in d) == ("opdf_train_cores" in d) == d["opdf"]
+        aligned = d.get("opdf_train_cores") == "all"      # central training leaves nothing to align
+        assert ("opdf_align_ratio" in d) == ("opdf_align_map" in d) == aligned
         values = spec_values(d)
         if not d["opdf"]:
             assert values["opdf_cores"] == 0 and values["opdf_bond_dim"] is None
         RunSpec.from_dict(space.fixed | values)
-    weights = [d["opdf_align_weight"] for d in drawn if d["opdf"]]
-    assert 0.0 in weights and all(w == 0 or 0.01 <= w <= 100 for w in weights)   # the ablation and the range
+    ratios = [d["opdf_align_ratio"] for d in drawn if "opdf_align_ratio" in d]
+    assert 0.0 in ratios and all(r == 0 or 0.01 <= r <= 1 for r in ratios)   # the ablation and the range
+    assert {d.get("opdf_core_lr") for d in drawn if d["opdf"]} == {"matched", "1.0"}
     assert space.fixed["t2_scaling"] is True                            # the temperature is searched
 
 

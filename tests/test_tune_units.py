@@ -181,7 +181,7 @@ def test_tpe_models_the_results_after_a_third_of_the_trials_not_after_optunas_te
     with pytest.raises(ValueError, match="tpe_startup_trials=0 is invalid"):
         settings(tmp_path, tpe_startup_trials=0)
     conf = settings(tmp_path, num_samples=8)
-    search = _optuna_search(TrialSampler(tiny_base(tmp_path), tiny_space(), conf, {}, None), conf, "s")
+    search = _optuna_search(TrialSampler(tiny_base(tmp_path), tiny_space(), conf, {}, {}), conf, "s")
     assert search.searcher._sampler._n_startup_trials == 2       # what the search hands Optuna (private attrs)
 
 
@@ -201,3 +201,23 @@ def test_the_minus_inf_best_score_before_the_first_evaluation_does_not_warn_on_e
     with caplog.at_level(logging.INFO):
         x2num.make_np(np.array(report[tm.BEST_SCORE]))
     assert not [r for r in caplog.records if "NaN or Inf" in r.getMessage()]
+
+
+def test_a_space_that_draws_the_seed_gets_a_teacher_per_seed_and_each_trial_its_own(tmp_path):
+    from opdf_ray.teacher import teacher_settings_key
+    from opdf_ray.tune import TrialSampler, teacher_variants, trial_spec
+
+    space = tiny_space(seed={"type": "categorical", "choices": [1, 2]})
+    assert teacher_variants(space) == [{"seed": 1}, {"seed": 2}]
+    assert teacher_variants(tiny_space()) == [{}]
+    conf, base = settings(tmp_path), tiny_base(tmp_path)
+    teachers = {teacher_settings_key(trial_spec(base, space, v, conf)): f"/teachers/seed{v['seed']}"
+                for v in teacher_variants(space)}
+    sampler = TrialSampler(base, space, conf, {}, teachers)
+    for seed in (1, 2, 1):
+        trial = optuna.trial.FixedTrial({"method": "kd", "lr": 1e-4, "opdf": False, "seed": seed})
+        config = sampler(trial)
+        assert config["spec"]["seed"] == seed and config["finetuned_teacher"] == f"/teachers/seed{seed}"
+    with pytest.raises(ValueError, match=r"search space params \['seed'\] change the task-fine-tuned teacher.*"
+                                         r"make them categorical"):
+        teacher_variants(tiny_space(seed={"type": "int", "low": 1, "high": 3}))
