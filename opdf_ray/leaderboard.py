@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 #    reference row; teacher_dev_score is the run's teacher at the end, which ProKT and LGTM train).
 # 6: pad_to_multiple_of, cudnn_attention (execution settings; empty before 6: dynamic padding, and PyTorch's own
 #    attention choice, which picked cuDNN's kernels on an H100).
-SCHEMA_VERSION = 6
+# 7: opdf_core_lr (before 7: the dense lr for every core, "1.0"), opdf_align_ratio (0.0), opdf_train_cores ("all");
+#    init_classifier_to_zero may be null (auto); cores decay as their deployed matrix would (wd was 0 in every study)
+SCHEMA_VERSION = 7
 STATUSES = ("completed", "pruned", "failed")
 METRICS = tuple(dict.fromkeys(m for t in TASKS.values() for m in t.metrics))   # accuracy, f1, mcc, …
 _ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
@@ -212,6 +214,7 @@ def read_leaderboard(root: str) -> pd.DataFrame:
     frame = table.to_pandas()
     frame["teacher_truncated"] = frame["teacher_truncated"].astype("boolean").fillna(_truncated_before_v3(frame))
     _teacher_metrics_before_v5(frame)
+    _opdf_settings_before_v7(frame)
     return frame[["task", *[c for c in frame.columns if c != "task"]]]
 
 
@@ -224,6 +227,14 @@ def _teacher_metrics_before_v5(frame: pd.DataFrame) -> None:
         column = f"finetuned_teacher_dev_{m}"
         missing = frame[column].isna() & frozen & (frame["selection_metric"] == m)
         frame.loc[missing, column] = frame.loc[missing, "teacher_dev_score"]
+
+
+def _opdf_settings_before_v7(frame: pd.DataFrame) -> None:
+    """Rows written before schema 7 trained every core at the dense lr, with the alignment as a raw weight, all cores
+    trained: what those settings' values mean (their config_id, written then, stays as it was)."""
+    old = frame["schema_version"] < 7
+    for column, value in (("opdf_core_lr", "1.0"), ("opdf_align_ratio", 0.0), ("opdf_train_cores", "all")):
+        frame.loc[old & frame[column].isna(), column] = value
 
 
 def _truncated_before_v3(frame: pd.DataFrame) -> pd.Series:

@@ -221,3 +221,19 @@ def test_a_space_that_draws_the_seed_gets_a_teacher_per_seed_and_each_trial_its_
     with pytest.raises(ValueError, match=r"search space params \['seed'\] change the task-fine-tuned teacher.*"
                                          r"make them categorical"):
         teacher_variants(tiny_space(seed={"type": "int", "low": 1, "high": 3}))
+
+
+def test_rows_written_before_the_matched_core_lr_read_as_the_settings_they_trained_with(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spec = RunSpec(task="rte", opdf_cores=5).to_dict()
+    write_row(str(tmp_path), make_row("run", "new", "completed", spec, completed_result("rte", 60.0, 61.0)))
+    new_columns = ["opdf_core_lr", "opdf_align_ratio", "opdf_train_cores"]
+    old = pq.read_table(tmp_path / "task=rte" / "run--new.parquet").drop_columns(new_columns)
+    old = old.set_column(old.schema.get_field_index("trial_id"), "trial_id", pa.array(["old"]))
+    old = old.set_column(old.schema.get_field_index("schema_version"), "schema_version", pa.array([6], pa.int32()))
+    pq.write_table(old.replace_schema_metadata({"schema_version": "6"}), tmp_path / "task=rte" / "run--old.parquet")
+    board = read_leaderboard(str(tmp_path)).set_index("trial_id")
+    assert list(board.loc["old", new_columns]) == ["1.0", 0.0, "all"]          # the published recipe they ran
+    assert list(board.loc["new", new_columns]) == ["matched", 0.0, "all"]
