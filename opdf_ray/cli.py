@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what the cluster fits)")
     p.add_argument("--workers-per-trial", type=int, default=1, help="data-parallel Ray Train workers per trial")
     p.add_argument("--cpus-per-worker", type=float, default=None, help="default: the CPUs a trial's share allows")
-    p.add_argument("--gpus-per-worker", type=float, default=None, help="default: 1 when the cluster has GPUs, else 0")
+    p.add_argument("--gpus-per-worker", type=float, default=None, help="default: 1 when the cluster has GPUs, else 0; "
+                   "a fraction (0.25) packs single-worker trials onto one GPU")
     p.add_argument("--storage", default="outputs/search", help="local directory or cloud URI for the experiments")
     p.add_argument("--name", default="opdf", help="search name; experiments are <name>-<task> (deterministic)")
     p.add_argument("--resume", action="store_true", help="restore the interrupted search of the same name")

@@ -35,6 +35,7 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
 
     spec = RunSpec.from_dict(config["spec"])
+    limit_gpu_memory(spec, config.get("gpu_fraction", 1.0))
     context = ray.train.get_context()
     log_to_console(logging.INFO if context.get_world_rank() == 0 else logging.WARNING)   # banner, evaluations
     parallel = TorchDistributed() if context.get_world_size() > 1 else Parallel()
@@ -75,6 +76,21 @@ def train_loop_per_worker(config: dict) -> None:
     results, exported = finalize(job, progress)
     metrics = evaluation(progress, None) | tm.final_metrics(results) | {tm.FINISHED: 1.0}
     _report(metrics, parallel, job=job, progress=progress, results=results, exported=exported)
+
+
+def limit_gpu_memory(spec: RunSpec, fraction: float) -> bool:
+    """A trial given a fraction of a GPU (``--gpus-per-worker 0.25``: four trials share one) may allocate only that
+    share of its memory, so one trial's peak cannot take the others down with an out-of-memory error. Ray only
+    counts fractions; the cap is PyTorch's caching allocator's. Returns whether a cap was set."""
+    import torch
+
+    from opdf_ray.models import run_device
+
+    device = run_device(spec)
+    if device.type != "cuda" or not 0 < fraction < 1:
+        return False
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return True
 
 
 def _maybe_fail_once(step: int) -> None:
@@ -142,8 +158,10 @@ def trial_driver(config: dict) -> None:
     trial_id = ray.tune.get_context().get_trial_id()
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"spec": spec.to_dict(), "finetuned_teacher": config.get("finetuned_teacher")},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        train_loop_config={"spec": spec.to_dict(), "finetuned_teacher": config.get("finetuned_teacher"),
+                           "gpu_fraction": run["gpus_per_worker"] if use_gpu else 1.0},
+        # one worker never communicates: gloo then, which also lets trials share a GPU (NCCL ranks cannot)
+        torch_config=TorchConfig(backend="nccl" if use_gpu and run["workers"] > 1 else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=run["workers"], use_gpu=use_gpu,
                                                resources_per_worker=resources,
                                                placement_strategy=run.get("placement", "PACK")),

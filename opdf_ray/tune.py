@@ -75,6 +75,10 @@ class SearchSettings:
             bad("cpus_per_worker", "a number > 0")
         if not self.gpus_per_worker >= 0:
             bad("gpus_per_worker", "a number ≥ 0")
+        if 0 < self.gpus_per_worker < 1 and self.workers_per_trial > 1:
+            raise ValueError(f"gpus_per_worker={self.gpus_per_worker} shares a GPU between trials, but the "
+                             f"{self.workers_per_trial} workers of a trial are NCCL ranks, and two ranks cannot "
+                             f"share one GPU; use workers_per_trial=1 with a fraction, or whole GPUs")
         if self.max_failures < 0:
             bad("max_failures", "an int ≥ 0")
         if self.placement not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):

@@ -31,7 +31,7 @@ def local_ray(tmp_path_factory):
     os.environ[FAIL_ONCE_ENV] = f"5:{marker}"      # workers inherit the environment of the Ray they join
     os.environ |= {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path_factory.mktemp("wandb")),
                    "WANDB_SILENT": "true"}           # W&B's logger actor writes offline runs there
-    ray.init(num_cpus=4)
+    ray.init(num_cpus=4, num_gpus=1)               # a logical GPU: Ray only counts it (fractional trials)
     yield marker
     ray.shutdown()
     for var in (FAIL_ONCE_ENV, "WANDB_MODE", "WANDB_DIR", "WANDB_SILENT"):
@@ -107,6 +107,21 @@ def test_a_relative_storage_still_hands_trials_a_teacher_they_can_load(local_ray
     run_search(tiny_base(tmp_path), tiny_space(**one), settings(tmp_path, name="rel", num_samples=1, storage="storage"))
     board = read_leaderboard(str(tmp_path / "board"))
     assert list(board["status"]) == ["completed"], board.get("error")
+
+
+def test_trials_given_half_a_gpu_share_it(local_ray, tmp_path):
+    """``--gpus-per-worker 0.5``: two single-worker trials run at once on one GPU (a logical one here; their workers
+    find no CUDA and train on the CPU, over gloo, as a trial of one worker always does)."""
+    space = tiny_space(method={"type": "categorical", "choices": ["kd"]})
+    conf = settings(tmp_path, name="half", num_samples=2, max_concurrent=2, gpus_per_worker=0.5,
+                    cpus_per_worker=1.0, early_stopping=False)
+    grid = run_search(tiny_base(tmp_path), space, conf)
+    assert grid.num_errors == 0
+    board = read_leaderboard(conf.leaderboard)
+    assert list(board["status"]) == ["completed"] * 2
+    ends = board["finished_at"].astype("int64") // 10 ** 9
+    (s1, e1), (s2, e2) = zip(ends - board["wall_seconds"], ends)
+    assert max(s1, s2) < min(e1, e2)               # their runs overlap: on one GPU's worth, not one after another
 
 
 def test_a_nan_trial_is_failed_and_the_others_finish(local_ray, tmp_path):

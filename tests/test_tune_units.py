@@ -237,3 +237,11 @@ def test_rows_written_before_the_matched_core_lr_read_as_the_settings_they_train
     board = read_leaderboard(str(tmp_path)).set_index("trial_id")
     assert list(board.loc["old", new_columns]) == ["1.0", 0.0, "all"]          # the published recipe they ran
     assert list(board.loc["new", new_columns]) == ["matched", 0.0, "all"]
+
+
+def test_a_gpu_fraction_is_refused_for_a_trial_of_several_workers(tmp_path):
+    settings(tmp_path, gpus_per_worker=0.25)                    # one worker: trials share the GPU
+    with pytest.raises(ValueError, match=r"gpus_per_worker=0.25 shares a GPU between trials, but the 2 workers of "
+                                         r"a trial are NCCL ranks.*use workers_per_trial=1 with a fraction"):
+        settings(tmp_path, gpus_per_worker=0.25, workers_per_trial=2)
+    settings(tmp_path, gpus_per_worker=1.0, workers_per_trial=2)

@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", choices=("student", "teacher"), default="student",
                    help="whose deployed matrices to measure: the student, or the teacher ProKT and LGTM train")
     p.add_argument("--teacher-lr", type=float, default=None, help="ProKT/LGTM teacher lr (default: RunSpec's)")
+    p.add_argument("--core-lr", default="matched", help="the OPDF run's --opdf-core-lr: matched (default) or a "
+                   "multiplier (1.0: the published one lr for every core)")
     args = p.parse_args(argv)
     if args.model == "teacher" and not get_method(args.method).trains_teacher:
         p.error(f"--model teacher: {args.method} does not train its teacher; use --method prokt or lgtm")
@@ -97,21 +99,25 @@ def main(argv: list[str] | None = None) -> None:
         common["teacher_lr"] = args.teacher_lr
     names, dense, dense_loss = relative_changes(RunSpec(opdf_cores=0, **common), args.teacher, args.steps,
                                                 model=args.model)
-    _, opdf, opdf_loss = relative_changes(RunSpec(opdf_cores=args.cores, **common), args.teacher, args.steps, names,
-                                          model=args.model)
+    _, opdf, opdf_loss = relative_changes(RunSpec(opdf_cores=args.cores, opdf_core_lr=args.core_lr, **common),
+                                          args.teacher, args.steps, names, model=args.model)
     spec = RunSpec(**common)
-    lr = f"lr {spec.lr:g}" + (f", teacher lr {spec.teacher_lr:g}" if args.model == "teacher" else "")
+    lr = (f"lr {spec.lr:g}" + (f", teacher lr {spec.teacher_lr:g}" if args.model == "teacher" else "")
+          + f", OPDF core lr {args.core_lr}")
     print(f"{args.task} {args.method}, {lr}, seed {args.seed}: relative change of the {len(names)} encoder matrices "
           f"the {args.model} deploys, ‖W_k − W_0‖ / ‖W_0‖ (median, max)")
     loss_head = " dense / OPDF teacher loss, mean of steps 1..k |" if args.model == "teacher" else ""
-    print(f"| steps | dense | OPDF-{args.cores} | OPDF / dense (median) |{loss_head}")
-    print("|---|---|---|---|" + ("---|" if loss_head else ""))
+    print(f"| steps | dense | OPDF-{args.cores} | OPDF / dense (median) | OPDF / dense per matrix (min–max) |"
+          f"{loss_head}")
+    print("|---|---|---|---|---|" + ("---|" if loss_head else ""))
     for k in args.steps:
         d, o = dense[k], opdf[k]
         loss = f" {dense_loss[k]:.3f} / {opdf_loss[k]:.3f} |" if loss_head else ""
         ratio = f"{statistics.median(o) / statistics.median(d):.2f}" if statistics.median(d) else "–"
+        each = [b / a for a, b in zip(d, o) if a]
+        spread = f"{min(each):.2f}–{max(each):.2f}" if each else "–"
         print(f"| {k} | {statistics.median(d):.2e}, {max(d):.2e} | {statistics.median(o):.2e}, {max(o):.2e} | "
-              f"{ratio} |{loss}")
+              f"{ratio} | {spread} |{loss}")
 
 
 if __name__ == "__main__":
