@@ -55,9 +55,9 @@ def get_preset(name: str) -> Preset:
 TARGET, EXECUTION, SEED = "target", "execution", "seed"
 
 
-def _positive_number(text: str) -> bool:
+def _positive_number(value) -> bool:
     try:
-        return math.isfinite(float(text)) and float(text) > 0
+        return math.isfinite(float(value)) and float(value) > 0
     except ValueError:
         return False
 
@@ -191,13 +191,9 @@ class RunSpec:
 
         # a multiplier may come as a number (YAML, Python): stored as its canonical text, one column type
         core_lr = self.opdf_core_lr
-        if isinstance(core_lr, (int, float)) and not isinstance(core_lr, bool):
-            object.__setattr__(self, "opdf_core_lr", repr(float(core_lr)))
-        elif isinstance(core_lr, str) and core_lr != MATCHED:
-            try:
-                object.__setattr__(self, "opdf_core_lr", repr(float(core_lr)))
-            except ValueError:
-                pass        # refused below, naming the value
+        if (isinstance(core_lr, (int, float)) and not isinstance(core_lr, bool)) or (
+                isinstance(core_lr, str) and _positive_number(core_lr)):
+            object.__setattr__(self, "opdf_core_lr", repr(float(core_lr)))      # refused below unless > 0
 
         for f in dataclasses.fields(self):
             value, kind = getattr(self, f.name), f.metadata.get("type") or type(f.default)

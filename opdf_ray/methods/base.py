@@ -85,7 +85,7 @@ class Method:
         """Whether the alignment loss acts: OPDF on, a teacher with cores, a strength > 0, and aligned cores that
         train (central-only training leaves the auxiliary cores nothing to align)."""
         s = self.spec
-        strength = s.opdf_align_ratio > 0 if s.opdf_align_ratio else s.opdf_align_weight > 0
+        strength = s.opdf_align_ratio > 0 or s.opdf_align_weight > 0
         trained = not (s.opdf_train_cores == "central" and s.opdf_align_cores == "auxiliary")
         return s.opdf and self.uses_teacher and s.opdf_teacher and strength and trained
 
