@@ -176,7 +176,8 @@ def allreduce(out: Path) -> None:
                              "epochs": {"default": 1},
                              "params": {"opdf_cores": {"type": "categorical", "choices": [cores]}}}, "fixed")
         name = f"allreduce-{label}".replace("_", "-")
-        run_search(RunSpec(**BASE | {"max_train_samples": 256, "mpo_weight": path}), space,
+        core_lr = "1.0" if path == "per-forward" else "matched"      # matched needs the per-step dense gradient
+        run_search(RunSpec(**BASE | {"max_train_samples": 256, "mpo_weight": path, "opdf_core_lr": core_lr}), space,
                    settings(out, name, num_samples=1, sampler="grid", early_stopping=False, workers_per_trial=2,
                             cpus_per_worker=0.99))
         board = read_leaderboard(str(out / "board"))

@@ -32,7 +32,10 @@ def make_method(name: str, cores: int, path: str, teacher, batch_size: int):
     from opdf_ray.methods import get_method
     from opdf_ray.models import keep_layers
 
-    spec = RunSpec(task="sst2", method=name, opdf_cores=cores, mpo_weight=path)
+    # the matched core lr is calibrated on the dense gradient only the per-step path has; the per-forward
+    # reference runs the published one lr (the step's cost does not depend on the lr)
+    spec = RunSpec(task="sst2", method=name, opdf_cores=cores, mpo_weight=path,
+                   opdf_core_lr="1.0" if path == "per-forward" else "matched")
     teacher = copy.deepcopy(teacher)
     m = get_method(name)(spec, keep_layers(teacher, [0, 2, 4]), teacher)
     m.apply_opdf()

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SETTINGS = {"before": ["--mpo-weight", "per-forward", "--no-group-by-length"], "after": [],
+SETTINGS = {"before": ["--mpo-weight", "per-forward", "--no-group-by-length", "--opdf-core-lr", "1.0"], "after": [],
             "after+bf16": ["--cpu-bf16"]}
 
 
