@@ -26,6 +26,7 @@ import statistics
 import torch
 from torch import nn
 
+from opdf_ray import mpo
 from opdf_ray.layers import MPOLinear
 from opdf_ray.overparam import LAYER_MATRICES, mpo_modules
 
@@ -91,15 +92,10 @@ def step_ratio(layer: MPOLinear, dense_grad: torch.Tensor, core_grads: list[torc
     for core, g in zip(layer.trainable_cores(), core_grads, strict=True):
         tangents[position[id(core)]] = g.float() / (g.float().abs() + ADAMW_EPS)
     with torch.autocast(cores[0].device.type, enabled=False):
-        _, moved = torch.func.jvp(lambda *cs: _contract(layer, cs), tuple(cores), tuple(tangents))
+        _, moved = torch.func.jvp(lambda *cs: mpo.contract(list(cs), layer.row_shape, layer.col_shape),
+                                  tuple(cores), tuple(tangents))
     dense = dense_grad.float()
     return float(moved.norm() / (dense / (dense.abs() + ADAMW_EPS)).norm().clamp_min(1e-30))
-
-
-def _contract(layer: MPOLinear, cores) -> torch.Tensor:
-    from opdf_ray import mpo
-
-    return mpo.contract(list(cores), layer.row_shape, layer.col_shape)
 
 
 def calibrate(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,

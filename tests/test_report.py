@@ -198,3 +198,15 @@ def test_html_renders_the_table_in_headless_chromium(board, tmp_path):
     artifacts = Path(__file__).resolve().parent.parent / ARTIFACTS
     artifacts.mkdir(parents=True, exist_ok=True)
     shutil.copy(shot, artifacts / "report-screenshot.png")
+
+
+def test_a_seed_run_twice_is_one_seed_in_the_table_and_the_report_says_which_row_it_left_out(tmp_path):
+    root = tmp_path / "board"
+    put(root, "a1", "mrpc", "kd", 0, 1, selection=80, dev=80)
+    put(root, "a2", "mrpc", "kd", 0, 2, selection=80, dev=84)
+    put(root, "again", "mrpc", "kd", 0, 1, selection=80, dev=80, run="run2")   # seed 1 again, a later run
+    mean, std, n = build_table(read_leaderboard(str(root))).rows[0]["cells"]["MRPC F1"]
+    assert (mean, n) == (82.0, 2)                    # before: 81.3 over "3 seeds", seed 1 counted twice
+    render(str(root), tmp_path / "out")
+    assert "1 completed row(s) repeat a (configuration, seed) of a later row and are left out" in \
+        (tmp_path / "out" / "report.md").read_text()
