@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from opdf_ray.layers import MPOLinear
+from opdf_ray.layers import MPOLinear, core_gradients, group_step_weights, push_gradients
 from opdf_ray.parallel import Parallel
 
 
@@ -27,7 +27,7 @@ class OptimizerGradients:
     then each layer's cores (direct gradients only).
     """
 
-    def __init__(self, params: Iterable[nn.Parameter], modules: Iterable[MPOLinear]):
+    def __init__(self, params: Iterable[nn.Parameter], modules: Iterable[MPOLinear], batched: bool = True):
         self.params = list(params)
         ids = {id(p) for p in self.params}
         self.layers = [m for m in modules if m.per_step and (trained := m.trainable_cores())
@@ -35,6 +35,8 @@ class OptimizerGradients:
         self.cores = [c for m in self.layers for c in m.trainable_cores()]
         core_ids = {id(c) for c in self.cores}
         self.others = [p for p in self.params if id(p) not in core_ids]
+        # by chain shape, contracted and back-propagated together (batched=False: one by one, the reference)
+        self.groups = group_step_weights(self.layers) if batched else []
 
     # -- the .grad path (loss.backward(), then reduce, clip, step) ------------------------------------------------
     def zero_grad(self) -> None:
@@ -69,21 +71,17 @@ class OptimizerGradients:
                               + [g for m in self.layers if (g := m.dense_gradient()) is not None])
 
     def push_(self) -> None:
-        """Push every layer's dense gradient into its cores' ``.grad`` (one VJP each)."""
-        for m in self.layers:
-            m.push_gradient()
+        """Push every layer's dense gradient into its cores' ``.grad`` (one VJP per group of layers)."""
+        push_gradients(self.layers)
 
     def layer_gradients_in_grad(self) -> list[tuple[MPOLinear, torch.Tensor, list[torch.Tensor]]]:
         """``(layer, dense gradient, its trained cores' total gradient)`` for the layers holding a dense gradient
         in ``.grad`` (after ``average_``, before ``push_``): the cores' gradient is the VJP of the dense one plus
         what reached them directly."""
-        out = []
-        for m in self.layers:
-            dense = m.dense_gradient()
-            if dense is not None:
-                out.append((m, dense, [g if c.grad is None else c.grad + g
-                                       for c, g in zip(m.trainable_cores(), m.core_gradients(dense))]))
-        return out
+        used = [m for m in self.layers if m.dense_gradient() is not None]
+        dense = [m.dense_gradient() for m in used]
+        return [(m, d, [g if c.grad is None else c.grad + g for c, g in zip(m.trainable_cores(), grads)])
+                for m, d, grads in zip(used, dense, core_gradients(used, dense))]
 
     def cores_changed(self) -> None:
         """After the optimiser stepped: the layers rebuild their dense weights at their next forward."""
@@ -110,8 +108,9 @@ class OptimizerGradients:
         pushed into the cores (one VJP) and added to their direct part."""
         n_other, n_layer = len(self.others), len(self.layers)
         direct = iter(raw[n_other + n_layer:])
-        return [(m, dense, [next(direct) + g for g in m.core_gradients(dense)])
-                for m, dense in zip(self.layers, raw[n_other:n_other + n_layer])]
+        dense = raw[n_other:n_other + n_layer]
+        return [(m, d, [next(direct) + g for g in grads])
+                for m, d, grads in zip(self.layers, dense, core_gradients(self.layers, dense))]
 
     def to_params(self, raw: list[torch.Tensor], layer_grads: list | None = None) -> list[torch.Tensor]:
         """Gradients aligned with ``self.params`` (``layer_grads``: ``layer_gradients(raw)``, if already made)."""

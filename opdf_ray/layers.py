@@ -47,10 +47,12 @@ class MPOLinear(nn.Module):
         self._cache: tuple[tuple, torch.Tensor] | None = None
         self.per_step = False
         self._step: _StepWeight | None = None
+        self._group: StepWeightGroup | None = None     # layers whose step weights are contracted together
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_step"] = state["_cache"] = None   # derived from the cores (and an autograd graph cannot be copied)
+        state["_group"] = None                    # a copy is a layer of its own
         return state
 
     @classmethod
@@ -125,13 +127,16 @@ class MPOLinear(nn.Module):
         self._check_no_pending_gradient()
         if not build:
             return None
+        if self._group is not None:
+            self._group.build()
+            return self._step.leaf
         cores = list(self.cores)
         needs_graph = any(c.requires_grad for c in cores)
         # under the ambient autocast, as a per-forward contraction would be; kept in the cores' dtype (fp32), so
         # the gradient it collects (and all-reduces) is the dense student's
         with torch.enable_grad() if needs_graph else torch.no_grad():
             built = self.weight().to(cores[0].dtype)
-        self._step = _StepWeight(key, built, built.detach().requires_grad_(needs_graph))
+        self._step = _StepWeight(key, built, built.detach().requires_grad_(needs_graph), None)
         return self._step.leaf
 
     def cores_changed(self) -> None:
@@ -161,18 +166,11 @@ class MPOLinear(nn.Module):
     def core_gradients(self, dense_grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``∂⟨W, dense_grad⟩/∂cores`` for ``trainable_cores()``: the VJP of the contraction of the current step
         weight (one per call)."""
-        if self._step is None or self._step.key != _version_key(self.cores):
-            raise RuntimeError("no per-step weight for the cores' current version to back-propagate through")
-        return torch.autograd.grad(self._step.built, self.trainable_cores(), dense_grad, retain_graph=True)
+        return core_gradients([self], [dense_grad])[0]
 
     def push_gradient(self) -> None:
         """Add the dense weight's gradient into the cores' ``.grad`` (one VJP) and clear it; no-op when unused."""
-        grad = self.dense_gradient()
-        if grad is None:
-            return
-        for core, g in zip(self.trainable_cores(), self.core_gradients(grad)):
-            core.grad = g if core.grad is None else core.grad + g
-        self._step.leaf.grad = None
+        push_gradients([self])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self._weight_for_forward(), self.bias)
@@ -202,8 +200,105 @@ class MPOLinear(nn.Module):
 
 class _StepWeight(NamedTuple):
     key: tuple               # the cores' versions it was built from
-    built: torch.Tensor      # contracted with autograd history to the cores (kept for the VJP)
-    leaf: torch.Tensor       # the same values, detached: what forwards read and accumulate gradient into
+    built: torch.Tensor      # contracted with autograd history to the cores (kept for the VJP): (I, J) or (G, I, J)
+    leaf: torch.Tensor       # this layer's weight, detached: what forwards read and accumulate gradient into
+    index: int | None        # its place in a group's ``built``; None when contracted alone
+    trained_stacks: tuple = ()   # a group's stacks of its trained cores (core k of every layer): the VJP's inputs
+
+
+class StepWeightGroup:
+    """Per-step layers of one chain shape, stepped by one optimiser: their dense weights are contracted together
+    (core k of every layer stacked, one batched matmul chain, ``mpo.contract_stacked``) and their cores'
+    gradients pushed together (one VJP), so G layers cost the kernel launches of one. Same numbers as contracting
+    them one by one (the batched products are the per-matrix products). Made by ``group_step_weights``."""
+
+    def __init__(self, layers: Sequence[MPOLinear]):
+        self.layers = list(layers)
+        if len({_chain_signature(m) for m in self.layers}) != 1:
+            raise ValueError("a StepWeightGroup needs layers of one chain shape, dtype, device and trained cores")
+        for m in self.layers:
+            m._group = self
+
+    def build(self) -> None:
+        """Contract every layer's weight for its cores' current version (one batched chain)."""
+        layers = self.layers
+        for m in layers:
+            m._check_no_pending_gradient()
+        keys = [_version_key(m.cores) for m in layers]
+        first = layers[0]
+        needs_graph = any(c.requires_grad for c in first.cores)
+        with torch.enable_grad() if needs_graph else torch.no_grad():
+            stacks = [torch.stack([m.cores[k] for m in layers]) for k in range(first.n_cores)]
+            built = mpo.contract_stacked(stacks, first.row_shape, first.col_shape).to(first.cores[0].dtype)
+        trained = tuple(stack for stack, core in zip(stacks, first.cores) if core.requires_grad)
+        for i, (m, key, leaf) in enumerate(zip(layers, keys, built.detach().unbind(0))):
+            m._step = _StepWeight(key, built, leaf.requires_grad_(needs_graph), i, trained)
+
+
+def _chain_signature(m: MPOLinear) -> tuple:
+    return (m.row_shape, m.col_shape, tuple(tuple(c.shape) for c in m.cores), m.cores[0].dtype, m.cores[0].device,
+            tuple(c.requires_grad for c in m.cores))
+
+
+def group_step_weights(layers: Sequence[MPOLinear]) -> list[StepWeightGroup]:
+    """Group ``layers`` (per-step layers one optimiser steps) by chain shape, so each group's step weights are
+    contracted and back-propagated together; a layer alone in its shape stays ungrouped."""
+    by_signature: dict[tuple, list[MPOLinear]] = {}
+    for m in layers:
+        by_signature.setdefault(_chain_signature(m), []).append(m)
+    return [StepWeightGroup(group) for group in by_signature.values() if len(group) > 1]
+
+
+def core_gradients(layers: Sequence[MPOLinear], dense_grads: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
+    """``∂⟨W_m, dense_grads[m]⟩/∂cores`` of every layer's ``trainable_cores()`` through its current step weight:
+    one VJP per group of layers contracted together (their gradients stacked, zero for the group's other
+    layers), one per layer contracted alone."""
+    out: dict[int, tuple[torch.Tensor, ...]] = {}
+    batches: dict[int, list[tuple[int, MPOLinear, torch.Tensor]]] = {}
+    for pos, (m, grad) in enumerate(zip(layers, dense_grads)):
+        step = m._step
+        if step is None or step.key != _version_key(m.cores):
+            raise RuntimeError("no per-step weight for the cores' current version to back-propagate through")
+        batches.setdefault(id(step.built), []).append((pos, m, grad))
+    for members in batches.values():
+        built = members[0][1]._step.built
+        if members[0][1]._step.index is None:                   # contracted alone
+            pos, m, grad = members[0]
+            out[pos] = torch.autograd.grad(built, m.trainable_cores(), grad, retain_graph=True)
+            continue
+        stacked: list[torch.Tensor | None] = [None] * built.shape[0]
+        for _, m, grad in members:
+            stacked[m._step.index] = grad
+        if any(g is None for g in stacked):                     # layers of the group no forward used
+            zero = torch.zeros_like(members[0][2])
+            stacked = [zero if g is None else g for g in stacked]
+        grad_out = torch.stack(stacked)
+        # with respect to the stacks: (G, core) gradients split by one unbind each, not a select per core
+        stacks = members[0][1]._step.trained_stacks
+        per_core = [g.unbind(0) for g in torch.autograd.grad(built, stacks, grad_out, retain_graph=True)]
+        for pos, m, _ in members:
+            out[pos] = tuple(g[m._step.index] for g in per_core)
+    return [out[pos] for pos in range(len(layers))]
+
+
+def push_gradients(layers: Sequence[MPOLinear]) -> None:
+    """Add each layer's dense-weight gradient into its cores' ``.grad`` (batched VJPs, in-place multi-tensor adds)
+    and clear it; layers no forward used this step are left alone."""
+    used = [m for m in layers if m.dense_gradient() is not None]
+    if not used:
+        return
+    grads = core_gradients(used, [m.dense_gradient() for m in used])
+    into, adds = [], []
+    for m, core_grads in zip(used, grads):
+        for core, g in zip(m.trainable_cores(), core_grads):
+            if core.grad is None:
+                core.grad = g
+            else:
+                into.append(core.grad)
+                adds.append(g)
+        m._step.leaf.grad = None
+    if into:
+        torch._foreach_add_(into, adds)
 
 
 def _version_key(cores) -> tuple:

@@ -136,6 +136,9 @@ def fit(method: Method, spec, data: Data, device: torch.device, plan: Plan, desc
                 continue
             held = to_device(next(held_batches), device) if held_batches is not None else None
             t0 = time.perf_counter()
+            upcoming = progress.step + 1              # diagnostics only where logs are read (evaluations, log steps)
+            method.log_details = (upcoming % plan.eval_every == 0 or upcoming == steps
+                                  or upcoming % spec.log_steps == 0)
             with autocast(device, spec.bf16_on(device)):
                 logs = method.train_step(to_device(batch, device), held)
             progress.train_seconds += time.perf_counter() - t0

@@ -88,20 +88,58 @@ def tensor_alignment_loss(student: nn.Module, teacher: nn.Module,
     return weight * total
 
 
-@torch.no_grad()
-def tensor_alignment_gradients(student: nn.Module, teacher: nn.Module,
-                               layer_map: Sequence[int] | dict[int, int] | None = None,
-                               cores: str | Sequence[int] = "auxiliary", weight: float = 1.0,
-                               normalize: bool = False) -> list[tuple[nn.Parameter, torch.Tensor]]:
-    """``∂ tensor_alignment_loss / ∂`` each aligned student core, in closed form (no second backward pass):
-    ``weight · share · 2 (S − T) / (numel · [mean square of T])``. What logging the alignment's pull costs."""
-    grads = []
-    for group in _aligned_groups(student, teacher, layer_map, cores):
-        s_stack, t_stack = group.stacks()
-        scale = 2 * weight * group.share / s_stack.shape[1]
-        g = (s_stack - t_stack) * (scale / _mean_square(t_stack)[:, None] if normalize else scale)
-        grads += [(core, gk.view_as(core)) for core, gk in zip(group.student, g)]
-    return grads
+class TensorAlignment:
+    """``tensor_alignment_loss`` of one training run, prepared once, with its gradient in closed form.
+
+    Training adds the alignment's gradient to the cores' ``.grad`` directly rather than back-propagating a loss:
+    ``∂L/∂S_k = weight · share_k · 2 (S_k − T_k) / (numel_k · [mean square of T_k])``, so the value, the gradient
+    and the gradient's norm all come from one multi-tensor difference ``S − T`` and its norms: a handful of
+    kernels for every core, no autograd graph, no host sync (on a GPU the per-core ops bounded the OPDF step).
+    Frozen targets (KD, Theseus, a compressed student's copies) have their scales computed once.
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module,
+                 layer_map: Sequence[int] | dict[int, int] | None = None, cores: str | Sequence[int] = "auxiliary",
+                 normalize: bool = True, frozen_targets: bool = False):
+        self.student: list[torch.Tensor] = []
+        self.teacher: list[torch.Tensor] = []
+        self._base: list[float] = []                       # 2 · share / numel per core
+        for group in _aligned_groups(student, teacher, layer_map, cores):
+            for s_core, t_core in zip(group.student, group.teacher):
+                self.student.append(s_core)
+                self.teacher.append(t_core)
+                self._base.append(2 * group.share / s_core.numel())
+        self.normalize, self.frozen_targets = normalize, frozen_targets
+        self.trained_index = [k for k, c in enumerate(self.student) if c.requires_grad]
+        self.trained = [self.student[k] for k in self.trained_index]     # the cores the gradient is for
+        self._frozen_scales: tuple[torch.Tensor, list[float]] | None = None
+
+    def _scales(self) -> tuple[torch.Tensor, list[float] | list[torch.Tensor]]:
+        """``(scale (K,), the trained cores' scales)`` with ``∂L/∂S_k = scale_k (S_k − T_k)`` at weight 1."""
+        if self._frozen_scales is not None:
+            return self._frozen_scales
+        t = self.teacher
+        scale = torch.tensor(self._base, dtype=t[0].dtype, device=t[0].device)
+        if self.normalize:
+            numel = torch.tensor([c.numel() for c in t], dtype=t[0].dtype, device=t[0].device)
+            mean_square = torch.stack(torch._foreach_norm(t)).square() / numel
+            scale = scale / mean_square.clamp_min(torch.finfo(mean_square.dtype).tiny)
+        trained = scale[self.trained_index]
+        if self.frozen_targets:                            # one host sync per run: scalars for the multi-tensor mul
+            self._frozen_scales = (scale, trained.tolist())
+            return self._frozen_scales
+        return scale, list(trained.unbind())
+
+    @torch.no_grad()
+    def pull(self) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """``(loss, gradient of each trained core, the gradient's norm)`` at weight 1 (0-d tensors, no sync)."""
+        diff = torch._foreach_sub(self.student, self.teacher)                  # S − T, every aligned core
+        scale, trained_scales = self._scales()
+        norms = torch.stack(torch._foreach_norm(diff))
+        loss = (norms.square() * scale).sum() / 2
+        grads = torch._foreach_mul([diff[k] for k in self.trained_index], trained_scales)
+        grad_norm = (norms * scale)[self.trained_index].square().sum().sqrt()
+        return loss, grads, grad_norm
 
 
 def _mean_square(t_stack: torch.Tensor) -> torch.Tensor:

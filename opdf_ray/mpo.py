@@ -275,15 +275,16 @@ def _contraction_plan(bonds: tuple[int, ...], legs: tuple[int, ...]) -> tuple:
 
 
 def _contract_tree(node, cores: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Contract a plan node into a 3-D tensor ``(d_left, P, d_right)`` with P the merged legs in core order."""
+    """Contract a plan node into ``(*batch, d_left, P, d_right)`` with P the merged legs in core order; cores are
+    ``(*batch, d, i, j, d')`` (``batch`` empty for one matrix, ``(G,)`` for G stacked matrices of one chain shape)."""
     if isinstance(node, int):
         c = cores[node]
-        return c.reshape(c.shape[0], -1, c.shape[-1])                    # (d_{k-1}, i_k·j_k, d_k)
+        return c.reshape(*c.shape[:-3], -1, c.shape[-1])                 # (*batch, d_{k-1}, i_k·j_k, d_k)
     left, right = _contract_tree(node[0], cores), _contract_tree(node[1], cores)
-    dl, pl, db = left.shape
-    _, pr, dr = right.shape
-    out = left.reshape(dl * pl, db) @ right.reshape(db, pr * dr)          # (d_l·P_l, P_r·d_r)
-    return out.reshape(dl, pl * pr, dr)
+    *batch, dl, pl, db = left.shape
+    pr, dr = right.shape[-2:]
+    out = left.reshape(*batch, dl * pl, db) @ right.reshape(*batch, db, pr * dr)   # (*batch, d_l·P_l, P_r·d_r)
+    return out.reshape(*batch, dl, pl * pr, dr)
 
 
 def check_cores(cores: Sequence[torch.Tensor], row_shape: Sequence[int], col_shape: Sequence[int]) -> None:
@@ -308,10 +309,32 @@ def contract(cores: Sequence[torch.Tensor], row_shape: Sequence[int], col_shape:
         ValueError: core count or shapes inconsistent with ``row_shape`` / ``col_shape``.
     """
     check_cores(cores, row_shape, col_shape)
+    return _contract_chain(cores, row_shape, col_shape)
+
+
+def contract_stacked(stacks: Sequence[torch.Tensor], row_shape: Sequence[int],
+                     col_shape: Sequence[int]) -> torch.Tensor:
+    """Rebuild G matrices of one chain shape at once: ``stacks[k]: (G, d_{k-1}, i_k, j_k, d_k)`` (core k of every
+    matrix) → ``W: (G, I, J)``, with the same plan and the same per-matrix products as ``contract`` (batched
+    matmuls: a handful of kernel launches for G matrices instead of G times as many; differentiable).
+
+    Raises:
+        ValueError: stacks that are not ``(G, core)`` of one chain matching the shapes.
+    """
+    if not stacks or any(s.ndim != 5 or s.shape[0] != stacks[0].shape[0] for s in stacks):
+        raise ValueError(f"stacks must be (G, d, i, j, d') tensors with one G, got "
+                         f"{[tuple(s.shape) for s in stacks]}")
+    check_cores([s[0] for s in stacks], row_shape, col_shape)
+    return _contract_chain(stacks, row_shape, col_shape)
+
+
+def _contract_chain(cores: Sequence[torch.Tensor], row_shape: Sequence[int], col_shape: Sequence[int]) -> torch.Tensor:
     n = len(cores)
-    bonds = tuple(int(c.shape[0]) for c in cores) + (1,)
+    batch = tuple(cores[0].shape[:-4])
+    bonds = tuple(int(c.shape[-4]) for c in cores) + (1,)
     legs = tuple(i * j for i, j in zip(row_shape, col_shape))
-    t = _contract_tree(_contraction_plan(bonds, legs), cores)              # (1, Π i_k j_k, 1), interleaved legs
+    t = _contract_tree(_contraction_plan(bonds, legs), cores)     # (*batch, 1, Π i_k j_k, 1), interleaved legs
     inter = [a for ij in zip(row_shape, col_shape) for a in ij]
-    t = t.reshape(inter).permute(*range(0, 2 * n, 2), *range(1, 2 * n, 2))  # (i_1..i_n, j_1..j_n)
-    return t.reshape(math.prod(row_shape), math.prod(col_shape))           # (I, J)
+    b = len(batch)
+    t = t.reshape(*batch, *inter).permute(*range(b), *range(b, b + 2 * n, 2), *range(b + 1, b + 2 * n, 2))
+    return t.reshape(*batch, math.prod(row_shape), math.prod(col_shape))     # (*batch, I, J)

@@ -56,6 +56,8 @@ class TorchDistributed(Parallel):
         super().__init__()
         import torch.distributed as dist
 
+        self._bucket: torch.Tensor | None = None      # the flat all-reduce buffer, kept across steps
+
         if not dist.is_initialized():
             raise RuntimeError("TorchDistributed needs an initialised torch.distributed process group")
         self.dist = dist
@@ -66,15 +68,18 @@ class TorchDistributed(Parallel):
     def average_(self, tensors):
         if not tensors:
             return
-        flat = torch.cat([t.reshape(-1) for t in tensors])      # one bucket: (Σ numel,)
+        sizes = [t.numel() for t in tensors]
+        n, dtype, device = sum(sizes), tensors[0].dtype, tensors[0].device
+        if self._bucket is None or self._bucket.numel() < n or self._bucket.dtype != dtype \
+                or self._bucket.device != device:
+            self._bucket = torch.empty(n, dtype=dtype, device=device)
+        flat = self._bucket[:n]
+        torch.cat([t.reshape(-1) for t in tensors], out=flat)      # one bucket: (Σ numel,)
         self.dist.all_reduce(flat)
         self.bytes_all_reduced += flat.numel() * flat.element_size()
         self.all_reduce_calls += 1
         flat /= self.world_size
-        offset = 0
-        for t in tensors:
-            t.copy_(flat[offset:offset + t.numel()].view_as(t))
-            offset += t.numel()
+        torch._foreach_copy_(tensors, [part.view_as(t) for part, t in zip(flat.split(sizes), tensors)])
 
     def sum_(self, tensor):
         self.dist.all_reduce(tensor)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import tiny_bert
-from opdf_ray.losses import kd_loss, tensor_alignment_gradients, tensor_alignment_loss
+from opdf_ray.losses import TensorAlignment, kd_loss, tensor_alignment_loss
 from opdf_ray.overparam import default_layer_map, mpo_modules, overparameterize, pair_mpo_layers
 
 
@@ -134,14 +134,35 @@ def test_alignment_loss_equals_the_per_core_formula_and_its_closed_form_gradient
     assert loss.item() == pytest.approx(0.7 * expected.item(), rel=1e-5)
     params = [c for m in mpo_modules(student).values() for c in m.cores]
     by_autograd = torch.autograd.grad(loss, params, allow_unused=True)
-    closed = {id(c): g for c, g in tensor_alignment_gradients(student, teacher, cores=cores, weight=0.7,
-                                                              normalize=normalize)}
-    assert len(closed) == sum(g is not None for g in by_autograd) > 0
-    for c, g in zip(params, by_autograd):
-        if g is None:
-            assert id(c) not in closed
-        else:
-            torch.testing.assert_close(closed[id(c)], g, rtol=1e-5, atol=1e-9)
+    for frozen in (False, True):
+        alignment = TensorAlignment(student, teacher, cores=cores, normalize=normalize, frozen_targets=frozen)
+        value, grads, grad_norm = alignment.pull()
+        assert 0.7 * value.item() == pytest.approx(loss.item(), rel=1e-5)
+        closed = {id(c): 0.7 * g for c, g in zip(alignment.trained, grads)}
+        assert len(closed) == sum(g is not None for g in by_autograd) > 0
+        for c, g in zip(params, by_autograd):
+            if g is None:
+                assert id(c) not in closed
+            else:
+                torch.testing.assert_close(closed[id(c)], g, rtol=1e-5, atol=1e-9)
+        norm = sum(float(g.square().sum()) for g in by_autograd if g is not None) ** 0.5
+        assert 0.7 * grad_norm.item() == pytest.approx(norm, rel=1e-5)
+
+
+def test_closed_form_alignment_leaves_frozen_student_cores_out_of_its_gradient_not_out_of_its_value():
+    student, teacher = student_and_teacher()
+    with torch.no_grad():
+        for module in mpo_modules(student).values():
+            for core in module.cores:
+                core.add_(0.01 * torch.randn_like(core))
+    for module in mpo_modules(student).values():
+        for core in module.auxiliary_cores():
+            core.requires_grad_(False)
+    alignment = TensorAlignment(student, teacher, cores="all")
+    assert {id(c) for c in alignment.trained} == {id(m.central_core()) for m in mpo_modules(student).values()}
+    value, _, _ = alignment.pull()
+    assert value.item() == pytest.approx(tensor_alignment_loss(student, teacher, cores="all", normalize=True).item(),
+                                         rel=1e-5)
 
 
 def test_core_selection_and_explicit_layer_map():

@@ -112,6 +112,30 @@ def test_every_method_gives_the_per_forward_results_per_step(method):
             torch.testing.assert_close(q, p, rtol=1e-4, atol=2e-6, msg=name)
 
 
+def trained_tensors(m) -> dict[str, torch.Tensor]:
+    models = {"student": m.eval_model()} | ({"teacher": m.teacher} if m.trains_teacher else {})
+    return {f"{k}.{n}": p.detach().clone() for k, model in models.items() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("method", ["kd", "prokt", "lgtm", "theseus"])
+def test_batched_contraction_trains_bitwise_like_one_layer_at_a_time(method):
+    """Layers of one chain shape contracted and back-propagated together (the default) give bit for bit the weights
+    and logs of contracting them one by one, with every default on (alignment, matched core lr)."""
+    runs = {}
+    for batched in (True, False):
+        m = build(method, 3, **({"replacing_rate": 0.5} if method == "theseus" else {}))
+        m.batch_step_weights = batched
+        torch.manual_seed(1)
+        logs = [m.train_step(make_batch(step), make_batch(10 + step)) for step in range(3)]
+        runs[batched] = (trained_tensors(m), logs, m.gradients_of(m.student_opt).groups)
+    (new, new_logs, groups), (ref, ref_logs, no_groups) = runs[True], runs[False]
+    assert len(groups) == 3 and not no_groups                # Q/K/V/attention-output, FFN in, FFN out
+    assert new_logs == ref_logs and "align" in new_logs[-1]
+    assert new.keys() == ref.keys()
+    for name in ref:
+        assert torch.equal(new[name], ref[name]), name
+
+
 def _rank(rank: int, store: str, out: str) -> None:
     """One of two gloo workers: LGTM (look-ahead, teacher and student steps all reduce) dense, OPDF per forward,
     OPDF per step; records the bytes each all-reduced and the trained weights."""
@@ -124,7 +148,7 @@ def _rank(rank: int, store: str, out: str) -> None:
     try:
         results = {}
         for name, cores, path in (("dense", 0, "per-step"), ("per-forward", 3, "per-forward"),
-                                  ("per-step", 3, "per-step")):
+                                  ("per-step", 3, "per-step"), ("one-by-one", 3, "per-step")):
             spec = RunSpec(task="rte", method="lgtm", preset="tiny", opdf_cores=cores, mpo_weight=path,
                            opdf_core_lr=1.0)
             teacher = teacher_model(dropout=0.0)
@@ -132,6 +156,7 @@ def _rank(rank: int, store: str, out: str) -> None:
             m = get_method("lgtm")(spec, keep_layers(teacher, [0, 2]), teacher, parallel)
             m.apply_opdf()
             m.setup(total_steps=10)
+            m.batch_step_weights = name != "one-by-one"
             for step in range(2):
                 m.train_step(make_batch(2 * step + rank), make_batch(10 + 2 * step + rank))
             results[name] = {"bytes": parallel.bytes_all_reduced,
@@ -148,6 +173,8 @@ def test_two_workers_all_reduce_the_dense_students_bytes_and_train_the_same_weig
     r = torch.load(tmp_path / "out.pt")
     assert r["per-step"]["bytes"] == r["dense"]["bytes"] < r["per-forward"]["bytes"]
     for model in ("student", "teacher"):
+        for name, p in r["one-by-one"][model].items():      # batched contraction: the same bits
+            assert torch.equal(r["per-step"][model][name], p), name
         ref, new = r["per-forward"][model], r["per-step"][model]
         assert ref.keys() == new.keys()
         for name in ref:
@@ -180,20 +207,64 @@ def test_cpu_bf16_is_opt_in_and_trains_through_the_per_step_weights():
     assert results["per-step"]["loss"] == pytest.approx(results["per-forward"]["loss"], rel=1e-2)
 
 
-@pytest.mark.parametrize("method, per_forward, per_step", [
-    ("kd", 12, 12),                # the student's 12 matrices (2 layers × 6), once per step either way
-    ("prokt", 72, 36),             # student eval + train, teacher (24) train + eval → each model once
-    ("lgtm", 168, 72),             # + LGTM's look-ahead θ′ and θ ± εv students (out of place) and teacher passes
+@pytest.mark.parametrize("method, per_forward, per_step, per_step_calls", [
+    ("kd", 12, 12, 3),             # the student's 12 matrices (2 layers × 6), once per step, in 3 chain shapes
+    ("prokt", 72, 36, 6),          # student eval + train, teacher (24) train + eval → each model once
+    ("lgtm", 168, 72, 6 + 36),     # + LGTM's look-ahead θ′ and θ ± εv students (36, out of place, one by one)
 ])
-def test_each_model_contracts_once_per_optimiser_step(method, per_forward, per_step, monkeypatch):
-    counts = {}
+def test_each_model_contracts_once_per_optimiser_step(method, per_forward, per_step, per_step_calls, monkeypatch):
+    """Matrices contracted per step, and contraction calls: per step, the layers of one chain shape (Q, K, V and
+    attention output; FFN in; FFN out) are contracted in one batched call."""
+    counts, calls_of = {}, {}
     for path in ("per-forward", "per-step"):
         m = build(method, 3, mpo_weight=path, opdf_core_lr=1.0)
         m.train_step(make_batch(0), make_batch(10))              # steady state from the second step on
-        calls = []
-        original = mpo.contract
-        monkeypatch.setattr(mpo, "contract", lambda *a, **k: calls.append(1) or original(*a, **k))
+        matrices, calls = [], []
+        contract, stacked = mpo.contract, mpo.contract_stacked
+        monkeypatch.setattr(mpo, "contract", lambda *a, **k: matrices.append(1) or calls.append(1) or contract(*a, **k))
+        monkeypatch.setattr(mpo, "contract_stacked", lambda stacks, *a: matrices.append(len(stacks[0]))
+                            or calls.append(1) or stacked(stacks, *a))
         m.train_step(make_batch(1), make_batch(11))
-        monkeypatch.setattr(mpo, "contract", original)
-        counts[path] = len(calls)
+        monkeypatch.setattr(mpo, "contract", contract)
+        monkeypatch.setattr(mpo, "contract_stacked", stacked)
+        counts[path], calls_of[path] = sum(matrices), len(calls)
+    assert calls_of["per-step"] == per_step_calls
     assert counts == {"per-forward": per_forward, "per-step": per_step}
+
+
+@pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`")   # a pure plan of ints
+def test_the_parameter_side_work_compiles_as_one_graph_without_host_syncs():
+    """What a CUDA graph would capture (the batched contraction with its VJP, and the closed-form alignment)
+    compiles with ``fullgraph=True``: no graph break, hence no host sync (``.item()`` would break the graph)."""
+    torch.manual_seed(0)
+    students = [MPOLinear.from_linear(nn.Linear(24, 36), n_cores=5) for _ in range(3)]
+    targets = nn.ModuleList([nn.Sequential(copy.deepcopy(m)) for m in students])
+    with torch.no_grad():
+        for m in students:
+            for c in m.cores:
+                c.add_(0.01 * torch.randn_like(c))
+    n = students[0].n_cores
+
+    def weights(*cores):
+        stacks = [torch.stack(cores[k::n]) for k in range(n)]
+        return mpo.contract_stacked(stacks, students[0].row_shape, students[0].col_shape)
+
+    cores = [c for m in students for c in m.cores]
+    compiled = torch.compile(weights, fullgraph=True, backend="aot_eager")
+    grad_out = torch.randn(3, 36, 24)
+    got = compiled(*cores)
+    got_grads = torch.autograd.grad(got, cores, grad_out)
+    want = weights(*cores)
+    assert torch.equal(got.detach(), want.detach())
+    for g, w in zip(got_grads, torch.autograd.grad(want, cores, grad_out)):
+        torch.testing.assert_close(g, w)
+
+    from opdf_ray.losses import TensorAlignment
+
+    alignment = TensorAlignment(nn.ModuleList([nn.Sequential(m) for m in students]), targets, layer_map=[0, 1, 2],
+                                frozen_targets=True)
+    eager = alignment.pull()                       # frozen targets: their scales are read back once, here
+    captured = torch.compile(alignment.pull, fullgraph=True, backend="aot_eager")()
+    torch.testing.assert_close(captured[0], eager[0])
+    for a, b in zip(captured[1], eager[1]):
+        torch.testing.assert_close(a, b)

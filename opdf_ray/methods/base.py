@@ -12,7 +12,7 @@ from torch import nn
 
 from opdf_ray import optim
 from opdf_ray.gradients import OptimizerGradients
-from opdf_ray.losses import kd_loss, tensor_alignment_gradients, tensor_alignment_loss
+from opdf_ray.losses import TensorAlignment, kd_loss, tensor_alignment_loss
 from opdf_ray.models import encoder_layer_list
 from opdf_ray.optim import linear_schedule, make_optimizer
 from opdf_ray.overparam import default_layer_map, merge, mpo_modules, overparameterize, pair_mpo_layers
@@ -67,6 +67,9 @@ class Method:
         self.align_map: dict[int, int] = {}
         self._gradients: dict[int, OptimizerGradients] = {}           # by id(optimizer), see gradients_of
         self.core_step_ratios: dict[str, float] = {}                  # κ per calibrated MPO matrix (matched lr)
+        self.alignment: TensorAlignment | None = None                   # set by apply_opdf() when aligning
+        self.log_details = True     # the loop clears it on steps whose logs nobody reads (diagnostics skipped)
+        self.batch_step_weights = True   # False: contract and back-propagate MPO layers one by one (the reference)
 
     # -- structure (Theseus overrides) ------------------------------------------------------------------------
     def student_layers(self) -> nn.ModuleList:
@@ -126,8 +129,10 @@ class Method:
         for model in (self.eval_model(), self.teacher if self.trains_teacher else None):
             for layer in mpo_modules(model).values() if model is not None else ():
                 layer.per_step = s.mpo_weight == "per-step"
-        if self.aligns:
-            pair_mpo_layers(self.student_layers(), self.align_targets, self.align_map)   # fail now, not at step 1
+        if self.aligns:                     # pairs checked now, not at step 1; frozen targets' scales kept
+            live = self.align_targets is self.teacher_layers()
+            self.alignment = TensorAlignment(self.student_layers(), self.align_targets, self.align_map,
+                                             s.opdf_align_cores, normalize=True, frozen_targets=not live)
 
     def _alignment_args(self, weight: float | None = None) -> dict:
         s = self.spec
@@ -142,50 +147,59 @@ class Method:
         return self.aligns and self.spec.opdf_align_ratio > 0
 
     def alignment_loss(self) -> torch.Tensor | None:
-        """The weighted alignment term of the student's loss (None: no alignment, or one applied by ratio)."""
+        """The weighted alignment term (None: no alignment, or one applied by ratio), as a differentiable loss: the
+        definition that the closed form training adds to the gradient (``add_alignment``) matches."""
         return tensor_alignment_loss(**self._alignment_args()) if self.aligns and not self.align_by_ratio else None
 
-    def _alignment_pull(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-        """``(aligned trained cores, their alignment gradient at weight 1, the rest of their gradient)``: the rest
-        is what ``.grad`` holds beside the weighted alignment term (everything, under ``opdf_align_ratio``)."""
-        pull = [(p, g) for p, g in tensor_alignment_gradients(**self._alignment_args(weight=1.0)) if p.requires_grad]
-        cores = [p for p, _ in pull]
-        g_align = [g for _, g in pull]
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in cores]
-        in_grad = 0.0 if self.align_by_ratio else self.spec.opdf_align_weight
-        rest = torch._foreach_sub(grads, torch._foreach_mul(g_align, in_grad)) if in_grad else grads
-        return cores, g_align, rest
+    def add_alignment(self, logs: dict) -> dict:
+        """Add the alignment's gradient to the aligned cores' ``.grad`` (after the distillation gradient was
+        reduced: the alignment depends on the parameters only, so it is the same on every worker), weighted by
+        ``opdf_align_weight`` or, under ``opdf_align_ratio``, by the weight that makes ‖∇ alignment‖ / ‖∇ rest‖ that
+        ratio (re-chosen every step; 0 while the cores sit on their targets). Logs ``align`` (under a weight, it
+        is also part of ``loss``) and, on ``log_details`` steps or by ratio, ``align_grad_ratio``."""
+        loss, grads, align_norm = self.alignment.pull()
+        cores = self.alignment.trained
+        held = [k for k, p in enumerate(cores) if p.grad is not None]      # the others: no gradient but this one
+        missing = [k for k, p in enumerate(cores) if p.grad is None]
+        rest = [cores[k].grad for k in held]
+        if self.align_by_ratio or self.log_details:
+            rest_norm = torch.stack(torch._foreach_norm(rest)).square().sum().sqrt() if rest else align_norm * 0
+        if self.align_by_ratio:
+            weight = torch.where(align_norm > 0, self.spec.opdf_align_ratio * rest_norm / align_norm.clamp_min(
+                torch.finfo(align_norm.dtype).tiny), 0.0)
+            logs = logs | {"align": loss, "align_weight": weight}
+        else:
+            weight = self.spec.opdf_align_weight
+            logs = logs | {"loss": logs["loss"] + weight * loss, "align": weight * loss}
+        if held and isinstance(weight, torch.Tensor):
+            torch._foreach_add_(rest, torch._foreach_mul([grads[k] for k in held], weight))
+        elif held:
+            torch._foreach_add_(rest, [grads[k] for k in held], alpha=weight)
+        for k, g in zip(missing, torch._foreach_mul([grads[k] for k in missing], weight) if missing else ()):
+            cores[k].grad = g
+        if self.align_by_ratio or self.log_details:
+            logs["align_grad_ratio"] = weight * align_norm / rest_norm.clamp_min(1e-12)
+        return logs
+
+    def add_alignment_to(self, gradients: OptimizerGradients, raw: list[torch.Tensor]) -> None:
+        """Add the weighted alignment gradient to a raw gradient (LGTM's look-ahead), as ``add_alignment`` adds
+        it to ``.grad`` (under ``opdf_align_ratio``, the look-ahead leaves it out)."""
+        if not self.aligns or self.align_by_ratio:
+            return
+        position = {id(t): k for k, t in enumerate(gradients.targets())}
+        _, grads, _ = self.alignment.pull()
+        for core, g in zip(self.alignment.trained, grads):
+            k = position[id(core)]
+            raw[k] = raw[k] + self.spec.opdf_align_weight * g
 
     @staticmethod
-    def _norms(*tensor_lists: list[torch.Tensor]) -> list[float]:
-        # multi-tensor norms and one device sync (a float() per core stalled a GPU ~150 times a step)
-        return torch.stack([torch.stack(torch._foreach_norm(g)).square().sum() for g in tensor_lists]).sqrt().tolist()
-
-    def alignment_gradient_ratio(self) -> float:
-        """‖∇ alignment‖ / ‖∇ rest‖ on the aligned cores that train, from the (averaged) gradients now in
-        ``.grad``: how strongly the alignment pulls compared with distillation."""
-        cores, g_align, rest = self._alignment_pull()
-        if not cores:
-            return 0.0
-        align, other = self._norms(torch._foreach_mul(g_align, self.spec.opdf_align_weight), rest)
-        return align / max(other, 1e-12)
-
-    def add_alignment_by_ratio(self) -> dict[str, float]:
-        """Add the alignment gradient to the aligned cores' ``.grad``, weighted so that ‖∇ alignment‖ / ‖∇ rest‖ =
-        ``opdf_align_ratio`` (a weight re-chosen every step; 0 while the cores sit on their targets). The same on
-        every worker: the gradients are averaged before, the alignment depends on the parameters only."""
-        cores, g_align, rest = self._alignment_pull()
-        align, other = self._norms(g_align, rest) if cores else (0.0, 0.0)
-        weight = self.spec.opdf_align_ratio * other / align if align > 0 else 0.0
-        if weight:
-            for p, g in zip(cores, g_align):
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-            torch._foreach_add_([p.grad for p in cores], g_align, alpha=weight)
-        with torch.no_grad():
-            align_loss = tensor_alignment_loss(**self._alignment_args(weight=1.0)).item()
-        return {"align": align_loss, "align_weight": weight,
-                "align_grad_ratio": weight * align / max(other, 1e-12)}
+    def scalars(logs: dict) -> dict[str, float]:
+        """A step's logs as floats: every tensor among them read back in one device sync."""
+        keys = [k for k, v in logs.items() if isinstance(v, torch.Tensor)]
+        if not keys:
+            return logs
+        values = torch.stack([logs[k].detach().reshape(()).float() for k in keys]).tolist()
+        return logs | dict(zip(keys, values))
 
     def trainable_parameter_count(self) -> int:
         """Parameters the student trains with (MPO cores included): what OPDF over-parameterises."""
@@ -218,32 +232,27 @@ class Method:
         """
         raise NotImplementedError
 
-    def student_loss(self, s_logits, t_logits, labels) -> tuple[torch.Tensor, dict[str, float]]:
-        """``α·KD(p_t‖p_s) + (1−α)·task loss`` (+ the alignment term when OPDF aligns); with named terms."""
+    def student_loss(self, s_logits, t_logits, labels) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``α·KD(p_t‖p_s) + (1−α)·task loss``, with its named terms (0-d tensors; ``student_step`` adds OPDF's
+        alignment to the gradient and to ``loss``)."""
         s = self.spec
         kd = kd_loss(s_logits, t_logits, s.temperature, s.t2_scaling)
         loss = s.alpha_kd * kd
-        terms = {"kd": kd.item()}
+        terms = {"kd": kd.detach()}
         if s.alpha_kd < 1:
             ce = task_loss(s_logits, labels)
             loss = loss + (1 - s.alpha_kd) * ce
-            terms["ce"] = ce.item()
-        align = self.alignment_loss()
-        if align is not None:
-            loss = loss + align
-            terms["align"] = align.item()
-        return loss, {"loss": loss.item(), **terms}
+            terms["ce"] = ce.detach()
+        return loss, {"loss": loss.detach(), **terms}
 
-    def student_step(self, loss: torch.Tensor, logs: dict[str, float]) -> dict[str, float]:
-        """Back-propagate the student's loss and step its optimiser; with alignment, add ``align_grad_ratio``."""
+    def student_step(self, loss: torch.Tensor, logs: dict) -> dict:
+        """Back-propagate the student's loss, add the alignment's gradient, step its optimiser."""
         self.gradients_of(self.student_opt).zero_grad()
         if loss.requires_grad:          # Theseus: False when every block drew its frozen predecessors
             loss.backward()
         self.reduce_gradients(self.student_opt)
-        if self.align_by_ratio:
-            logs = logs | self.add_alignment_by_ratio()
-        elif self.aligns:
-            logs = logs | {"align_grad_ratio": self.alignment_gradient_ratio()}
+        if self.aligns:
+            logs = self.add_alignment(logs)
         self.clip_and_step(self.student_opt, self.student_sched)
         return logs
 
@@ -260,7 +269,7 @@ class Method:
             layers = [m for model in (self.eval_model(), self.teacher) if model is not None
                       for m in mpo_modules(model).values()]
             params = [p for g in optimizer.param_groups for p in g["params"]]
-            self._gradients[key] = OptimizerGradients(params, layers)
+            self._gradients[key] = OptimizerGradients(params, layers, batched=self.batch_step_weights)
         return self._gradients[key]
 
     def reduce_gradients(self, optimizer) -> None:

@@ -52,4 +52,4 @@ class KD(Method):
         loss, logs = self.student_loss(s_logits, t_logits, batch["labels"])
         logs = self.student_step(loss, logs)
         self.steps_done += 1
-        return logs
+        return self.scalars(logs)

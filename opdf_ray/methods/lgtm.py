@@ -73,6 +73,7 @@ class LGTM(ProKT):
         loss_s, _ = self.student_loss(s_logits, t_logits.detach(), labels)
         raw = s_grads.raw_grad(loss_s)
         s_grads.average_dense_(raw, self.parallel)   # the look-ahead the real (all-reduced) student step would take
+        self.add_alignment_to(s_grads, raw)
         layer_grads = s_grads.layer_gradients(raw)
         self.calibrate_core_lr(self.student_opt, layer_grads)   # the look-ahead steps as the real step will
         theta_prime = adamw_lookahead(self.student_opt, s_grads.params, s_grads.to_params(raw, layer_grads))
@@ -108,5 +109,5 @@ class LGTM(ProKT):
         self.reduce_gradients(self.teacher_opt)
         self.clip_and_step(self.teacher_opt, self.teacher_sched)
         # ‖h‖ over what the teacher's gradient lives on: its parameters, its MPO layers' dense weights per step
-        return {"teacher_loss": loss_t.item(), "influence_norm": 0.0 if influence is None else
-                torch.sqrt(sum((h * h).sum() for h in influence)).item()}
+        return {"teacher_loss": loss_t.detach(), "influence_norm": 0.0 if influence is None else
+                torch.stack(torch._foreach_norm(influence)).square().sum().sqrt()}

@@ -44,7 +44,7 @@ class ProKT(Method):
         self.teacher.train()
         loss = self.teacher_loss(self.teacher(**inputs).logits, s_logits, labels)
         self.optimizer_step(loss, self.teacher_opt, self.teacher_sched)
-        return {"teacher_loss": loss.item()}
+        return {"teacher_loss": loss.detach()}
 
     def train_step(self, batch, held_batch=None):
         inputs, labels = model_inputs(batch), batch["labels"]
@@ -59,4 +59,4 @@ class ProKT(Method):
         loss, logs = self.student_loss(self.student(**inputs).logits, t_logits, labels)
         logs = self.student_step(loss, logs)
         self.steps_done += 1
-        return logs | teacher_logs
+        return self.scalars(logs | teacher_logs)

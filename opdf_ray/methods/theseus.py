@@ -85,14 +85,10 @@ class Theseus(Method):
             block.replacing_rate = p
         self.model.train()
         loss = task_loss(self.model(**model_inputs(batch)).logits, batch["labels"])
-        logs = {"ce": loss.item(), "replacing_rate": p}
-        align = self.alignment_loss()
-        if align is not None:
-            loss = loss + align
-            logs["align"] = align.item()
-        logs = self.student_step(loss, {"loss": loss.item(), **logs})   # steps only successors some worker used
+        logs = {"loss": loss.detach(), "ce": loss.detach(), "replacing_rate": p}
+        logs = self.student_step(loss, logs)   # steps only successors some worker used
         self.steps_done += 1
-        return logs
+        return self.scalars(logs)
 
     def export_student(self):
         exported = super().export_student()

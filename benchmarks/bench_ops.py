@@ -1,0 +1,89 @@
+"""Operators one training step dispatches, OPDF / dense: the CPU proxy for a launch-bound GPU step.
+
+    python benchmarks/bench_ops.py [--methods kd prokt lgtm theseus] [--cores 5] [--seq 32]
+
+On a GPU every ATen operator a step dispatches is (at least) one kernel launch, and a MiniLM step is bound by
+launches, not FLOPs (docs/benchmarks.md), so the ratio of operators counted here, eager on CPU, predicts the
+GPU's OPDF / dense step-time ratio without a GPU. Counted with a ``TorchDispatchMode`` around one steady-state
+``train_step`` (after two warm-up steps, so one-off work such as the matched core lr's calibration is not
+counted) of real ``Method`` objects on the minilm preset (6-layer all-MiniLM-L6-v2 teacher → 3-layer student),
+with each method's defaults. Views and metadata-only operators are counted too (each is a dispatch; on a GPU a
+host-side cost though not a kernel), and listed separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_mpo import minilm_teacher  # noqa: E402
+from bench_steps import batch_of, make_method  # noqa: E402
+
+VIEW_OPS = {"view", "_unsafe_view", "reshape", "expand", "permute", "t", "transpose", "unsqueeze", "squeeze",
+            "select", "slice", "as_strided", "detach", "alias", "unbind", "split", "split_with_sizes", "chunk",
+            "lift_fresh", "_reshape_alias", "narrow", "flatten", "unflatten", "view_as", "expand_as"}
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts every ATen operator dispatched inside it, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def compute(self) -> int:
+        return sum(n for op, n in self.counts.items() if op not in VIEW_OPS)
+
+
+def count_step(method, batch, held, warmup: int = 2) -> OpCounter:
+    for _ in range(warmup):
+        method.train_step(batch, held)
+    method.log_details = False              # as on 9 steps in 10 (log_steps 10): no diagnostics nobody reads
+    with OpCounter() as counter:
+        method.train_step(batch, held)
+    return counter
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="+", default=["kd", "prokt", "lgtm", "theseus"])
+    parser.add_argument("--cores", type=int, default=5)
+    parser.add_argument("--seq", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--top", type=int, default=0, help="also list the N operators OPDF adds most of")
+    args = parser.parse_args()
+    print(f"# bench_ops\n\ntorch {torch.__version__}; eager, CPU; batch {args.batch_size} × {args.seq} tokens; "
+          f"one steady-state train_step per method (after 2 warm-up steps)\n")
+    print(f"| method | dense ops | OPDF-{args.cores} ops | **ratio** | compute ops (no views): dense → OPDF | ratio |")
+    print("|---|---|---|---|---|---|", flush=True)
+    teacher = minilm_teacher()
+    batch, held = batch_of(args.seq, args.batch_size, 0), batch_of(args.seq, args.batch_size, 1)
+    for name in args.methods:
+        torch.manual_seed(0)
+        dense = count_step(make_method(name, 0, "per-step", teacher, args.batch_size), batch, held)
+        torch.manual_seed(0)
+        opdf = count_step(make_method(name, args.cores, "per-step", teacher, args.batch_size), batch, held)
+        print(f"| {name} | {dense.total} | {opdf.total} | **{opdf.total / dense.total:.2f}×** | "
+              f"{dense.compute} → {opdf.compute} | {opdf.compute / dense.compute:.2f}× |", flush=True)
+        if args.top:
+            extra = opdf.counts - dense.counts
+            print("  OPDF adds: " + ", ".join(f"{op} {n}" for op, n in extra.most_common(args.top)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
