@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from opdf_ray import log_to_console
+from opdf_ray.commands import HelpFormatter, split_list
 from opdf_ray import trial_metrics as tm
 from opdf_ray.config import PRESETS, RunSpec
 from opdf_ray.data import TASKS
@@ -24,22 +25,24 @@ from opdf_ray.storage import is_uri, join
 log = logging.getLogger("opdf_ray")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tune_main.py", description="Ray Tune + Optuna + ASHA search of OPDF "
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Ray Tune + Optuna + ASHA search of OPDF "
                                 "distillation over GLUE tasks; every finished trial lands in a Parquet leaderboard.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--task", required=True, help=f"one task, a comma list, or 'all' ({', '.join(TASKS)})")
     p.add_argument("--preset", default="minilm", choices=tuple(PRESETS),
                    help="model preset (see python -m opdf_ray.run)")
     p.add_argument("--teacher", help="teacher path or hub id (overrides the preset's)")
     p.add_argument("--space", default=None, help="search space YAML (default: search_spaces/default.yaml)")
-    p.add_argument("--methods", help="comma list restricting the space's methods, e.g. kd,lgtm")
+    p.add_argument("--methods", nargs="+", help="methods to keep from the space, e.g. kd,lgtm or kd lgtm")
     p.add_argument("--num-samples", type=int, default=None, help="trials per task (default: 8; with --sampler grid, "
                    "the grid's size)")
     p.add_argument("--sampler", default="tpe", choices=("tpe", "grid"), help="tpe: Optuna TPE with ASHA early "
                    "stopping; grid: every combination of an all-categorical space once, each trial to its last epoch "
                    "(fixed configurations, e.g. a multi-seed study with --seed)")
     p.add_argument("--no-early-stopping", action="store_true", help="ASHA off: every trial runs all its epochs")
+    p.add_argument("--no-cover-cells", action="store_true", help="TPE: do not start with one trial per (method, "
+                   "OPDF on/off) cell of the space (the first trials then are TPE's random start)")
     p.add_argument("--tpe-startup-trials", type=int, default=None, help="random trials before TPE models the results "
                    "(default: a third of --num-samples, 2 to 10; Optuna's own 10 keeps small searches random)")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what the cluster fits)")
@@ -93,7 +96,7 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     tasks = _tasks(args.task)
     space = load_space(args.space or default_space_path())
     if args.methods:
-        space = space.restrict_methods([m.strip() for m in args.methods.split(",") if m.strip()])
+        space = space.restrict_methods(split_list(args.methods))
     resolve_num_samples(args, space)
     for name in ("num_samples", "workers_per_trial", "grace_epochs", "tpe_startup_trials"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -151,7 +154,7 @@ def search_settings(args, cpus: float, concurrent: int, gpus: float, max_epochs:
         gpus_per_worker=gpus, seed=args.seed, max_epochs=max_epochs, grace_epochs=args.grace_epochs,
         max_failures=args.max_failures, optuna_storage=args.optuna_storage, mlflow_uri=mlflow_uri(args),
         wandb_project=args.wandb, sampler=args.sampler, tpe_startup_trials=args.tpe_startup_trials,
-        early_stopping=not (args.no_early_stopping or args.sampler == "grid"))
+        early_stopping=not (args.no_early_stopping or args.sampler == "grid"), cover_cells=not args.no_cover_cells)
 
 
 def mlflow_uri(args) -> str | None:
@@ -187,9 +190,10 @@ def second_local_instance_warning(others: list[str]) -> str:
             f"Join it with --address {others[0]}, or run one search per machine.")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     started = time.time()
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
+    args.methods = split_list(args.methods)
     log_to_console()
     try:
         tasks, bases, space = validate(args)
@@ -198,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import ray
 
-    from opdf_ray.leaderboard import best_rows, read_leaderboard
+    from opdf_ray.leaderboard import best_per_cell, read_leaderboard
     from opdf_ray.tune import default_parallelism, experiment_name, run_search
 
     if not ray.is_initialized():
@@ -247,16 +251,7 @@ def main(argv: list[str] | None = None) -> int:
              settings.workers_per_trial, settings.cpus_per_worker, settings.gpus_per_worker, time.time() - started)
     def search(task):
         grid = run_search(bases[task], space, settings, resume=args.resume, overrides=run_overrides)
-        print(f"{task}: {len(grid)} trials, {grid.num_errors} failed; experiment in "
-              f"{join(settings.storage, experiment_name(settings, task))}")
-        try:
-            best = grid.get_best_result(metric=tm.BEST_SCORE, mode="max", filter_nan_and_inf=True)
-            spec = best.config["spec"]
-            print(f"{task}: best trial {best.path.rsplit('/', 1)[-1]}: {spec['method']} opdf_cores="
-                  f"{spec['opdf_cores']} lr={spec['lr']:.2e} selection={best.metrics.get(tm.BEST_SCORE):.2f} "
-                  f"dev={_dev(best.metrics)}")
-        except (RuntimeError, KeyError, TypeError):
-            print(f"{task}: no trial reported a score")
+        summarise_search(task, grid, join(settings.storage, experiment_name(settings, task)))
 
     failed = run_each(tasks, search)
     try:
@@ -264,15 +259,34 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError:
         board = None
     if board is not None:
-        print(f"leaderboard: {settings.leaderboard} ({len(board)} rows); best per (task, method, OPDF):")
-        cols = ["task", "method", "opdf_cores", "selection_score", "dev_score", "trial_id"]
-        best = best_rows(board)
-        print(best[cols].to_string(index=False) if len(best) else "  (no completed trial yet)")
+        print(f"leaderboard: {settings.leaderboard} ({len(board)} rows); best per (task, method, OPDF on/off):")
+        best = best_per_cell(board)
+        print(best.to_string(index=False) if len(best) else "  (no completed trial yet)")
+        if len(best):
+            print(f"take the best student home: opdf-ray export {settings.leaderboard} --out best"
+                  + (" --task TASK" if best["task"].nunique() > 1 else ""))
     if failed:
         print(f"error: the search of {', '.join(failed)} stopped early (see above); the other tasks finished",
               file=sys.stderr)
         return 1
     return 0
+
+
+def summarise_search(task: str, grid, experiment: str) -> None:
+    """Print one task's search outcome (``grid``: its Tune ``ResultGrid``); raise when every trial failed, so the
+    command exits non-zero instead of reporting an empty success."""
+    print(f"{task}: {len(grid)} trials, {grid.num_errors} failed; experiment in {experiment}")
+    if len(grid) and grid.num_errors == len(grid):
+        raise RuntimeError(f"every trial failed ({len(grid)} of {len(grid)}); each one's error is in the "
+                           f"leaderboard's error column")
+    try:
+        best = grid.get_best_result(metric=tm.BEST_SCORE, mode="max", filter_nan_and_inf=True)
+        spec = best.config["spec"]
+        print(f"{task}: best trial {best.path.rsplit('/', 1)[-1]}: {spec['method']} opdf_cores="
+              f"{spec['opdf_cores']} lr={spec['lr']:.2e} selection={best.metrics.get(tm.BEST_SCORE):.2f} "
+              f"dev={_dev(best.metrics)}")
+    except (RuntimeError, KeyError, TypeError):
+        print(f"{task}: no trial reported a score")
 
 
 def autoscaler_gpu_node_types(config_path: str | Path = "~/ray_bootstrap_config.yaml") -> list[dict]:

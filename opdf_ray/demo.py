@@ -25,8 +25,8 @@ SENTENCE_PAIRS = [
 LABELS = [1, 0, 1, 0]  # paraphrase or not: enough signal for a few optimiser steps
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "python -m opdf_ray.demo") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--cores", type=int, default=5, help="MPO cores per matrix (≥ 2; the paper uses 3–7)")
     parser.add_argument("--bond-dim", type=int, default=None, help="truncate bonds (default: full rank, exact)")
     parser.add_argument("--steps", type=int, default=3, help="AdamW steps on the over-parameterised model")

@@ -20,7 +20,7 @@ from opdf_ray import __version__, mpo
 from opdf_ray.batches import Data, on_device, prepare_data, to_device
 from opdf_ray.checkpoint import Progress
 from opdf_ray.config import RunSpec
-from opdf_ray.data import default_cache_dir, selection_split
+from opdf_ray.data import TASKS, default_cache_dir, selection_split
 from opdf_ray.loop import Plan, autocast, banner, evaluate, fit, make_plan
 from opdf_ray.methods import Method, get_method
 from opdf_ray.methods.base import model_inputs
@@ -160,9 +160,19 @@ def finalize(job: Job, fitted: Progress) -> tuple[dict, torch.nn.Module]:
     return results, exported
 
 
+def name_labels(config, task: str) -> None:
+    """Give a classifier's config the task's label names (``pipeline`` prints them instead of LABEL_0/LABEL_1);
+    a regression head (STS-B) keeps its one unnamed output."""
+    names = TASKS[task].label_names
+    if names:
+        config.id2label = dict(enumerate(names))
+        config.label2id = {name: i for i, name in enumerate(names)}
+
+
 def save_student(results: dict, exported: torch.nn.Module, tokenizer, out_dir: Path) -> None:
     """The merged student as a stock Hugging Face checkpoint (safetensors), its tokenizer and ``results.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    name_labels(exported.config, results["task"])
     exported.save_pretrained(out_dir / "model")
     tokenizer.save_pretrained(out_dir / "model")
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import platform
 import warnings
 
@@ -41,7 +42,8 @@ log = logging.getLogger(__name__)
 #    attention choice, which picked cuDNN's kernels on an H100).
 # 7: opdf_core_lr (before 7: the dense lr for every core, "1.0"), opdf_align_ratio (0.0), opdf_train_cores ("all");
 #    init_classifier_to_zero may be null (auto); cores decay as their deployed matrix would (wd was 0 in every study)
-SCHEMA_VERSION = 7
+# 8: student_path (the merged student of a completed trial, for ``opdf-ray export``; empty before 8)
+SCHEMA_VERSION = 8
 STATUSES = ("completed", "pruned", "failed")
 METRICS = tuple(dict.fromkeys(m for t in TASKS.values() for m in t.metrics))   # accuracy, f1, mcc, …
 _ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
@@ -90,7 +92,8 @@ SCHEMA = pa.schema([
     pa.field("nodes", pa.int64()),
     pa.field("restored_at_step", pa.int64()),
     pa.field("bytes_all_reduced", pa.int64()),
-    pa.field("merge_max_abs_logit_diff", pa.float64()),        # merged (deployed) vs trained student, on a batch
+    pa.field("merge_max_abs_logit_diff", pa.float64()),
+    pa.field("student_path", pa.string()),                     # the merged student (a Hugging Face folder)        # merged (deployed) vs trained student, on a batch
     pa.field("curve", pa.string()),                            # JSON [[epoch, selection score], …]
     pa.field("opdf_ray_version", pa.string()),
     pa.field("ray_version", pa.string()),
@@ -107,7 +110,23 @@ def config_id(spec: dict) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def spec_of(row) -> dict:
+    """The ``RunSpec`` settings of a leaderboard row, typed as ``RunSpec`` declares them (Parquet and pandas turn an
+    int column holding nulls into floats: 1000.0 must come back as 1000)."""
+    out = {}
+    for f in dataclasses.fields(RunSpec):
+        value = row.get(f.name) if hasattr(row, "get") else row[f.name]
+        value = value.item() if hasattr(value, "item") else value
+        if value is None or isinstance(value, float) and math.isnan(value):
+            value = None
+        elif (f.metadata.get("type") or type(f.default)) is int and not isinstance(value, bool):
+            value = int(value)
+        out[f.name] = value
+    return out
+
+
 def make_row(run_id: str, trial_id: str, status: str, spec: dict, result: dict | None, error: str | None = None,
+             student_path: str | None = None,
              wall_seconds: float | None = None) -> dict:
     """One leaderboard row from a trial's spec and its last reported result (``opdf_ray.trial_metrics``).
 
@@ -145,7 +164,7 @@ def make_row(run_id: str, trial_id: str, status: str, spec: dict, result: dict |
         "train_seconds": result.get(tm.TRAIN_SECONDS), "examples_per_second": result.get(tm.EXAMPLES_PER_SECOND),
         "workers": result.get(tm.WORKERS), "nodes": result.get(tm.NODES),
         "restored_at_step": result.get(tm.RESTORED_AT_STEP), "bytes_all_reduced": result.get(tm.BYTES_ALL_REDUCED),
-        "merge_max_abs_logit_diff": result.get(tm.MERGE_DIFF),
+        "merge_max_abs_logit_diff": result.get(tm.MERGE_DIFF), "student_path": student_path,
         "curve": result.get(tm.CURVE), "hardware": result.get(tm.HARDWARE),
         "opdf_ray_version": __version__, "ray_version": ray.__version__, "torch_version": torch.__version__,
         "python_version": platform.python_version(), "finished_at": pd.Timestamp.now(tz="UTC").floor("s"),
@@ -186,8 +205,12 @@ def read_leaderboard(root: str) -> pd.DataFrame:
     written by a newer opdf-ray, outside a ``task=`` folder) is skipped with a warning naming it, so one bad
     file never hides the rest."""
     fs, base = filesystem(root)
-    if fs.get_file_info(base).type == pafs.FileType.NotFound:
+    kind = fs.get_file_info(base).type
+    if kind == pafs.FileType.NotFound:
         raise FileNotFoundError(f"no leaderboard at {root}")
+    if kind != pafs.FileType.Directory:
+        raise ValueError(f"{root} is a file, not a leaderboard: a leaderboard is the folder a search writes "
+                         f"(<storage>/leaderboard, with task=<name>/ folders of Parquet rows)")
     found = [e.path for e in fs.get_file_info(pafs.FileSelector(base, recursive=True))
              if e.type == pafs.FileType.File and not e.base_name.startswith((".", "_"))]
     rows, schemas = [], []
@@ -286,6 +309,16 @@ def best_rows(df: pd.DataFrame, by: str = "selection_score") -> pd.DataFrame:
         return done
     index = done.groupby(VARIANT)[by].idxmax()
     return done.loc[index].sort_values(VARIANT).reset_index(drop=True)
+
+
+def best_per_cell(df: pd.DataFrame) -> pd.DataFrame:
+    """The best completed row by selection score per (task, method, OPDF on/off): what a search's end prints."""
+    done = usable(df).dropna(subset=["selection_score"])
+    cols = ["task", "method", "opdf", "opdf_cores", "selection_score", "dev_score", "trial_id"]
+    if done.empty:
+        return done[cols]
+    index = done.groupby(["task", "method", "opdf"], observed=True)["selection_score"].idxmax()
+    return done.loc[index, cols].sort_values(["task", "method", "opdf"]).reset_index(drop=True)
 
 
 def seed_summary(df: pd.DataFrame, metric: str = "dev_score") -> pd.DataFrame:

@@ -6,8 +6,8 @@ A weight ``W: (I, J)`` (``nn.Linear.weight``: I = out_features = rows, J = in_fe
     W[(i_1..i_n), (j_1..j_n)] = Σ_{bonds} T_1[1, i_1, j_1, :] T_2[:, i_2, j_2, :] ··· T_n[:, i_n, j_n, 1]
 
 References: Gao et al., "Parameter-efficient mixture-of-experts ... MPO" and OPDF (Zhan et al., NeurIPS 2024),
-whose published code is read in ``shared/ALGORITHMS.md`` §1. Nothing here is an ``nn.Module``: the functions are
-pure tensor math so they can be tested in milliseconds and reused by layers, losses and export.
+whose published code was read before writing this (its bugs not copied). Nothing here is an ``nn.Module``: the
+functions are pure tensor math so they can be tested in milliseconds and reused by layers, losses and export.
 
 Gauge (documented choice, matching the published code's "symmetric" gauge): with Λ_k the singular values of
 bond k (the SVD of the k-th unfolding of W), every core is ``T_k = Λ_{k-1}^{1/2} Γ_k Λ_k^{1/2}`` (Vidal form with

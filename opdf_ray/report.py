@@ -33,7 +33,7 @@ import yaml
 
 from opdf_ray.config import METHOD_TITLES, METHODS, RunSpec
 from opdf_ray.data import TASKS
-from opdf_ray.leaderboard import VARIANT, duplicate_runs, read_leaderboard, usable
+from opdf_ray.leaderboard import VARIANT, duplicate_runs, read_leaderboard, spec_of, usable
 
 METRIC_NAMES = {"accuracy": "Acc", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman"}
 SELECT_BY = ("selection", "dev")
@@ -520,25 +520,30 @@ def run_summary(board: pd.DataFrame) -> str:
         done = part[part["status"] == "completed"].dropna(subset=["selection_score"])
         if len(done):
             best = done.loc[done["selection_score"].idxmax()]
-            defaults = RunSpec().to_dict()
-            fixed = {k: _plain(best[k]) for k in RunSpec.hyperparameters() if k != "epochs"
-                     and not _same(best[k], defaults[k])}
             lines += [f"- best trial {best['trial_id']}: selection {best['selection_score']:.2f}, dev "
-                      f"{best['dev_score']:.2f}", "", "Best configuration (paste into a search space):", "",
-                      "```yaml", yaml.safe_dump({"fixed": fixed}, sort_keys=True).rstrip(), "```"]
+                      f"{best['dev_score']:.2f}", "", "Best configuration (a search space; more seeds: add them "
+                      "to `seed`):", "", "```yaml", config_block(best), "```"]
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
+
+
+def config_block(row) -> str:
+    """A row's configuration as a complete, typed search space: a grid over its seed (one trial) that trains the
+    same configuration (the same ``config_id``) on the task and preset the first line names."""
+    spec, defaults = spec_of(row), RunSpec().to_dict()
+    fixed = {k: spec[k] for k in RunSpec.hyperparameters()
+             if k != "epochs" and (k == "method" or spec[k] != defaults[k])}
+    space = {"fixed": fixed, "epochs": {spec["task"]: spec["epochs"]},
+             "params": {"seed": {"type": "categorical", "choices": [spec["seed"]]}}}
+    target = " ".join(f"--{k} {spec[k]}" for k in ("task", "preset", "teacher", "student") if spec[k] is not None)
+    return (f"# config_id {row['config_id']}: opdf-ray search {target} --sampler grid --space THIS_FILE\n"
+            + yaml.safe_dump(space, sort_keys=False).rstrip())
 
 
 def _plain(value):
     if hasattr(value, "item"):
         value = value.item()
     return None if isinstance(value, float) and math.isnan(value) else value
-
-
-def _same(a, b) -> bool:
-    a = _plain(a)
-    return a == b or (a is None and b is None)
 
 
 # -- the whole report --------------------------------------------------------------------------------------------
@@ -641,8 +646,10 @@ def render(leaderboard: str | list[str], out: str | Path, select_by: str = "sele
     return out / "report.html"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m opdf_ray.report", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "python -m opdf_ray.report") -> int:
+    from opdf_ray.commands import HelpFormatter, split_list
+
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     parser.add_argument("leaderboard", nargs="+",
                         help="leaderboard directory (or URI), e.g. outputs/search/leaderboard; several are read as one")
     parser.add_argument("--out", default="outputs/report", help="output directory")
@@ -653,9 +660,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare", nargs="+", default=[], metavar="HYPERPARAMETER",
                         help="an ablation: one row per value of these hyperparameters (e.g. opdf_align_weight) "
                              "instead of each variant's best configuration")
-    parser.add_argument("--tasks", nargs="+", help="only these tasks")
-    parser.add_argument("--methods", nargs="+", help="only these methods")
+    parser.add_argument("--tasks", nargs="+", help="only these tasks (sst2,mrpc or sst2 mrpc)")
+    parser.add_argument("--methods", nargs="+", help="only these methods (kd,theseus or kd theseus)")
     args = parser.parse_args(argv)
+    args.tasks, args.methods, args.compare = split_list(args.tasks), split_list(args.methods), split_list(args.compare)
     try:
         page = render(args.leaderboard, args.out, args.select_by, args.protocol, tuple(args.compare), args.tasks,
                       args.methods)

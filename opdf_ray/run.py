@@ -13,12 +13,12 @@ import dataclasses
 import sys
 
 from opdf_ray import log_to_console
+from opdf_ray.commands import HelpFormatter
 from opdf_ray.config import RunSpec
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m opdf_ray.run", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser(prog: str = "python -m opdf_ray.run") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     for f in dataclasses.fields(RunSpec):
         flag, meta = "--" + f.name.replace("_", "-"), f.metadata
         if (meta.get("type") or type(f.default)) is bool:     # unset (None) is a third state where allowed
@@ -41,8 +41,8 @@ def result_line(results: dict) -> str:
             f"train_ex/s={results['examples_per_second']:.1f}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = vars(build_parser().parse_args(argv))
+def main(argv: list[str] | None = None, prog: str = "python -m opdf_ray.run") -> int:
+    args = vars(build_parser(prog).parse_args(argv))
     log_to_console()
     try:
         spec = RunSpec(**args)

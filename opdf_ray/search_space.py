@@ -170,6 +170,15 @@ class SearchSpace:
                 return p.choices
         return (self.fixed.get("method", RunSpec.method),)
 
+    def cells(self) -> list[dict]:
+        """Every (method, OPDF on/off) the space can draw, as partial configurations: the first trials of a TPE
+        search (``SearchSettings.cover_cells``), so a short search shows every cell before TPE takes over."""
+        cells = [{}]
+        for p in self.params:
+            if p.name in CELL_PARAMS and p.type == "categorical" and not p.when and len(p.choices) > 1:
+                cells = [cell | {p.name: choice} for cell in cells for choice in p.choices]
+        return cells if len(cells) > 1 else []
+
     def restrict_methods(self, methods: list[str]) -> SearchSpace:
         """The same space over ``methods`` only (``tune_main.py --methods``)."""
         unknown = [m for m in methods if m not in self.methods()]
@@ -181,6 +190,9 @@ class SearchSpace:
         if not any(p.name == "method" for p in params):
             fixed["method"] = methods[0]
         return dataclasses.replace(self, params=params, fixed=fixed)
+
+
+CELL_PARAMS = ("method", "opdf")      # what a report's table rows are: each pair is a cell worth seeing early
 
 
 def spec_values(drawn: dict) -> dict:

@@ -175,6 +175,25 @@ def trial_driver(config: dict) -> None:
         raise NonFiniteLossError(f"trial {trial_id}: training loss became NaN/inf; the trial is failed")
 
 
+def saved_student(train_storage: str, trial_id: str) -> str | None:
+    """Where a trial's merged student is: the ``model`` folder of its latest checkpoint (the final report carries
+    the student; Ray names checkpoints by time, so the latest sorts last); None when no checkpoint holds one."""
+    import pyarrow.fs as pafs
+
+    from opdf_ray.storage import filesystem, join
+
+    root = join(train_storage, trial_id)
+    fs, base = filesystem(root)
+    if fs.get_file_info(base).type != pafs.FileType.Directory:
+        return None
+    checkpoints = sorted(e.base_name for e in fs.get_file_info(pafs.FileSelector(base))
+                         if e.type == pafs.FileType.Directory and e.base_name.startswith("checkpoint_"))
+    for name in reversed(checkpoints):
+        if fs.get_file_info(f"{base}/{name}/model/config.json").type == pafs.FileType.File:
+            return join(root, name, "model")
+    return None
+
+
 def worker_threads(cpus_per_worker: float) -> int:
     """Torch threads per worker: its CPU share (Ray sets OMP_NUM_THREADS=1 in workers otherwise)."""
     return max(1, round(cpus_per_worker))

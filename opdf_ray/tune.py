@@ -22,7 +22,7 @@ from opdf_ray.config import RunSpec
 from opdf_ray.leaderboard import make_row, write_row
 from opdf_ray.search_space import SearchSpace, spec_values
 from opdf_ray.storage import delete_dir, is_uri, join, remove_temporaries
-from opdf_ray.train import trial_driver, worker_threads
+from opdf_ray.train import saved_student, trial_driver, worker_threads
 
 log = logging.getLogger(__name__)
 METRIC, MODE = tm.BEST_SCORE, "max"
@@ -55,6 +55,7 @@ class SearchSettings:
     sampler: str = "tpe"           # "grid": every combination of an all-categorical space (bench_search.py)
     tpe_startup_trials: int | None = None   # random trials before TPE models the results; None: startup_trials()
     early_stopping: bool = True    # ASHA; off for a grid baseline
+    cover_cells: bool = True       # TPE: the first trials are every (method, OPDF on/off) cell of the space
     mlflow_uri: str | None = None  # log every trial to this MLflow tracking URI (Ray's MLflowLoggerCallback)
     wandb_project: str | None = None   # log every trial to this W&B project (WANDB_MODE=offline works offline)
 
@@ -189,8 +190,11 @@ def _optuna_search(sampler_fn: TrialSampler, settings: SearchSettings, study_nam
         sampler = optuna.samplers.GridSampler(grid_of(sampler_fn.space), seed=settings.seed)
     else:
         sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=startup_trials(settings))
+    # enqueued first, their other parameters drawn as usual: a short search still shows every cell
+    cells = sampler_fn.space.cells()[:settings.num_samples] if settings.sampler == "tpe" and settings.cover_cells \
+        else []
     search = prune_aware_optuna_search(space=sampler_fn, sampler=sampler, study_name=study_name, storage=storage,
-                                       metric=METRIC, mode=MODE)
+                                       metric=METRIC, mode=MODE, points_to_evaluate=cells or None)
     return ConcurrencyLimiter(search, max_concurrent=settings.max_concurrent)
 
 
@@ -221,8 +225,13 @@ def _callbacks(run_id: str, settings: SearchSettings, train_storage: str):
 
         def _record(self, trial, status, result, error):
             try:
+                student = saved_student(train_storage, trial.trial_id) if status == "completed" else None
+            except OSError as e:                 # the row still lands; only export needs the path
+                log.warning("trial %s: could not locate its saved student: %s", trial.trial_id, e)
+                student = None
+            try:
                 path = write_row(settings.leaderboard, make_row(run_id, trial.trial_id, status, trial.config["spec"],
-                                                                result, error))
+                                                                result, error, student_path=student))
             except (OSError, ValueError) as e:   # stop the search: every later row would be lost the same way
                 raise LeaderboardWriteError(f"could not write the leaderboard row of trial {trial.trial_id} to "
                                             f"{settings.leaderboard}: {e}") from e

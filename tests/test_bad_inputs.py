@@ -145,6 +145,9 @@ def test_the_report_explains_instead_of_failing(board, tmp_path, capsys):
     (tmp_path / "afile").write_text("")
     assert report_main([str(board), "--out", str(tmp_path / "afile")]) == 2
     assert "is a file; pass a folder" in capsys.readouterr().err
+    (tmp_path / "main.csv").write_text("task,score\n")        # a file where the leaderboard folder goes
+    assert report_main([str(tmp_path / "main.csv"), "--out", str(tmp_path / "r")]) == 2
+    assert "main.csv is a file, not a leaderboard" in capsys.readouterr().err
     with pytest.warns(UserWarning, match="t2 has no readable curve"):
         assert report_main([str(board), "--out", str(tmp_path / "r")]) == 0
     err = capsys.readouterr().err

@@ -210,3 +210,26 @@ def test_a_seed_run_twice_is_one_seed_in_the_table_and_the_report_says_which_row
     render(str(root), tmp_path / "out")
     assert "1 completed row(s) repeat a (configuration, seed) of a later row and are left out" in \
         (tmp_path / "out" / "report.md").read_text()
+
+
+def test_the_best_configuration_block_loads_as_a_space_and_rebuilds_the_same_configuration(tmp_path):
+    import yaml
+
+    from opdf_ray.leaderboard import config_id
+    from opdf_ray.report import config_block
+    from opdf_ray.search_space import parse_space
+    from opdf_ray.tune import SearchSettings, grid_of, trial_spec
+
+    spec = RunSpec(task="sst2", method="theseus", seed=2, epochs=2, max_train_samples=1000, max_length=64,
+                   opdf_cores=5, opdf_core_lr="1.0", lr=3e-5, replacing_rate=0.4, init_classifier_to_zero=True)
+    write_row(str(tmp_path / "b"), make_row("r", "t", "completed", spec.to_dict(), completed_result("sst2", 80, 81)))
+    write_row(str(tmp_path / "b"), make_row("r", "u", "completed", spec.to_dict() | {"max_train_samples": None},
+                                            completed_result("sst2", 70, 71)))     # a null: the column is float
+    row = read_leaderboard(str(tmp_path / "b")).set_index("trial_id").loc["t"]
+    block = config_block(row)
+    assert "max_train_samples: 1000\n" in block and "method: theseus" in block and "--task sst2" in block
+    space = parse_space(yaml.safe_load(block), "block")
+    assert grid_of(space) == {"seed": [2]}
+    settings = SearchSettings(name="n", storage=str(tmp_path), leaderboard=str(tmp_path / "b"))
+    rebuilt = trial_spec(RunSpec(task="sst2", preset="minilm"), space, {"seed": 2}, settings)
+    assert config_id(rebuilt.to_dict()) == row["config_id"] and rebuilt.seed == 2

@@ -15,6 +15,7 @@ from ray_helpers import settings, tiny_base, tiny_space  # noqa: I001 — sets R
 
 import ray  # noqa: E402
 
+from opdf_ray.cli import summarise_search  # noqa: E402
 from opdf_ray.leaderboard import SCHEMA, read_leaderboard  # noqa: E402
 from opdf_ray.train import FAIL_ONCE_ENV  # noqa: E402
 from opdf_ray.tune import run_search  # noqa: E402
@@ -51,6 +52,8 @@ def test_search_with_two_workers_per_trial_fills_the_leaderboard_and_the_tracker
     assert (done["workers"] == 2).all() and (done["bytes_all_reduced"] > 0).all()
     assert done["dev_accuracy"].between(0, 100).all() and (done["evaluations"] == 2).all()
     assert (done["inference_params"] < done["trainable_params"]).eq(done["opdf"]).all()
+    assert len(board[["method", "opdf"]].drop_duplicates()) == 3   # the first trials: one per (method, OPDF) cell
+    assert done["student_path"].map(lambda p: (Path(p) / "config.json").is_file()).all()   # for opdf-ray export
     study = optuna.load_study(study_name="t-rte", storage=conf.optuna_storage)
     states = sorted(t.state.name for t in study.trials)
     expected = sorted({"completed": "COMPLETE", "pruned": "PRUNED"}[s] for s in board["status"])
@@ -107,6 +110,22 @@ def test_a_relative_storage_still_hands_trials_a_teacher_they_can_load(local_ray
     run_search(tiny_base(tmp_path), tiny_space(**one), settings(tmp_path, name="rel", num_samples=1, storage="storage"))
     board = read_leaderboard(str(tmp_path / "board"))
     assert list(board["status"]) == ["completed"], board.get("error")
+    # take the student home from the relative leaderboard: a stock pipeline names RTE's labels and scores the row
+    from transformers import pipeline
+
+    from opdf_ray.data import load_glue
+    from opdf_ray.export import main as export_main
+
+    assert export_main(["board", "--out", "best"]) == 0
+    assert "python -m opdf_ray.run --task rte --method kd" in (tmp_path / "best" / "README.md").read_text()
+    classify = pipeline("text-classification", model=str(tmp_path / "best"), truncation=True, device="cpu")
+    dev = load_glue("rte").dev["validation"]
+    predicted = classify([{"text": a, "text_pair": b} for a, b in zip(dev["sentence1"], dev["sentence2"])],
+                         batch_size=64)
+    assert {p["label"] for p in predicted} <= {"entailment", "not_entailment"}
+    accuracy = 100 * sum(p["label"] == ("entailment", "not_entailment")[y]
+                         for p, y in zip(predicted, dev["label"])) / len(dev)
+    assert accuracy == pytest.approx(board["dev_score"].iloc[0], abs=100 / len(dev))   # within one example
 
 
 def test_trials_given_half_a_gpu_share_it(local_ray, tmp_path):
@@ -137,6 +156,13 @@ def test_a_nan_trial_is_failed_and_the_others_finish(local_ray, tmp_path):
     train = tmp_path / "storage" / "nan-rte" / "train"
     kept = {p.name for p in train.iterdir()} if train.is_dir() else set()
     assert not kept & set(board.index[board["status"] == "failed"])      # failed trials' checkpoints deleted
+    summarise_search("rte", grid, "nan-rte")           # some failed: the search still succeeded
+    only_nan = tiny_space(lr={"type": "categorical", "choices": [1e30]}, method={"type": "categorical",
+                                                                              "choices": ["kd"]})
+    every = run_search(tiny_base(tmp_path), only_nan, settings(tmp_path, name="allnan", num_samples=1,
+                                                                 cover_cells=False))
+    with pytest.raises(RuntimeError, match=r"every trial failed \(1 of 1\)"):     # the CLI then exits 1
+        summarise_search("rte", every, "allnan-rte")
 
 
 def test_a_worker_failure_resumes_the_trial_from_its_checkpoint(local_ray, tmp_path):

@@ -70,6 +70,20 @@ def test_restricting_methods_keeps_only_those():
         load_space(default_space_path()).restrict_methods(["distil"])
 
 
+def test_the_quick_starts_first_trials_are_every_method_and_opdf_cell():
+    space = load_space(default_space_path()).restrict_methods(["kd", "theseus"])
+    assert space.cells() == [{"method": "kd", "opdf": True}, {"method": "kd", "opdf": False},
+                             {"method": "theseus", "opdf": True}, {"method": "theseus", "opdf": False}]
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=2), direction="maximize")
+    for cell in space.cells():                     # what the search enqueues: the rest of each cell is drawn
+        study.enqueue_trial(cell)
+    drawn = [space.draw(study.ask()) for _ in range(4)]
+    assert [(d["method"], d["opdf"]) for d in drawn] == [(c["method"], c["opdf"]) for c in space.cells()]
+    assert all("lr" in d for d in drawn) and all("opdf_cores" in d for d in drawn if d["opdf"])
+    assert load_space(default_space_path()).restrict_methods(["kd"]).cells() == [{"opdf": True}, {"opdf": False}]
+    assert parse_space({"params": {"lr": {"type": "uniform", "low": 0.1, "high": 1}}}).cells() == []
+
+
 @pytest.mark.parametrize("raw,message", [
     ({"parms": {}}, r"unknown top-level key\(s\) \['parms'\]; allowed: fixed, epochs, params"),
     ({"params": {"learning_rate": {"type": "uniform", "low": 0, "high": 1}}},

@@ -138,7 +138,8 @@ def test_batched_contraction_trains_bitwise_like_one_layer_at_a_time(method):
 
 def _rank(rank: int, store: str, out: str) -> None:
     """One of two gloo workers: LGTM (look-ahead, teacher and student steps all reduce) dense, OPDF per forward,
-    OPDF per step; records the bytes each all-reduced and the trained weights."""
+    OPDF per step and per step one layer at a time; KD, ProKT and Theseus batched and one layer at a time. Records
+    the bytes each all-reduced and the trained weights."""
     import torch.distributed as dist
 
     from opdf_ray.config import RunSpec
@@ -162,6 +163,18 @@ def _rank(rank: int, store: str, out: str) -> None:
             results[name] = {"bytes": parallel.bytes_all_reduced,
                              "student": {n: p.detach().clone() for n, p in m.student.named_parameters()},
                              "teacher": {n: p.detach().clone() for n, p in m.teacher.named_parameters()}}
+        for method in ("kd", "prokt", "theseus"):          # every default on: alignment, matched core lr
+            for batched in (True, False):
+                spec = RunSpec(task="rte", method=method, preset="tiny", opdf_cores=3, replacing_rate=0.5)
+                teacher = teacher_model(dropout=0.0)
+                m = get_method(method)(spec, keep_layers(teacher, [0, 2]), teacher, TorchDistributed())
+                m.apply_opdf()
+                m.setup(total_steps=10)
+                m.batch_step_weights = batched
+                torch.manual_seed(1)
+                for step in range(3):
+                    m.train_step(make_batch(2 * step + rank))
+                results[(method, batched)] = trained_tensors(m)
         if rank == 0:
             torch.save(results, out)
     finally:
@@ -172,6 +185,11 @@ def test_two_workers_all_reduce_the_dense_students_bytes_and_train_the_same_weig
     torch.multiprocessing.spawn(_rank, args=(str(tmp_path / "store"), str(tmp_path / "out.pt")), nprocs=2)
     r = torch.load(tmp_path / "out.pt")
     assert r["per-step"]["bytes"] == r["dense"]["bytes"] < r["per-forward"]["bytes"]
+    for method in ("kd", "prokt", "theseus"):
+        batched, one_by_one = r[(method, True)], r[(method, False)]
+        assert batched.keys() == one_by_one.keys()
+        for name, p in one_by_one.items():
+            assert torch.equal(batched[name], p), (method, name)
     for model in ("student", "teacher"):
         for name, p in r["one-by-one"][model].items():      # batched contraction: the same bits
             assert torch.equal(r["per-step"][model][name], p), name

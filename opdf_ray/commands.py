@@ -1,0 +1,66 @@
+"""``opdf-ray``: one command for everything opdf-ray does, and the argument conventions every command shares.
+
+    opdf-ray search --task sst2 --methods kd,theseus     # = tune_main.py, opdf-tune
+    opdf-ray run --task rte --method kd --opdf-cores 5   # = python -m opdf_ray.run, opdf-run
+    opdf-ray report outputs/search/leaderboard           # = python -m opdf_ray.report, opdf-report
+    opdf-ray export outputs/search/leaderboard --out best
+    opdf-ray demo
+
+The old names stay as aliases; each subcommand's ``--help`` names itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from opdf_ray import __version__
+
+COMMANDS = {        # name → (module with main(argv, prog), one line)
+    "search": ("opdf_ray.cli", "search hyperparameters with Ray Tune + Optuna + ASHA; every trial → the leaderboard"),
+    "run": ("opdf_ray.run", "train one configuration in this process and save the merged student"),
+    "report": ("opdf_ray.report", "render a leaderboard's GLUE tables, verdicts and plots"),
+    "export": ("opdf_ray.export", "copy a leaderboard's best student out as a Hugging Face folder with a model card"),
+    "demo": ("opdf_ray.demo", "a one-minute look at the OPDF core on the packaged MiniLM"),
+}
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows a flag's default once: appended only where the help does not already say it and there is one."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def split_list(values: str | list[str] | None) -> list[str] | None:
+    """A list flag's values, given either way: ``--methods kd,lgtm`` or ``--methods kd lgtm`` (or both)."""
+    if values is None:
+        return None
+    items = [values] if isinstance(values, str) else values
+    return [part for item in items for part in item.split(",") if part]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    listing = "\n".join(f"  {name:<8}{line}" for name, (_, line) in COMMANDS.items())
+    usage = f"usage: opdf-ray [--version] {{{','.join(COMMANDS)}}} ...\n\ncommands:\n{listing}\n\n" \
+            "`opdf-ray COMMAND --help` lists a command's flags."
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0
+    if argv[0] == "--version":
+        print(f"opdf-ray {__version__}")
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"error: unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return module.main(argv[1:], prog=f"opdf-ray {argv[0]}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

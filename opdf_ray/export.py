@@ -1,0 +1,213 @@
+"""``opdf-ray export``: take a leaderboard's best student home as a Hugging Face folder with a model card.
+
+    opdf-ray export outputs/search/leaderboard --out best [--task sst2] [--trial ID]
+    python -m opdf_ray.export outputs/search/leaderboard --out best
+
+The best completed trial by selection score (never by dev: dev is what the card reports), or the one named,
+copied from where its search saved it (the leaderboard's ``student_path``) into ``--out``: the merged student
+(stock ``transformers``, no opdf-ray needed to load it), its tokenizer, the task's label names in its config and a
+``README.md`` model card saying how it was made and how to make it again. A stock
+``pipeline("text-classification", model=OUT)`` then prints the task's labels and scores what the row says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.fs as pafs
+
+from opdf_ray.config import METHOD_TITLES, RunSpec
+from opdf_ray.data import TASKS
+from opdf_ray.leaderboard import read_leaderboard, spec_of, usable
+from opdf_ray.storage import filesystem
+
+
+def choose(board: pd.DataFrame, task: str | None = None, trial: str | None = None) -> pd.Series:
+    """The row to export: ``trial`` (a trial id) if given, else the best completed row by selection score of
+    ``task`` (needed when the leaderboard holds several tasks).
+
+    Raises:
+        ValueError: no such trial or task, several tasks and no ``task``, or no completed row with a student.
+    """
+    done = usable(board)
+    if trial is not None:
+        rows = done[done["trial_id"] == trial]
+        if rows.empty:
+            status = board.loc[board["trial_id"] == trial, "status"]
+            why = f"its status is {status.iloc[0]}" if len(status) else "no row has that trial_id"
+            raise ValueError(f"cannot export trial {trial!r}: {why}; completed trials: "
+                             f"{', '.join(done['trial_id'].astype(str).head(8)) or 'none'}")
+        return rows.iloc[-1]
+    tasks = sorted(done["task"].astype(str).unique())
+    if task is None and len(tasks) > 1:
+        raise ValueError(f"the leaderboard holds several tasks ({', '.join(tasks)}); pass --task")
+    if task is not None:
+        if task not in tasks:
+            raise ValueError(f"no completed trial of task {task!r} in the leaderboard; tasks there: "
+                             f"{', '.join(tasks) or 'none'}")
+        done = done[done["task"].astype(str) == task]
+    done = done.dropna(subset=["selection_score"])
+    if done.empty:
+        raise ValueError("the leaderboard has no completed trial to export")
+    return done.loc[done["selection_score"].idxmax()]
+
+
+def export(leaderboard: str, out: str | Path, task: str | None = None, trial: str | None = None) -> pd.Series:
+    """Copy the chosen row's merged student into ``out`` (which must not exist or be empty), name its labels and
+    write its model card. Returns the row.
+
+    Raises:
+        ValueError: see ``choose``; a row without a saved student (a leaderboard older than schema 8, or a search
+            whose checkpoints were deleted); ``out`` not empty.
+    """
+    row = choose(read_leaderboard(leaderboard), task, trial)
+    source = row.get("student_path")
+    if not isinstance(source, str) or not source:
+        raise ValueError(f"trial {row['trial_id']} has no saved student in the leaderboard (rows written before "
+                         f"opdf-ray recorded student_path, schema 8); re-run it with the command its model card "
+                         f"would print: {retrain_command(row)}")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"--out {out} exists and is not an empty folder; pass a new folder")
+    fs, path = filesystem(source)
+    if fs.get_file_info(f"{path}/config.json").type != pafs.FileType.File:
+        raise ValueError(f"trial {row['trial_id']}'s student is gone from {source} (deleted, or storage that "
+                         f"this machine cannot see)")
+    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        shutil.copytree(path, out, dirs_exist_ok=True)
+    else:
+        pafs.copy_files(path, str(out.resolve()), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    config_path = out / "config.json"
+    config = json.loads(config_path.read_text())
+    names = TASKS[str(row["task"])].label_names
+    if names:                             # students saved before every saved student carried them
+        config["id2label"] = {str(i): name for i, name in enumerate(names)}
+        config["label2id"] = {name: i for i, name in enumerate(names)}
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    tokenizer_path = out / "tokenizer_config.json"
+    if tokenizer_path.exists():          # truncation=True then cuts inputs where training and evaluation did
+        tokenizer_config = json.loads(tokenizer_path.read_text())
+        tokenizer_config["model_max_length"] = int(spec_of(row)["max_length"])
+        tokenizer_path.write_text(json.dumps(tokenizer_config, indent=2, sort_keys=True) + "\n")
+    (out / "README.md").write_text(model_card(row))
+    return row
+
+
+def retrain_command(row: pd.Series) -> str:
+    """The ``python -m opdf_ray.run`` command that trains this row's configuration and seed again: its task,
+    method and seed, and every hyperparameter that differs from the defaults."""
+    spec, defaults = spec_of(row), RunSpec().to_dict()
+    first = ("task", "method", "seed", "preset", "teacher", "student")        # always said, in this order
+    rest = [n for n in RunSpec.hyperparameters() if n not in first and spec[n] != defaults[n]]
+    flags = [(n, spec[n]) for n in (*first, *rest) if spec[n] is not None]
+    parts = []
+    for name, value in flags:
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + name.replace("_", "-"))
+        else:
+            parts.append(f"{flag} {value}")
+    return "python -m opdf_ray.run " + " ".join(parts)
+
+
+def model_card(row: pd.Series) -> str:
+    """A Hugging Face model card (``README.md``) for an exported row."""
+    spec = spec_of(row)
+    task, method = str(row["task"]), str(row["method"])
+    opdf = (f"{spec['opdf_cores']} MPO cores per matrix, core lr {spec['opdf_core_lr']}, alignment "
+            + (f"ratio {spec['opdf_align_ratio']}" if spec["opdf_align_ratio"] else f"weight {spec['opdf_align_weight']}")
+            + f" ({spec['opdf_align_map']} map), trained cores: {spec['opdf_train_cores']}"
+            if spec["opdf_cores"] >= 2 else "off (plain distillation)")
+    teacher = spec["teacher"] or f"the `{spec['preset']}` preset's teacher, fine-tuned on {task}"
+    protocol = ("checkpoint chosen on a held-out slice of the training set; dev never used for selection"
+                if row["protocol"] == "selection" else "checkpoint chosen on dev (the papers' protocol)")
+    metric = row["selection_metric"]
+    labels = TASKS[task].label_names
+    return f"""---
+library_name: transformers
+pipeline_tag: text-classification
+tags: [distillation, knowledge-distillation, opdf, glue, {task}]
+datasets: [nyu-mll/glue]
+---
+
+# {task.upper()} student distilled with {METHOD_TITLES.get(method, method)}{" + OPDF" if spec['opdf_cores'] >= 2 else ""}
+
+A student made by opdf-ray ({row.get('opdf_ray_version') or 'unknown version'}), exported
+from trial `{row['trial_id']}` of search `{row['run_id']}`. It is a stock Hugging Face checkpoint: the MPO cores
+OPDF trains with are merged back, so it has exactly the size and speed of a dense student
+({_count(row.get('inference_params'))} parameters).
+
+| | |
+|---|---|
+| task | GLUE {task} ({', '.join(labels) if labels else 'regression'}) |
+| teacher | {teacher} |
+| method | {METHOD_TITLES.get(method, method)} (`{method}`) |
+| OPDF | {opdf} |
+| configuration | `{row['config_id']}`, seed {spec['seed']} |
+| protocol | {protocol} |
+| selection {metric} | {_score(row['selection_score'])} |
+| dev {metric} | {_score(row['dev_score'])} |
+| training set | {spec['max_train_samples'] or 'full'} examples, length {spec['max_length']}, {spec['epochs']} epochs |
+
+## Use
+
+```python
+from transformers import pipeline
+
+classify = pipeline("text-classification", model="<this folder>", truncation=True)
+print(classify({_example(task)}))
+```
+
+## Train it again
+
+```bash
+{retrain_command(row)}
+```
+"""
+
+
+def _score(value) -> str:
+    return "–" if value is None or pd.isna(value) else f"{float(value):.2f}"
+
+
+def _count(value) -> str:
+    return "?" if value is None or pd.isna(value) else f"{int(value):,}"
+
+
+def _example(task: str) -> str:
+    if len(TASKS[task].text_keys) == 1:
+        return '"The movie was a delight from start to finish."'
+    return '{"text": "A man is playing a guitar.", "text_pair": "Someone plays an instrument."}'
+
+
+def build_parser(prog: str = "python -m opdf_ray.export") -> argparse.ArgumentParser:
+    from opdf_ray.commands import HelpFormatter
+
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    p.add_argument("leaderboard", help="a leaderboard folder (e.g. outputs/search/leaderboard)")
+    p.add_argument("--out", required=True, help="a new folder for the exported student")
+    p.add_argument("--task", choices=tuple(TASKS), help="the task to export (needed when several are there)")
+    p.add_argument("--trial", help="export this trial instead of the best one")
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m opdf_ray.export") -> int:
+    args = build_parser(prog).parse_args(argv)
+    try:
+        row = export(args.leaderboard, args.out, args.task, args.trial)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"exported trial {row['trial_id']} ({row['task']}, {row['method']}, selection "
+          f"{_score(row['selection_score'])}, dev {_score(row['dev_score'])}) to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
