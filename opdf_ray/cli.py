@@ -18,7 +18,7 @@ from pathlib import Path
 from opdf_ray import log_to_console
 from opdf_ray.commands import HelpFormatter, split_list
 from opdf_ray import trial_metrics as tm
-from opdf_ray.config import PRESETS, RunSpec
+from opdf_ray.config import PRESETS, RunSpec, parse_setting
 from opdf_ray.data import TASKS
 from opdf_ray.storage import is_uri, join
 
@@ -60,6 +60,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--max-train-samples", type=int, help="quick runs: at most this many training examples")
     p.add_argument("--max-epochs", type=int, help="quick runs: cap the space's epochs per task")
     p.add_argument("--max-length", type=int, help="override the space's max_length")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other run setting for every trial, repeatable (e.g. --set mpo_weight=per-forward "
+                   "--set student=PATH; python -m opdf_ray.run --help lists them); the space must not set it too")
     p.add_argument("--grace-epochs", type=int, default=1, help="ASHA: epochs every trial gets before it can stop")
     p.add_argument("--max-failures", type=int, default=2, help="worker errors a trial recovers from (checkpoint)")
     p.add_argument("--optuna-storage", help="Optuna RDB URL (e.g. sqlite:///optuna.db) for optuna-dashboard")
@@ -83,8 +86,10 @@ CPU_QUICK = {"max_epochs": 2, "max_length": 64}   # a search without GPUs and wi
 
 
 def overrides(args) -> dict:
-    """RunSpec values set explicitly on the command line: they win over the search space."""
-    return {} if args.max_length is None else {"max_length": args.max_length}
+    """RunSpec values set explicitly on the command line (``--max-length``, every ``--set KEY=VALUE``): every trial
+    gets them, and its row records them."""
+    values = dict(parse_setting(text) for text in args.set)
+    return values | ({} if args.max_length is None else {"max_length": args.max_length})
 
 
 def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
@@ -97,6 +102,12 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     space = load_space(args.space or default_space_path())
     if args.methods:
         space = space.restrict_methods(split_list(args.methods))
+    given = [key for key, _ in map(parse_setting, args.set)] + (
+        ["max_train_samples"] if args.max_train_samples is not None else [])
+    clash = sorted(k for k in given if k in space.fixed or any(p.name == k for p in space.params))
+    if clash:
+        raise ValueError(f"{clash} set on the command line and by the search space ({space.source}); keep each "
+                         f"setting in one place")
     resolve_num_samples(args, space)
     for name in ("num_samples", "workers_per_trial", "grace_epochs", "tpe_startup_trials"):
         if getattr(args, name) is not None and getattr(args, name) < 1:

@@ -319,3 +319,32 @@ class RunSpec:
         if unknown:
             raise ValueError(f"unknown RunSpec key(s) {unknown}; known keys: {', '.join(sorted(known))}")
         return cls(**values)
+
+
+SET_BY_THE_SEARCH = ("task", "epochs", "threads", "progress", "save_model")   # per task / per trial, not --set
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` (a search's ``--set``) → ``(RunSpec field, value of its declared type)``; ``none`` clears an
+    optional field. Raises ``ValueError`` naming what is wrong and what is allowed."""
+    key, sep, raw = text.partition("=")
+    key = key.strip().replace("-", "_")
+    fields = {f.name: f for f in dataclasses.fields(RunSpec)}
+    if not sep or key not in fields:
+        raise ValueError(f"--set {text!r}: expected KEY=VALUE with KEY a run setting (python -m opdf_ray.run --help "
+                         f"lists them), e.g. --set mpo_weight=per-forward")
+    if key in SET_BY_THE_SEARCH:
+        raise ValueError(f"--set {key}: a search sets it itself (task: --task; epochs: the space's epochs section "
+                         f"and --max-epochs; threads, progress, save_model: per trial)")
+    f = fields[key]
+    kind, value = f.metadata.get("type") or type(f.default), raw.strip()
+    if value.lower() == "none" and f.default is None:
+        return key, None
+    try:
+        if kind is bool:
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return key, value.lower() in ("true", "1", "yes")
+        return key, kind(value)
+    except ValueError:
+        raise ValueError(f"--set {key}={raw!r}: not a {kind.__name__}") from None

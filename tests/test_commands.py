@@ -37,3 +37,37 @@ def test_lists_are_given_with_commas_or_spaces_everywhere():
     assert split_list(["kd,lgtm", "theseus"]) == split_list("kd,lgtm,theseus") == ["kd", "lgtm", "theseus"]
     assert split_list(search_parser().parse_args(["--task", "rte", "--methods", "kd", "lgtm"]).methods) == \
         split_list(search_parser().parse_args(["--task", "rte", "--methods", "kd,lgtm"]).methods)
+
+
+def test_any_run_setting_reaches_a_search_with_set(tmp_path):
+    from opdf_ray.cli import overrides, validate
+
+    args = search_parser().parse_args(["--task", "rte", "--preset", "tiny", "--storage", str(tmp_path),
+                                       "--set", "mpo_weight=per-forward", "--set", "cudnn-attention=true",
+                                       "--set", "opdf_bond_dim=none", "--set", "pad_to_multiple_of=8"])
+    _, bases, _ = validate(args)
+    assert overrides(args) == {"mpo_weight": "per-forward", "cudnn_attention": True, "opdf_bond_dim": None,
+                               "pad_to_multiple_of": 8}
+    assert bases["rte"].mpo_weight == "per-forward" and bases["rte"].pad_to_multiple_of == 8
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--set", "nonsense=1"], "expected KEY=VALUE with KEY a run setting"),
+    (["--set", "lr"], "expected KEY=VALUE"),
+    (["--set", "task=sst2"], "a search sets it itself"),
+    (["--set", "batch_size=big"], "--set batch_size='big': not a int"),
+    (["--set", "cudnn_attention=maybe"], "not a bool"),
+    (["--set", "lr=1e-4"], r"\['lr'\] set on the command line and by the search space"),
+    (["--set", "max_length=64"], r"\['max_length'\] set on the command line and by the search space"),
+    (["--max-train-samples", "100", "--space", "SPACE"], r"\['max_train_samples'\] set on the command line"),
+    (["--set", "mpo_weight=sometimes"], "mpo_weight='sometimes' is invalid"),
+])
+def test_a_setting_given_twice_or_badly_is_refused_before_ray_starts(tmp_path, flags, message):
+    from opdf_ray.cli import validate
+
+    space = tmp_path / "space.yaml"
+    space.write_text("fixed: {max_train_samples: 64}\nparams:\n  lr: {type: loguniform, low: 1.0e-5, high: 1.0e-3}\n")
+    flags = [str(space) if f == "SPACE" else f for f in flags]
+    args = search_parser().parse_args(["--task", "rte", "--preset", "tiny", "--storage", str(tmp_path), *flags])
+    with pytest.raises(ValueError, match=message):
+        validate(args)

@@ -15,7 +15,7 @@ from opdf_ray.gradients import OptimizerGradients
 from opdf_ray.losses import TensorAlignment, kd_loss, tensor_alignment_loss
 from opdf_ray.models import encoder_layer_list
 from opdf_ray.optim import linear_schedule, make_optimizer
-from opdf_ray.overparam import default_layer_map, merge, mpo_modules, overparameterize, pair_mpo_layers
+from opdf_ray.overparam import default_layer_map, merge, mpo_modules, overparameterize
 from opdf_ray.parallel import Parallel
 
 log = logging.getLogger(__name__)
