@@ -114,7 +114,7 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
             raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
     from opdf_ray.engine import check_spec_against_models
     from opdf_ray.teacher import teacher_source
-    from opdf_ray.tune import check_teacher_storage, starts_from_finetuned_teacher, teacher_variants
+    from opdf_ray.tune import check_teacher_storage, experiment_name, starts_from_finetuned_teacher, teacher_variants
 
     bases, as_trials = {}, {}
     for task in tasks:
@@ -133,8 +133,29 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
                                max_epochs=args.max_epochs)
     from opdf_ray.leaderboard import check_writable
 
+    check_storage(args.storage, [experiment_name(settings, task) for task in tasks], args.resume)
     check_writable(settings.leaderboard)
     return tasks, bases, space
+
+
+def check_storage(storage: str, experiments: list[str], resume: bool) -> None:
+    """Before Ray and the teacher: ``--storage`` must be a folder (or not exist yet), and ``--resume`` needs the
+    experiments it resumes (otherwise it would silently start fresh ones)."""
+    import pyarrow.fs as pafs
+
+    from opdf_ray.storage import filesystem
+
+    fs, base = filesystem(storage)
+    kind = fs.get_file_info(base).type
+    if kind == pafs.FileType.File:
+        raise ValueError(f"--storage {storage} is a file; pass a folder (or a URI) for the experiments")
+    if resume:
+        missing = [e for e in experiments if fs.get_file_info(f"{base}/{e}").type != pafs.FileType.Directory]
+        if missing:
+            there = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+                           if i.type == pafs.FileType.Directory and i.base_name not in ("leaderboard", "teachers"))
+            raise ValueError(f"--resume: no search {', '.join(missing)} under {storage} to resume (searches there: "
+                             f"{', '.join(there) or 'none'}); check --name and --storage, or drop --resume")
 
 
 def resolve_num_samples(args, space) -> None:

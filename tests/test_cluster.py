@@ -40,6 +40,7 @@ def test_cluster_config_is_valid_and_follows_our_rules(path):
             assert DRIVER_RESOURCE not in node["resources"]
     setup = " ".join(config["setup_commands"])
     assert "-e ~/opdf-ray" in setup and "ray[default,tune,train]==2.60.0" in setup and "torch==2.13.0" in setup
+    assert "mount -t nfs4" in setup and "/mnt/efs" in setup      # the shared storage docs/cluster.md requires
     starts = " ".join(config["head_start_ray_commands"] + config["worker_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in starts and starts.count("RAY_AUTH_MODE=token") == 2
 

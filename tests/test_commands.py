@@ -71,3 +71,28 @@ def test_a_setting_given_twice_or_badly_is_refused_before_ray_starts(tmp_path, f
     args = search_parser().parse_args(["--task", "rte", "--preset", "tiny", "--storage", str(tmp_path), *flags])
     with pytest.raises(ValueError, match=message):
         validate(args)
+
+
+def test_storage_that_is_a_file_and_a_resume_of_nothing_are_refused_before_ray_starts(tmp_path):
+    from opdf_ray.cli import validate
+
+    def check(*flags):
+        validate(search_parser().parse_args(["--task", "rte", "--preset", "tiny", *flags]))
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match="--storage .*afile is a file; pass a folder"):
+        check("--storage", str(tmp_path / "afile"))
+    (tmp_path / "s" / "other-rte").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"--resume: no search typo-rte under .* \(searches there: other-rte\)"):
+        check("--storage", str(tmp_path / "s"), "--name", "typo", "--resume")
+    check("--storage", str(tmp_path / "s"), "--name", "other", "--resume")      # there: resumable
+
+
+def test_a_search_space_with_a_key_given_twice_is_refused(tmp_path):
+    from opdf_ray.search_space import load_space
+
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  lr: {type: loguniform, low: 1.0e-5, high: 1.0e-3}\n"
+                     "  lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}\n")
+    with pytest.raises(ValueError, match="duplicated key 'lr'"):
+        load_space(space)
