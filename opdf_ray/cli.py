@@ -139,8 +139,8 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
 
 
 def check_storage(storage: str, experiments: list[str], resume: bool) -> None:
-    """Before Ray and the teacher: ``--storage`` must be a folder (or not exist yet), and ``--resume`` needs the
-    experiments it resumes (otherwise it would silently start fresh ones)."""
+    """Before Ray and the teacher: ``--storage`` must be a folder (or not exist yet), and ``--resume`` needs at least
+    one of the experiments it resumes (none there is a typo in --name or --storage, not a fresh start)."""
     import pyarrow.fs as pafs
 
     from opdf_ray.storage import filesystem
@@ -151,7 +151,9 @@ def check_storage(storage: str, experiments: list[str], resume: bool) -> None:
         raise ValueError(f"--storage {storage} is a file; pass a folder (or a URI) for the experiments")
     if resume:
         missing = [e for e in experiments if fs.get_file_info(f"{base}/{e}").type != pafs.FileType.Directory]
-        if missing:
+        if missing and len(missing) < len(experiments):      # --task a,b stopped before b began: b starts fresh
+            log.info("--resume: no earlier search %s under %s; it starts fresh", ", ".join(missing), storage)
+        elif missing:
             there = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
                            if i.type == pafs.FileType.Directory and i.base_name not in ("leaderboard", "teachers"))
             raise ValueError(f"--resume: no search {', '.join(missing)} under {storage} to resume (searches there: "
