@@ -306,13 +306,17 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     return 0
 
 
+def check_not_all_failed(trials: int, failed: int) -> None:
+    """A search whose every trial failed is an error (the command exits 1), not an empty success."""
+    if trials and failed == trials:
+        raise RuntimeError(f"every trial failed ({failed} of {trials}); each one's error is in the leaderboard's "
+                           f"error column")
+
+
 def summarise_search(task: str, grid, experiment: str) -> None:
-    """Print one task's search outcome (``grid``: its Tune ``ResultGrid``); raise when every trial failed, so the
-    command exits non-zero instead of reporting an empty success."""
+    """Print one task's search outcome (``grid``: its Tune ``ResultGrid``); raise when every trial failed."""
     print(f"{task}: {len(grid)} trials, {grid.num_errors} failed; experiment in {experiment}")
-    if len(grid) and grid.num_errors == len(grid):
-        raise RuntimeError(f"every trial failed ({len(grid)} of {len(grid)}); each one's error is in the "
-                           f"leaderboard's error column")
+    check_not_all_failed(len(grid), grid.num_errors)
     try:
         best = grid.get_best_result(metric=tm.BEST_SCORE, mode="max", filter_nan_and_inf=True)
         spec = best.config["spec"]

@@ -96,3 +96,12 @@ def test_a_search_space_with_a_key_given_twice_is_refused(tmp_path):
                      "  lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}\n")
     with pytest.raises(ValueError, match="duplicated key 'lr'"):
         load_space(space)
+
+
+def test_a_search_whose_every_trial_failed_is_an_error_not_a_success():
+    from opdf_ray.cli import check_not_all_failed
+
+    check_not_all_failed(3, 2)                     # some finished: a search that worked
+    check_not_all_failed(0, 0)                     # nothing to run (a resumed search that was done)
+    with pytest.raises(RuntimeError, match=r"every trial failed \(3 of 3\)"):   # main() prints it, exits 1
+        check_not_all_failed(3, 3)

@@ -42,18 +42,17 @@ def local_ray(tmp_path_factory):
 
 def test_search_with_two_workers_per_trial_fills_the_leaderboard_and_the_trackers(local_ray, tmp_path):
     conf = settings(tmp_path, workers_per_trial=2, optuna_storage=f"sqlite:///{tmp_path / 'optuna.db'}",
-                    mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", wandb_project="opdf-test", num_samples=2)
+                    mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", wandb_project="opdf-test", num_samples=1)
     grid = run_search(tiny_base(tmp_path), tiny_space(), conf)
-    assert len(grid) == 2 and grid.num_errors == 0
+    assert len(grid) == 1 and grid.num_errors == 0
     board = read_leaderboard(conf.leaderboard)
-    assert len(board) == 2 and board["trial_id"].is_unique
+    assert len(board) == 1 and board["trial_id"].is_unique
     assert set(board.columns) == set(SCHEMA.names)
     assert set(board["status"]) <= {"completed", "pruned"} and "completed" in set(board["status"])
     done = board[board["status"] == "completed"]
     assert (done["workers"] == 2).all() and (done["bytes_all_reduced"] > 0).all()
     assert done["dev_accuracy"].between(0, 100).all() and (done["evaluations"] == 2).all()
     assert (done["inference_params"] < done["trainable_params"]).eq(done["opdf"]).all()
-    assert len(board[["method", "opdf"]].drop_duplicates()) == 2   # the first trials: one per (method, OPDF) cell
     assert done["student_path"].map(lambda p: (Path(p) / "config.json").is_file()).all()   # for opdf-ray export
     study = optuna.load_study(study_name="t-rte", storage=conf.optuna_storage)
     states = sorted(t.state.name for t in study.trials)
@@ -135,6 +134,7 @@ def test_trials_given_half_a_gpu_share_it(local_ray, tmp_path):
     assert grid.num_errors == 0
     board = read_leaderboard(conf.leaderboard)
     assert list(board["status"]) == ["completed"] * 2
+    assert set(board["opdf"]) == {True, False}     # the first trials: one per (method, OPDF) cell of the space
     ends = board["finished_at"].astype("int64") // 10 ** 9
     (s1, e1), (s2, e2) = zip(ends - board["wall_seconds"], ends)
     assert max(s1, s2) < min(e1, e2)               # their runs overlap: on one GPU's worth, not one after another
@@ -159,10 +159,6 @@ def test_a_nan_trial_is_failed_and_the_others_finish(local_ray, tmp_path):
     kept = {p.name for p in train.iterdir()} if train.is_dir() else set()
     assert not kept & set(board.index[board["status"] == "failed"])      # failed trials' checkpoints deleted
     summarise_search("rte", grid, "nan-rte")           # some failed: the search still succeeded
-    every = run_search(tiny_base(tmp_path), nan_space([1e30]), settings(tmp_path, name="allnan", num_samples=1,
-                                                                          sampler="grid"))
-    with pytest.raises(RuntimeError, match=r"every trial failed \(1 of 1\)"):     # the CLI then exits 1
-        summarise_search("rte", every, "allnan-rte")
 
 
 def test_a_worker_failure_resumes_the_trial_from_its_checkpoint(local_ray, tmp_path):
