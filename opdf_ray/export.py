@@ -83,13 +83,13 @@ def export(leaderboard: str, out: str | Path, task: str | None = None, trial: st
         shutil.copytree(path, out, dirs_exist_ok=True)
     else:
         pafs.copy_files(path, str(out.resolve()), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-    config_path = out / "config.json"
-    config = json.loads(config_path.read_text())
-    names = TASKS[str(row["task"])].label_names
-    if names:                             # students saved before every saved student carried them
-        config["id2label"] = {str(i): name for i, name in enumerate(names)}
-        config["label2id"] = {name: i for i, name in enumerate(names)}
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    from transformers import AutoConfig
+
+    from opdf_ray.engine import name_labels
+
+    config = AutoConfig.from_pretrained(out)      # students saved before every saved student named its labels
+    name_labels(config, str(row["task"]))
+    config.save_pretrained(out)
     tokenizer_path = out / "tokenizer_config.json"
     if tokenizer_path.exists():          # truncation=True then cuts inputs where training and evaluation did
         tokenizer_config = json.loads(tokenizer_path.read_text())
