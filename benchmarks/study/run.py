@@ -7,6 +7,13 @@ write one Parquet leaderboard (committed), rendered by ``python -m opdf_ray.repo
     python benchmarks/study/run.py ablations [--task mrpc] [--seeds 1 2 3]
     python benchmarks/study/run.py report --out docs/study    # opdf_ray.report: main, first-pass/, ablations/
 
+The equal-budget study (issue 23 §2): per task, method (KD, BERT-of-Theseus) and arm (dense, OPDF) one TPE + ASHA
+search on seed 0, 16 trials of at most 3 epochs for both arms (``spaces/eq-*.yaml``), then each search's best
+configuration re-run on seeds 1-3 (``spaces/best/``, written from the leaderboard):
+
+    python benchmarks/study/run.py equal [--tasks sst2 mrpc stsb] [--methods kd theseus] [--arms dense opdf]
+    python benchmarks/study/run.py equal-seeds [--tasks ...]
+
 Each step has its own Parquet leaderboard under ``--storage`` (not committed) and its committed text copy
 ``benchmarks/study/results/<step>.csv`` (every leaderboard column, one row per trial), from which the leaderboard is
 rebuilt on a fresh checkout; a report never mixes the lr search or the ablations into the main table. The OPDF
@@ -46,6 +53,45 @@ def budget(task: str) -> list[str]:
 
 
 LR_TASK, LR_SEED = "sst2", 0
+
+# The equal-budget study (issue 23 §2): per method × task × arm one TPE + ASHA search on seed 0 with the same
+# trials and epochs, evaluating at least 6 times a trial (SST-2 1,000 examples: 32 steps an epoch; MRPC 104;
+# STS-B 2,000: 57), then each search's best configuration on seeds 1-3.
+EQUAL_SEED, EQUAL_TRIALS, EQUAL_SEEDS = 0, 16, [1, 2, 3]
+EVAL_STEPS = {"sst2": 16, "mrpc": 52, "stsb": 19}
+ARMS = ("", "-opdf")                                   # eq-<method>.yaml (dense), eq-<method>-opdf.yaml
+
+
+def equal_search(method: str, arm: str, task: str, storage: Path, trials: int) -> None:
+    space = SPACES / f"eq-{method}{arm}.yaml"
+    launch("equal", f"eq-{method}{arm}-s{EQUAL_SEED}", space, task, EQUAL_SEED, storage,
+           ["--sampler", "tpe", "--num-samples", str(trials), "--no-cover-cells", "--set",
+            f"eval_steps={EVAL_STEPS[task]}"], trials)
+
+
+def best_space(method: str, arm: str, task: str, storage: Path) -> Path:
+    """The best configuration (by selection score) of a finished equal-budget search as a grid over seeds 1-3:
+    the report's configuration block with its seed list widened, committed under ``spaces/best/``."""
+    import yaml
+
+    from opdf_ray.leaderboard import best_per_cell, read_leaderboard
+    from opdf_ray.report import config_block
+
+    board = read_leaderboard(str(leaderboard_of("equal", storage)))
+    rows = board[board["run_id"] == f"eq-{method}{arm}-s{EQUAL_SEED}-{task}"]
+    best = best_per_cell(rows)
+    if best.empty:
+        raise SystemExit(f"no completed trial of eq-{method}{arm} on {task} yet: run the 'equal' step first")
+    row = rows[rows["trial_id"] == best["trial_id"].iloc[0]].iloc[0]
+    header, body = config_block(row).split("\n", 1)
+    space = yaml.safe_load(body)
+    space["params"]["seed"]["choices"] = EQUAL_SEEDS
+    out = SPACES / "best" / f"{method}{arm}-{task}.yaml"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(f"{header}\n# the best of {len(rows)} trials of eq-{method}{arm} on {task} (seed {EQUAL_SEED}): "
+                   f"trial {row['trial_id']}, selection {row['selection_score']:.2f}; re-run on seeds "
+                   f"{EQUAL_SEEDS}\n" + yaml.safe_dump(space, sort_keys=False))
+    return out
 
 
 def grid_size(space: Path) -> int:
@@ -105,17 +151,23 @@ def finished_rows(leaderboard: Path, run_id: str) -> tuple[int, bool]:
     return int((rows["status"] != "failed").sum()), len(rows) > 0
 
 
-def grid(step: str, space_name: str, task: str, seed: int, storage: Path) -> None:
-    space = SPACES / f"{space_name}.yaml"
+def grid(step: str, space_name: str, task: str, seed: int, storage: Path, space: Path | None = None) -> None:
+    space = space or SPACES / f"{space_name}.yaml"
     if "LR_PENDING" in space.read_text():
         raise SystemExit(f"{space} still says LR_PENDING: run step 1 (lr) and copy the chosen lr into it")
-    name = f"study-{space_name}-s{seed}"
+    launch(step, f"study-{space_name}-s{seed}", space, task, seed, storage, ["--sampler", "grid"], grid_size(space))
+
+
+def launch(step: str, name: str, space: Path, task: str, seed: int, storage: Path, search: list[str],
+           trials: int) -> None:
+    """One ``tune_main.py`` call writing step ``step``'s leaderboard: skipped when its ``trials`` rows are there,
+    resumed when some are."""
     leaderboard = leaderboard_of(step, storage)
     done, started = finished_rows(leaderboard, f"{name}-{task}")
-    if done >= grid_size(space):
+    if done >= trials:
         print(f"skip {name} on {task}: all {done} trials are in the leaderboard", flush=True)
         return
-    cmd = [sys.executable, str(REPO / "tune_main.py"), "--task", task, "--space", str(space), "--sampler", "grid",
+    cmd = [sys.executable, str(REPO / "tune_main.py"), "--task", task, "--space", str(space), *search,
            "--seed", str(seed), "--name", name, "--storage", str(storage), "--leaderboard", str(leaderboard),
            "--max-concurrent", "1", *budget(task), *(["--resume"] if started else [])]
     print("+", " ".join(cmd), flush=True)
@@ -144,15 +196,31 @@ def drop_checkpoints(experiment: Path) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("step", choices=["lr", "lr-opdf", "main", "ablations", "report"])
+    p.add_argument("step", choices=["lr", "lr-opdf", "main", "ablations", "report", "equal", "equal-seeds"])
     p.add_argument("--out", default=str(REPO / "docs" / "study"), help="report: where it goes")
     p.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "stsb"])
     p.add_argument("--task", default="mrpc", help="ablations: the task (its step-2 KD rows are the baselines)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--methods", nargs="+", default=["kd", "theseus", "prokt", "lgtm"])
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="default: kd theseus prokt lgtm (equal, equal-seeds: kd theseus)")
+    p.add_argument("--arms", nargs="+", default=["dense", "opdf"], choices=["dense", "opdf"],
+                   help="equal, equal-seeds: which arms")
+    p.add_argument("--trials", type=int, default=EQUAL_TRIALS, help="equal: trials per search")
     p.add_argument("--storage", default=str(REPO / "outputs" / "study"), help="Tune experiments (not committed)")
     a = p.parse_args()
     storage = Path(a.storage)
+    arms = [ARMS[["dense", "opdf"].index(arm)] for arm in a.arms]
+    if a.step in ("equal", "equal-seeds"):
+        for task in a.tasks:                      # task-major: every finished task is a complete comparison
+            for method in a.methods or ["kd", "theseus"]:
+                for arm in arms:
+                    if a.step == "equal":
+                        equal_search(method, arm, task, storage, a.trials)
+                    else:
+                        grid("equal-seeds", f"best-{method}{arm}", task, 0, storage,
+                             best_space(method, arm, task, storage))
+        return
+    a.methods = a.methods or ["kd", "theseus", "prokt", "lgtm"]
     if a.step in ("lr", "lr-opdf"):               # both write the lr leaderboard (results/lr.csv)
         for space in (a.step, f"{a.step}-theseus"):
             grid("lr", space, LR_TASK, LR_SEED, storage)
