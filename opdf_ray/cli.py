@@ -11,14 +11,16 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
+import socket
 import sys
 import time
 from pathlib import Path
 
 from opdf_ray import log_to_console
-from opdf_ray.commands import HelpFormatter, split_list
+from opdf_ray.commands import CONFIG_HELP, HelpFormatter, parse_with_config, split_list
 from opdf_ray import trial_metrics as tm
-from opdf_ray.config import PRESETS, RunSpec, parse_setting
+from opdf_ray.config import PRESETS, SET_BY_THE_SEARCH, RunSpec, parse_setting
 from opdf_ray.data import TASKS
 from opdf_ray.storage import is_uri, join
 
@@ -29,7 +31,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Ray Tune + Optuna + ASHA search of OPDF "
                                 "distillation over GLUE tasks; every finished trial lands in a Parquet leaderboard.",
                                 formatter_class=HelpFormatter)
-    p.add_argument("--task", required=True, help=f"one task, a comma list, or 'all' ({', '.join(TASKS)})")
+    p.add_argument("--task", help=f"one task, a comma list, or 'all' ({', '.join(TASKS)}); required here or in "
+                   f"--config")
+    p.add_argument("--config", help=CONFIG_HELP + "; settings without a flag here reach every trial, as --set does")
+    p.set_defaults(config_settings={})      # filled by parse_args: the --config settings that have no flag here
     p.add_argument("--preset", default="minilm", choices=tuple(PRESETS),
                    help="model preset (see python -m opdf_ray.run)")
     p.add_argument("--teacher", help="teacher path or hub id (overrides the preset's)")
@@ -85,10 +90,26 @@ def _tasks(value: str) -> list[str]:
 CPU_QUICK = {"max_epochs": 2, "max_length": 64}   # a search without GPUs and without budget flags
 
 
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    """The search's arguments, a ``--config`` file's settings included (flags override it). Raises ``ValueError``
+    or ``FileNotFoundError`` for a bad config file."""
+    parser = build_parser(prog)
+    args, unflagged = parse_with_config(parser, argv)
+    args.config_settings = unflagged
+    if not args.task:
+        parser.error("the following arguments are required: --task (or task: in --config)")
+    searched = sorted(k for k in args.config_settings if k in SET_BY_THE_SEARCH)
+    if searched:
+        raise ValueError(f"--config {args.config} sets {searched}: a search sets it itself (epochs: the space's "
+                         f"epochs section and --max-epochs; threads, progress, save_model: per trial)")
+    args.methods = split_list(args.methods)
+    return args
+
+
 def overrides(args) -> dict:
-    """RunSpec values set explicitly on the command line (``--max-length``, every ``--set KEY=VALUE``): every trial
-    gets them, and its row records them."""
-    values = dict(parse_setting(text) for text in args.set)
+    """RunSpec values set explicitly for every trial (``--config`` settings without a flag of their own, then every
+    ``--set KEY=VALUE``, then ``--max-length``): each trial gets them, and its row records them."""
+    values = args.config_settings | dict(parse_setting(text) for text in args.set)
     return values | ({} if args.max_length is None else {"max_length": args.max_length})
 
 
@@ -102,7 +123,7 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     space = load_space(args.space or default_space_path())
     if args.methods:
         space = space.restrict_methods(split_list(args.methods))
-    given = [key for key, _ in map(parse_setting, args.set)] + (
+    given = [*args.config_settings, *(key for key, _ in map(parse_setting, args.set))] + (
         ["max_train_samples"] if args.max_train_samples is not None else [])
     clash = sorted(k for k in given if k in space.fixed or any(p.name == k for p in space.params))
     if clash:
@@ -135,6 +156,7 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
 
     check_storage(args.storage, [experiment_name(settings, task) for task in tasks], args.resume)
     check_writable(settings.leaderboard)
+    check_address(args.address)
     return tasks, bases, space
 
 
@@ -224,10 +246,47 @@ def second_local_instance_warning(others: list[str]) -> str:
             f"Join it with --address {others[0]}, or run one search per machine.")
 
 
+def bind_local_ray_to_loopback() -> None:
+    """Before Ray is imported: a local cluster binds and advertises 127.0.0.1 only. Otherwise its ports listen on
+    every interface of the machine, guarded by nothing but the token. A value the user set is kept."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+def start_ray(address: str | None) -> None:
+    """Join the cluster at ``address``, or start a local Ray (with ray[default]: the State API Ray Train needs to
+    free placement groups) whose auth token only this user can read (Ray writes it world-readable)."""
+    import ray
+
+    ray.init(address=address)
+    token = Path.home() / ".ray" / "auth_token"
+    if address is None and token.is_file() and token.stat().st_mode & 0o077:
+        token.chmod(0o600)
+
+
+def check_address(address: str | None, timeout: float = 5.0) -> None:
+    """A cluster address where nothing answers fails in seconds (``ray.init`` retries it for minutes)."""
+    if address in (None, "auto", "local"):
+        return
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not host or not port.isdigit():
+        raise ValueError(f"--address {address!r} is invalid; allowed: HOST:PORT (the head's GCS port, 6379 unless "
+                         f"`ray start --port` chose another), ray://HOST:PORT (Ray Client) or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ValueError(f"--address {address}: nothing answers at {host}:{port} ({e.strerror or e}); is the "
+                         f"cluster up (`ray status` on its head), and is the port open to this machine?") from None
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     started = time.time()
-    args = build_parser(prog).parse_args(argv)
-    args.methods = split_list(args.methods)
+    try:
+        args = parse_args(argv, prog)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.address is None:
+        bind_local_ray_to_loopback()
     log_to_console()
     try:
         tasks, bases, space = validate(args)
@@ -243,8 +302,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         others = other_local_ray_instances() if args.address is None else []
         if others:
             log.warning(second_local_instance_warning(others))
-        try:                             # with ray[default]: the State API Ray Train needs to free placement groups
-            ray.init(address=args.address)
+        try:
+            start_ray(args.address)
         except (ConnectionError, RuntimeError, ValueError) as e:
             print(f"error: could not start or reach Ray (--address {args.address}): {str(e).splitlines()[0]}",
                   file=sys.stderr)

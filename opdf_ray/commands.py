@@ -44,6 +44,23 @@ def split_list(values: str | list[str] | None) -> list[str] | None:
     return [part for item in items for part in item.split(",") if part]
 
 
+CONFIG_HELP = ("YAML file of run settings (lr: 1.0e-4, opdf_cores: 5, …: the names python -m opdf_ray.run --help "
+               "lists); a flag given as well overrides it")
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, dict]:
+    """Parse ``argv`` where a ``--config FILE`` may give run settings: those the parser has a flag for become its
+    defaults (so a flag given as well wins); the rest are returned (a search hands them to every trial).
+    Raises ``ValueError``/``FileNotFoundError`` for a bad file."""
+    from opdf_ray.config import load_settings
+
+    first, _ = parser.parse_known_args(argv)
+    settings = load_settings(first.config) if first.config else {}
+    flags = {action.dest for action in parser._actions}
+    parser.set_defaults(**{k: v for k, v in settings.items() if k in flags})
+    return parser.parse_args(argv), {k: v for k, v in settings.items() if k not in flags}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     listing = "\n".join(f"  {name:<8}{line}" for name, (_, line) in COMMANDS.items())

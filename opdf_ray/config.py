@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
 
 from opdf_ray.data import LGTM_FEEDBACK, SELECT_ON, TASKS
 from opdf_ray.losses import CORE_SELECTIONS
@@ -336,15 +339,62 @@ def parse_setting(text: str) -> tuple[str, object]:
     if key in SET_BY_THE_SEARCH:
         raise ValueError(f"--set {key}: a search sets it itself (task: --task; epochs: the space's epochs section "
                          f"and --max-epochs; threads, progress, save_model: per trial)")
-    f = fields[key]
+    return key, typed_value(key, raw, "--set")
+
+
+def typed_value(key: str, raw: str, where: str):
+    """A run setting given as text (``--set``, a ``--config`` value YAML left as text) → its declared type."""
+    f = next(f for f in dataclasses.fields(RunSpec) if f.name == key)
     kind, value = f.metadata.get("type") or type(f.default), raw.strip()
     if value.lower() == "none" and f.default is None:
-        return key, None
+        return None
     try:
         if kind is bool:
             if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError
-            return key, value.lower() in ("true", "1", "yes")
-        return key, kind(value)
+            return value.lower() in ("true", "1", "yes")
+        return kind(value)
     except ValueError:
-        raise ValueError(f"--set {key}={raw!r}: not a {kind.__name__}") from None
+        raise ValueError(f"{where} {key}={raw!r}: not a {kind.__name__}") from None
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` lets a repeated key silently replace the first; in a space or a config that is a lost
+    setting."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicated key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_settings(path: str | Path) -> dict:
+    """A ``--config`` file: a YAML mapping of run settings (``RunSpec`` fields, ``lr: 1e-4`` or ``opdf-cores: 5``)
+    → ``{field: value}``. Text where a number or a flag belongs is read as the command line reads it (YAML takes
+    ``1e-4`` for a string); the values' types are checked when the ``RunSpec`` is built."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {path} is not a file; pass a YAML file of run settings (lr: 1.0e-4, …)")
+    try:
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
+    except yaml.YAMLError as e:
+        raise ValueError(f"--config {path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"--config {path}: expected a mapping of run settings (lr: 1.0e-4, …), got "
+                         f"{type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(RunSpec)}
+    settings = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if name not in fields:
+            raise ValueError(f"--config {path}: {key!r} is not a run setting (python -m opdf_ray.run --help lists "
+                             f"them)")
+        kind = fields[name].metadata.get("type") or type(fields[name].default)
+        if isinstance(value, str) and kind is not str:
+            value = typed_value(name, value, f"--config {path}:")
+        settings[name] = value
+    return settings

@@ -146,13 +146,20 @@ def load_split(task_name: str, split: str, data_dir: str | os.PathLike | None = 
         if tsv.is_file():
             df, source = _read_tsv(tsv, task), str(tsv)
             break
+        if root != BUNDLED_GLUE and (parquet.parent.is_dir() or tsv.parent.is_dir()):
+            raise FileNotFoundError(        # never one split from the user's folder and another from elsewhere
+                f"{root} has GLUE {task.name} but not its {split} split (looked for {parquet} and {tsv}); a task's "
+                f"splits come from one folder: add it, or leave --data-dir out to use the bundled copy or the hub")
         looked += [str(parquet), str(tsv)]
     else:
         df, source = _load_from_hub(task, split, looked)
     missing = [c for c in (*task.text_keys, "label") if c not in df.columns]
     if missing:
         raise ValueError(f"{source} lacks column(s) {missing}; GLUE {task.name} needs {[*task.text_keys, 'label']}")
+    if df.empty:
+        raise ValueError(f"{source} has no rows; GLUE {task.name}/{split} needs at least one example")
     df = df[[*task.text_keys, "label"]].reset_index(drop=True)
+    _check_texts(df, task, split, source)
     _check_labels(df, task, split, source)
     return df, source
 
@@ -171,10 +178,22 @@ def _load_from_hub(task: GlueTask, split: str, looked: list[str]) -> tuple[pd.Da
     return ds.to_pandas(), f"hub:{HUB_DATASET}/{task.name}/{split}"
 
 
+def _check_texts(df: pd.DataFrame, task: GlueTask, split: str, source: str) -> None:
+    """Every text cell a string: a missing one (None/NaN) or a number would fail in the tokenizer, mid-trial."""
+    for key in task.text_keys:
+        bad = df.index[~df[key].map(lambda v: isinstance(v, str))]
+        if len(bad):
+            value = df[key].iloc[bad[0]]
+            value = value.item() if isinstance(value, np.generic) else value
+            raise ValueError(f"{source}: {len(bad)} of {len(df)} {task.name}/{split} rows have no {key} text (row "
+                             f"{bad[0]}: {value!r}); every {key} must be a string")
+
+
 def _check_labels(df: pd.DataFrame, task: GlueTask, split: str, source: str) -> None:
     labels = df["label"]
     if task.is_regression:
-        bad = labels[pd.to_numeric(labels, errors="coerce").isna() | (labels < 0) | (labels > 5)]
+        numeric = pd.to_numeric(labels, errors="coerce")
+        bad = labels[numeric.isna() | (numeric < 0) | (numeric > 5)]
         allowed = "scores in [0, 5]"
     else:
         numeric = pd.to_numeric(labels, errors="coerce")
@@ -230,6 +249,9 @@ def load_glue(task_name: str, data_dir=None, selection_fraction: float = 0.1, se
         half = n_sel // 2
         selection, feedback_frame = selection.iloc[:half].reset_index(drop=True), \
             selection.iloc[half:].reset_index(drop=True)
+    if rest.empty:
+        raise ValueError(f"{task.name}: its train split has {len(train)} example(s), all held out as the selection "
+                         f"slice ({n_sel}); training needs more examples")
     if max_train_samples is not None:
         rest = rest.iloc[:max_train_samples].reset_index(drop=True)
     dev, sources = {}, {"train": train_source}

@@ -24,7 +24,7 @@ from opdf_ray.data import TASKS, default_cache_dir, selection_split
 from opdf_ray.loop import Plan, autocast, banner, evaluate, fit, make_plan
 from opdf_ray.methods import Method, get_method
 from opdf_ray.methods.base import model_inputs
-from opdf_ray.models import from_pretrained, keep_layers, load_classifier, load_tokenizer, run_device
+from opdf_ray.models import check_checkpoint, from_pretrained, keep_layers, load_classifier, load_tokenizer, run_device
 from opdf_ray.parallel import Parallel
 from opdf_ray.teacher import starting_models, teacher_source
 
@@ -36,7 +36,10 @@ def check_spec_against_models(spec: RunSpec, source: str) -> None:
     does not load, student layers it does not have, a length beyond its positions, shapes MPO cannot factor."""
     from transformers import AutoConfig
 
-    config = from_pretrained(AutoConfig, source)          # a missing source: the clear, specific error
+    check_checkpoint(source, "teacher")                   # a missing source: the clear, specific error
+    if spec.student:
+        check_checkpoint(spec.student, "student")
+    config = from_pretrained(AutoConfig, source)
     depth, layer_ids = config.num_hidden_layers, spec.student_layer_ids()
     if not spec.student and not all(0 <= i < depth for i in layer_ids):
         raise ValueError(f"student layers {layer_ids} do not exist in the {depth}-layer teacher {source}")

@@ -90,6 +90,25 @@ def from_pretrained(loader, source: str, **kwargs):
             f"--preset minilm (offline).") from None
 
 
+SUPPORTED_MODEL_TYPES = ("bert",)    # BERT-family encoders: MiniLM, bert-base, TinyBERT, … (what layers.py factors)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def check_checkpoint(source: str, role: str) -> None:
+    """A ``--teacher``/``--student`` that cannot be distilled fails here, in a second, not inside every trial: an
+    architecture other than BERT's, a local folder with a config but no weights, or no tokenizer."""
+    from transformers import AutoConfig
+
+    config = from_pretrained(AutoConfig, source)
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(f"{role} {source} is a {config.model_type!r} model; opdf-ray distils BERT-family encoders "
+                         f"(model_type {', '.join(SUPPORTED_MODEL_TYPES)}: bert-base-uncased, all-MiniLM-L6-v2, …)")
+    path = Path(source)
+    if path.is_dir() and not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise FileNotFoundError(f"{role} {source} has a config.json but no weights (one of {', '.join(WEIGHT_FILES)})")
+    load_tokenizer(source)
+
+
 def load_tokenizer(source: str):
     from transformers import AutoTokenizer
 

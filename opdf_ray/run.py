@@ -13,12 +13,13 @@ import dataclasses
 import sys
 
 from opdf_ray import log_to_console
-from opdf_ray.commands import HelpFormatter
+from opdf_ray.commands import CONFIG_HELP, HelpFormatter, parse_with_config
 from opdf_ray.config import RunSpec
 
 
 def build_parser(prog: str = "python -m opdf_ray.run") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    parser.add_argument("--config", help=CONFIG_HELP)
     for f in dataclasses.fields(RunSpec):
         flag, meta = "--" + f.name.replace("_", "-"), f.metadata
         if (meta.get("type") or type(f.default)) is bool:     # unset (None) is a third state where allowed
@@ -42,11 +43,13 @@ def result_line(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m opdf_ray.run") -> int:
-    args = vars(build_parser(prog).parse_args(argv))
     log_to_console()
     try:
+        args, _ = parse_with_config(build_parser(prog), argv)       # every run setting is a flag here
+        args = vars(args)
+        args.pop("config")
         spec = RunSpec(**args)
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from transformers.utils import logging as hf_logging

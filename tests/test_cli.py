@@ -63,6 +63,26 @@ def test_a_second_local_ray_instance_is_found_and_explained():
     assert f"--address {address}" in message and "placement group" in message
 
 
+def test_a_local_ray_listens_on_loopback_only_and_keeps_its_token_private(tmp_path):
+    """Before: a search's local Ray listened on every interface behind a token any local user could read (0644)."""
+    import os
+
+    script = ("from opdf_ray import cli\n"
+              "cli.bind_local_ray_to_loopback()\n"
+              "cli.start_ray(None)\n"
+              "import ray\n"
+              "print('NODE', ray.nodes()[0]['NodeManagerAddress'], ray.get_runtime_context().gcs_address)\n"
+              "ray.shutdown()\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"} | {
+        "HOME": str(tmp_path), "RAY_USAGE_STATS_ENABLED": "0"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, env=env)
+    assert done.returncode == 0, done.stderr
+    node, gcs = done.stdout.split("NODE ")[1].split()
+    assert node == "127.0.0.1" and gcs.startswith("127.0.0.1:")
+    token = tmp_path / ".ray" / "auth_token"
+    assert token.is_file() and token.stat().st_mode & 0o777 == 0o600
+
+
 def test_the_pre_flight_data_check_logs_the_split_the_trials_get(tmp_path, caplog):
     """The driver's data line states the run's seed and sizes, not ``load_glue``'s defaults."""
     import logging

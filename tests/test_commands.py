@@ -105,3 +105,52 @@ def test_a_search_whose_every_trial_failed_is_an_error_not_a_success():
     check_not_all_failed(0, 0)                     # nothing to run (a resumed search that was done)
     with pytest.raises(RuntimeError, match=r"every trial failed \(3 of 3\)"):   # main() prints it, exits 1
         check_not_all_failed(3, 3)
+
+
+def test_a_config_file_sets_a_run_and_a_search_and_flags_override_it(tmp_path):
+    from opdf_ray.cli import overrides, parse_args, validate
+    from opdf_ray.commands import parse_with_config
+
+    config = tmp_path / "run.yaml"
+    config.write_text("task: sst2\nmethod: theseus\nlr: 1e-4\nopdf-cores: 5\nseed: 3\npad_to_multiple_of: 8\n")
+    run, rest = parse_with_config(run_parser(), ["--config", str(config), "--lr", "3e-4"])
+    assert rest == {} and (run.task, run.method, run.opdf_cores, run.seed) == ("sst2", "theseus", 5, 3)
+    assert run.lr == 3e-4                                   # the flag wins; YAML's text "1e-4" read as a float
+    assert parse_with_config(run_parser(), ["--config", str(config)])[0].lr == 1e-4
+
+    search = parse_args(["--config", str(config), "--preset", "tiny", "--storage", str(tmp_path / "s"),
+                         "--seed", "4", "--space", str(tmp_path / "space.yaml")])
+    (tmp_path / "space.yaml").write_text("params:\n  warmup_ratio: {type: uniform, low: 0.0, high: 0.1}\n")
+    assert search.task == "sst2" and search.seed == 4       # a flag of the search's own, overridden by the flag
+    assert overrides(search) == {"method": "theseus", "lr": 1e-4, "opdf_cores": 5, "pad_to_multiple_of": 8}
+    _, bases, _ = validate(search)
+    assert (bases["sst2"].method, bases["sst2"].opdf_cores, bases["sst2"].seed) == ("theseus", 5, 4)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("lr: fast\n", "--config CONFIG: lr='fast': not a float"),
+    ("learning_rate: 1.0e-4\n", "'learning_rate' is not a run setting"),
+    ("lr: 1.0e-4\nlr: 2.0e-4\n", "duplicated key 'lr'"),
+    ("- lr\n", "expected a mapping of run settings"),
+    ("epochs: 3\n", r"sets \['epochs'\]: a search sets it itself"),
+])
+def test_a_bad_config_file_is_one_line_from_both_commands(tmp_path, capsys, text, message):
+    from opdf_ray import cli, run
+
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    message = message.replace("CONFIG", str(config))
+    assert cli.main(["--config", str(config), "--task", "rte", "--storage", str(tmp_path / "s")]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    if "search sets it" not in message:                      # a single run takes epochs from its config
+        assert run.main(["--config", str(config)]) == 2
+        err = capsys.readouterr().err
+        assert re.search(message, err) and "Traceback" not in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_config_that_is_not_there_is_named(capsys):
+    from opdf_ray import run
+
+    assert run.main(["--config", "nowhere.yaml"]) == 2
+    assert "--config nowhere.yaml is not a file" in capsys.readouterr().err

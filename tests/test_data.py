@@ -93,6 +93,47 @@ def test_missing_data_is_a_clear_error_naming_where_it_looked(tmp_path):
     assert "QNLI/train.tsv" in str(err.value) and "--data-dir" in str(err.value)
 
 
+def write_rte(root, splits=("train", "validation"), **columns):
+    (root / "rte").mkdir(exist_ok=True)
+    frame = pd.DataFrame({"sentence1": ["a", "b", "c"], "sentence2": ["d", "e", "f"], "label": [0, 1, 0]} | columns)
+    for split in splits:
+        frame.to_parquet(root / "rte" / f"{split}.parquet")
+
+
+def test_a_data_dir_with_the_task_gives_every_split_or_fails_naming_the_missing_one(tmp_path):
+    write_rte(tmp_path, splits=("train",))                # before: validation silently came from the bundled copy
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path} has GLUE rte but not its validation split")):
+        load_split("rte", "validation", tmp_path)
+    with pytest.raises(FileNotFoundError, match="not its validation split"):
+        load_glue("rte", tmp_path)
+
+
+@pytest.mark.parametrize("columns,message", [
+    ({"sentence1": [], "sentence2": [], "label": []}, "has no rows; GLUE rte/train needs at least one example"),
+    ({"sentence1": ["a", None, "c"]}, "1 of 3 rte/train rows have no sentence1 text (row 1: "),
+    ({"sentence2": [4, 5, 6]}, "3 of 3 rte/train rows have no sentence2 text (row 0: 4)"),
+    ({"label": [0, None, 1]}, "1 of 3 rte/train labels are not ids 0..1"),
+])
+def test_empty_splits_and_rows_without_text_or_label_fail_when_loaded(tmp_path, columns, message):
+    write_rte(tmp_path, splits=("train",), **columns)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_split("rte", "train", tmp_path)
+
+
+def test_a_regression_label_that_is_missing_is_named_not_a_type_error(tmp_path):
+    (tmp_path / "stsb").mkdir()
+    pd.DataFrame({"sentence1": ["a", "b"], "sentence2": ["c", "d"], "label": [1.5, None]}).to_parquet(
+        tmp_path / "stsb" / "train.parquet")
+    with pytest.raises(ValueError, match=re.escape("1 of 2 stsb/train labels are not scores in [0, 5]")):
+        load_split("stsb", "train", tmp_path)
+
+
+def test_a_train_split_too_small_to_leave_training_examples_is_refused(tmp_path):
+    write_rte(tmp_path)
+    with pytest.raises(ValueError, match=r"train split has 3 example\(s\), all held out as the selection slice"):
+        load_glue("rte", tmp_path, selection_fraction=0.9)
+
+
 def test_unexpected_label_values_are_rejected(tmp_path):
     (tmp_path / "rte").mkdir()
     pd.DataFrame({"sentence1": ["a", "b", "c"], "sentence2": ["d", "e", "f"], "label": [0, 1, 7]}).to_parquet(

@@ -18,7 +18,7 @@ import ray  # noqa: E402
 from opdf_ray.cli import summarise_search  # noqa: E402
 from opdf_ray.leaderboard import SCHEMA, read_leaderboard  # noqa: E402
 from opdf_ray.search_space import parse_space  # noqa: E402
-from opdf_ray.train import FAIL_ONCE_ENV  # noqa: E402
+from fault_drill import FAIL_ONCE_ENV  # noqa: E402
 from opdf_ray.tune import run_search  # noqa: E402
 
 pytestmark = pytest.mark.slow   # real Ray searches: minutes
@@ -33,11 +33,16 @@ def local_ray(tmp_path_factory):
     os.environ[FAIL_ONCE_ENV] = f"5:{marker}"      # workers inherit the environment of the Ray they join
     os.environ |= {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path_factory.mktemp("wandb")),
                    "WANDB_SILENT": "true"}           # W&B's logger actor writes offline runs there
-    ray.init(num_cpus=4, num_gpus=1)               # a logical GPU: Ray only counts it (fractional trials)
+    python_path = os.environ.get("PYTHONPATH")     # workers import the drill from here
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), python_path]))
+    ray.init(num_cpus=4, num_gpus=1,               # a logical GPU: Ray only counts it (fractional trials)
+             runtime_env={"worker_process_setup_hook": "fault_drill.arm"})     # the drill stays in the tests
     yield marker
     ray.shutdown()
-    for var in (FAIL_ONCE_ENV, "WANDB_MODE", "WANDB_DIR", "WANDB_SILENT"):
+    for var in (FAIL_ONCE_ENV, "WANDB_MODE", "WANDB_DIR", "WANDB_SILENT", "PYTHONPATH"):
         os.environ.pop(var, None)
+    if python_path:
+        os.environ["PYTHONPATH"] = python_path
 
 
 def test_search_with_two_workers_per_trial_fills_the_leaderboard_and_the_trackers(local_ray, tmp_path):

@@ -125,11 +125,27 @@ def test_missing_or_malformed_file_is_a_clear_error(tmp_path):
         load_space(bad)
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "benchmarks/study/spaces").glob(
-    "*.yaml")), ids=lambda p: p.name)
+STUDY_SPACES = Path(__file__).resolve().parent.parent / "benchmarks/study/spaces"
+
+
+@pytest.mark.parametrize("path", [p for p in sorted(STUDY_SPACES.glob("*.yaml")) + sorted(STUDY_SPACES.glob(
+    "best/*.yaml")) if not p.name.startswith("eq-")], ids=lambda p: p.name)
 def test_the_study_grids_are_valid_grids(path):
     """The multi-seed study runs these with tune_main.py --sampler grid: each must be a valid, all-categorical grid."""
     from opdf_ray.search_space import load_space
     from opdf_ray.tune import grid_of
 
     assert grid_of(load_space(path))
+
+
+@pytest.mark.parametrize("method", ["kd", "theseus"])
+def test_the_equal_budget_arms_differ_only_by_the_opdf_knobs(method):
+    """Issue 23 §2: the OPDF arm searches the dense arm's parameters over the same ranges, plus its own knobs."""
+    from opdf_ray.search_space import load_space
+
+    dense, opdf = (load_space(STUDY_SPACES / f"eq-{method}{arm}.yaml") for arm in ("", "-opdf"))
+    assert dense.fixed == opdf.fixed and dense.epochs == opdf.epochs
+    assert opdf.params[:len(dense.params)] == dense.params
+    assert all(p.name.startswith("opdf_") for p in opdf.params[len(dense.params):])
+    assert {p.name for p in opdf.params} >= {"opdf_cores", "opdf_core_lr", "opdf_train_cores", "opdf_align_map",
+                                             "opdf_align_ratio"}
