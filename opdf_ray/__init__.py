@@ -1,6 +1,17 @@
 """opdf-ray: Over-Parameterised Distillation (OPDF) for BERT-style models, searched and scaled out with Ray."""
 
 __version__ = "0.1.0"
+__all__ = ["distill", "search"]
+
+
+def __getattr__(name: str):
+    """``opdf_ray.search`` and ``opdf_ray.distill`` (opdf_ray/api.py), imported on first use: ``import opdf_ray``
+    stays light (no torch, no Ray)."""
+    if name in __all__:
+        from opdf_ray import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'opdf_ray' has no attribute {name!r}")
 
 
 def log_to_console(level: int = 20) -> None:

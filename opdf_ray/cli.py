@@ -9,6 +9,7 @@ Optuna study under ``--storage``, so ``--resume`` continues exactly that search.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import os
@@ -16,6 +17,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from opdf_ray import log_to_console
 from opdf_ray.commands import CONFIG_HELP, HelpFormatter, parse_with_config, split_list
@@ -23,6 +25,9 @@ from opdf_ray import trial_metrics as tm
 from opdf_ray.config import PRESETS, SET_BY_THE_SEARCH, RunSpec, parse_setting
 from opdf_ray.data import TASKS
 from opdf_ray.storage import is_uri, join
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("opdf_ray")
 
@@ -98,12 +103,17 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     args.config_settings = unflagged
     if not args.task:
         parser.error("the following arguments are required: --task (or task: in --config)")
-    searched = sorted(k for k in args.config_settings if k in SET_BY_THE_SEARCH)
-    if searched:
-        raise ValueError(f"--config {args.config} sets {searched}: a search sets it itself (epochs: the space's "
-                         f"epochs section and --max-epochs; threads, progress, save_model: per trial)")
+    check_trial_settings(args.config_settings, f"--config {args.config}")
     args.methods = split_list(args.methods)
     return args
+
+
+def check_trial_settings(settings: dict, where: str) -> None:
+    """Settings a search hands every trial must not be ones it sets per task or per trial itself."""
+    searched = sorted(k for k in settings if k in SET_BY_THE_SEARCH)
+    if searched:
+        raise ValueError(f"{where} sets {searched}: a search sets it itself (task: --task; epochs: the space's "
+                         f"epochs section and --max-epochs; threads, progress, save_model: per trial)")
 
 
 def overrides(args) -> dict:
@@ -278,21 +288,47 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
                          f"cluster up (`ray status` on its head), and is the port open to this machine?") from None
 
 
+@dataclasses.dataclass
+class SearchOutcome:
+    """What a search leaves: its leaderboard (every row so far, all searches that share it), the best completed
+    row per (task, method, OPDF on/off), and the tasks whose search stopped early."""
+
+    leaderboard: str
+    rows: pd.DataFrame | None
+    best: pd.DataFrame | None
+    failed: list[str]
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    started = time.time()
     try:
         args = parse_args(argv, prog)
+        outcome = execute(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if outcome.rows is not None:
+        print(f"leaderboard: {outcome.leaderboard} ({len(outcome.rows)} rows); best per (task, method, OPDF on/off):")
+        best = outcome.best
+        print(best.to_string(index=False) if len(best) else "  (no completed trial yet)")
+        if len(best):
+            print(f"take the best student home: opdf-ray export {outcome.leaderboard} --out best"
+                  + (" --task TASK" if best["task"].nunique() > 1 else ""))
+    if outcome.failed:
+        print(f"error: the search of {', '.join(outcome.failed)} stopped early (see above); the other tasks "
+              f"finished", file=sys.stderr)
+        return 1
+    return 0
+
+
+def execute(args: argparse.Namespace) -> SearchOutcome:
+    """Run a parsed search (``parse_args``, or ``opdf_ray.search``): validate, start or join Ray, size the trials,
+    search each task. Bad input raises ``ValueError``/``FileNotFoundError`` before any work; a task whose search
+    fails is reported in one line and listed in the outcome, and the other tasks go on."""
+    started = time.time()
     if args.address is None:
         bind_local_ray_to_loopback()
     log_to_console()
-    try:
-        tasks, bases, space = validate(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    tasks, bases, space = validate(args)
     import ray
 
     from opdf_ray.leaderboard import best_per_cell, read_leaderboard
@@ -305,9 +341,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         try:
             start_ray(args.address)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            print(f"error: could not start or reach Ray (--address {args.address}): {str(e).splitlines()[0]}",
-                  file=sys.stderr)
-            return 2
+            raise ValueError(f"could not start or reach Ray (--address {args.address}): "
+                             f"{str(e).splitlines()[0]}") from None
     total = ray.cluster_resources()
     local = args.address is None
     scalable = [] if local else autoscaler_gpu_node_types()
@@ -321,11 +356,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         cpus, concurrent = default_parallelism(total.get("CPU", 1), total.get("GPU", 0), args.workers_per_trial,
                                                gpus)
     multi_node = len([n for n in ray.nodes() if n.get("Alive")]) > 1 or bool(scalable)
-    try:
-        check_shared(args, multi_node)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    check_shared(args, multi_node)
     quick = local and not gpus and args.max_epochs is None and args.max_length is None   # never on a cluster
     max_epochs = CPU_QUICK["max_epochs"] if quick else args.max_epochs
     run_overrides = overrides(args) | ({"max_length": CPU_QUICK["max_length"]} if quick else {})
@@ -334,14 +365,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                     "in minutes (set --max-epochs/--max-length to choose; the leaderboard records both)",
                     CPU_QUICK["max_epochs"], CPU_QUICK["max_length"])
     settings = search_settings(args, cpus, concurrent, gpus, max_epochs)
-    try:
-        check_fits(settings, total, local)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    check_fits(settings, total, local)
     log.info("search: tasks %s, %d trials each, %d at once, %d worker(s) × %s CPU / %s GPU per trial; "
              "Ray up after %.1f s", tasks, settings.num_samples, settings.max_concurrent,
              settings.workers_per_trial, settings.cpus_per_worker, settings.gpus_per_worker, time.time() - started)
+
     def search(task):
         grid = run_search(bases[task], space, settings, resume=args.resume, overrides=run_overrides)
         summarise_search(task, grid, join(settings.storage, experiment_name(settings, task)))
@@ -351,18 +379,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         board = read_leaderboard(settings.leaderboard)
     except FileNotFoundError:
         board = None
-    if board is not None:
-        print(f"leaderboard: {settings.leaderboard} ({len(board)} rows); best per (task, method, OPDF on/off):")
-        best = best_per_cell(board)
-        print(best.to_string(index=False) if len(best) else "  (no completed trial yet)")
-        if len(best):
-            print(f"take the best student home: opdf-ray export {settings.leaderboard} --out best"
-                  + (" --task TASK" if best["task"].nunique() > 1 else ""))
-    if failed:
-        print(f"error: the search of {', '.join(failed)} stopped early (see above); the other tasks finished",
-              file=sys.stderr)
-        return 1
-    return 0
+    return SearchOutcome(settings.leaderboard, board, None if board is None else best_per_cell(board), failed)
 
 
 def check_not_all_failed(trials: int, failed: int) -> None:

@@ -374,8 +374,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
 def load_settings(path: str | Path) -> dict:
     """A ``--config`` file: a YAML mapping of run settings (``RunSpec`` fields, ``lr: 1e-4`` or ``opdf-cores: 5``)
-    → ``{field: value}``. Text where a number or a flag belongs is read as the command line reads it (YAML takes
-    ``1e-4`` for a string); the values' types are checked when the ``RunSpec`` is built."""
+    → ``{field: value}`` (``typed_settings``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--config {path} is not a file; pass a YAML file of run settings (lr: 1.0e-4, …)")
@@ -383,18 +382,23 @@ def load_settings(path: str | Path) -> dict:
         raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
     except yaml.YAMLError as e:
         raise ValueError(f"--config {path} is not valid YAML: {e}") from None
+    return typed_settings(raw, f"--config {path}")
+
+
+def typed_settings(raw, where: str) -> dict:
+    """Run settings given as a mapping (a ``--config`` file, the Python API's ``settings=``) → ``{field: value}``:
+    names are ``RunSpec`` fields (dashes allowed); text where a number or a flag belongs is read as the command line
+    reads it (YAML takes ``1e-4`` for a string). The values' types are checked when the ``RunSpec`` is built."""
     if not isinstance(raw, dict):
-        raise ValueError(f"--config {path}: expected a mapping of run settings (lr: 1.0e-4, …), got "
-                         f"{type(raw).__name__}")
+        raise ValueError(f"{where}: expected a mapping of run settings (lr: 1.0e-4, …), got {type(raw).__name__}")
     fields = {f.name: f for f in dataclasses.fields(RunSpec)}
     settings = {}
     for key, value in raw.items():
         name = str(key).replace("-", "_")
         if name not in fields:
-            raise ValueError(f"--config {path}: {key!r} is not a run setting (python -m opdf_ray.run --help lists "
-                             f"them)")
+            raise ValueError(f"{where}: {key!r} is not a run setting (python -m opdf_ray.run --help lists them)")
         kind = fields[name].metadata.get("type") or type(fields[name].default)
         if isinstance(value, str) and kind is not str:
-            value = typed_value(name, value, f"--config {path}:")
+            value = typed_value(name, value, f"{where}:")
         settings[name] = value
     return settings

@@ -30,6 +30,14 @@ def build_parser(prog: str = "python -m opdf_ray.run") -> argparse.ArgumentParse
     return parser
 
 
+def parse_spec(argv: list[str] | None = None, prog: str = "python -m opdf_ray.run") -> RunSpec:
+    """The run's settings: its flags over a ``--config`` file's over the defaults (every run setting is a flag)."""
+    args, _ = parse_with_config(build_parser(prog), argv)
+    values = vars(args)
+    values.pop("config")
+    return RunSpec(**values)
+
+
 def result_line(results: dict) -> str:
     dev = " ".join(f"{split}:{name}={value:.2f}" for split, metrics in results["dev"].items()
                    for name, value in metrics.items())
@@ -45,21 +53,18 @@ def result_line(results: dict) -> str:
 def main(argv: list[str] | None = None, prog: str = "python -m opdf_ray.run") -> int:
     log_to_console()
     try:
-        args, _ = parse_with_config(build_parser(prog), argv)       # every run setting is a flag here
-        args = vars(args)
-        args.pop("config")
-        spec = RunSpec(**args)
+        spec = parse_spec(argv, prog)                                 # bad settings: the error before any import
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from transformers.utils import logging as hf_logging
 
-    from opdf_ray.engine import run
+    from opdf_ray.api import distill
 
     hf_logging.disable_progress_bar()
 
     try:
-        results = run(spec)
+        results = distill(**spec.to_dict())
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -154,3 +154,26 @@ def test_a_config_that_is_not_there_is_named(capsys):
 
     assert run.main(["--config", "nowhere.yaml"]) == 2
     assert "--config nowhere.yaml is not a file" in capsys.readouterr().err
+
+
+def test_the_python_api_refuses_what_the_command_line_refuses_before_ray_starts(tmp_path):
+    import sys
+
+    import opdf_ray
+
+    with pytest.raises(ValueError, match=r"search\(\) got unknown option\(s\) \['num_trials'\]; allowed: .*num_samples"):
+        opdf_ray.search("rte", num_trials=4)
+    with pytest.raises(ValueError, match=r"unknown task\(s\) \['rtee'\]"):
+        opdf_ray.search(["rte", "rtee"], storage=str(tmp_path))
+    with pytest.raises(ValueError, match=r"settings sets \['epochs'\]: a search sets it itself"):
+        opdf_ray.search("rte", settings={"epochs": 3})
+    with pytest.raises(ValueError, match=r"\['lr'\] set on the command line and by the search space"):
+        opdf_ray.search("rte", preset="tiny", storage=str(tmp_path), settings={"lr": "1e-4"})
+    with pytest.raises(ValueError, match="settings: 'learning_rate' is not a run setting"):
+        opdf_ray.search("rte", settings={"learning_rate": 1e-4})
+    with pytest.raises(ValueError, match=r"distill\(\): 'opdf_core' is not a run setting"):
+        opdf_ray.distill("rte", opdf_core=5)
+    with pytest.raises(ValueError, match="lr=-1.0 is invalid"):
+        opdf_ray.distill("rte", lr=-1.0)
+    assert not (sys.modules.get("ray") and sys.modules["ray"].is_initialized())        # none started Ray
+    assert not list(tmp_path.iterdir())

@@ -53,10 +53,9 @@ def test_export_takes_the_best_completed_row_by_selection_not_dev(tmp_path):
 def test_the_retrain_command_rebuilds_the_same_configuration():
     row = make_row("r", "a", "completed", spec(seed=3, opdf_cores=5, opdf_core_lr=1.0, lr=3e-5,
                                                init_classifier_to_zero=True), completed_result("sst2", 80.0, 90.0))
-    from opdf_ray.run import build_parser
+    from opdf_ray.run import parse_spec
 
-    argv = retrain_command(row).split()[3:]
-    rebuilt = RunSpec(**vars(build_parser().parse_args(argv)))
+    rebuilt = parse_spec(retrain_command(row).split()[3:])
     assert rebuilt.to_dict() == RunSpec.from_dict(spec_of(row)).to_dict()
 
 

@@ -105,19 +105,30 @@ def test_searches_in_one_storage_share_the_fine_tuned_teacher_of_the_same_settin
 
 def test_a_relative_storage_still_hands_trials_a_teacher_they_can_load(local_ray, tmp_path, monkeypatch):
     """The README's main job uses the default ``--storage outputs/search``, a relative path: the fine-tuned
-    teacher's path must still resolve from each trial's own working directory."""
+    teacher's path must still resolve from each trial's own working directory. Run through the Python API
+    (``opdf_ray.search``: the command line's own pipeline) with the command line's defaults."""
+    import yaml
+
+    import opdf_ray
+    from ray_helpers import TINY_SPACE
+
     monkeypatch.chdir(tmp_path)
-    one = {"method": {"type": "categorical", "choices": ["kd"]}}
-    run_search(tiny_base(tmp_path), tiny_space(**one), settings(tmp_path, name="rel", num_samples=1, storage="storage"))
-    board = read_leaderboard(str(tmp_path / "board"))
+    Path("space.yaml").write_text(yaml.safe_dump(
+        {**TINY_SPACE, "params": {**TINY_SPACE["params"], "method": {"type": "categorical", "choices": ["kd"]}}}))
+    outcome = opdf_ray.search("rte", preset="tiny", space="space.yaml", num_samples=1, max_train_samples=64,
+                              max_length=32, max_epochs=2, cache_dir="cache", max_concurrent=1, gpus_per_worker=0,
+                              cpus_per_worker=1.0, seed=0)
+    assert outcome.leaderboard == "outputs/search/leaderboard" and outcome.failed == []
+    board = read_leaderboard(outcome.leaderboard)
     assert list(board["status"]) == ["completed"], board.get("error")
+    assert list(outcome.best["trial_id"]) == list(board["trial_id"])
     # take the student home from the relative leaderboard: a stock pipeline names RTE's labels and scores the row
     from transformers import pipeline
 
     from opdf_ray.data import load_glue
     from opdf_ray.export import main as export_main
 
-    assert export_main(["board", "--out", "best"]) == 0
+    assert export_main(["outputs/search/leaderboard", "--out", "best"]) == 0
     assert "python -m opdf_ray.run --task rte --method kd" in (tmp_path / "best" / "README.md").read_text()
     classify = pipeline("text-classification", model=str(tmp_path / "best"), truncation=True, device="cpu")
     dev = load_glue("rte").dev["validation"]

@@ -1,5 +1,6 @@
-"""The multi-seed OPDF study (issue 10 §3), run with the product: ``tune_main.py --sampler grid`` calls that all
-write one Parquet leaderboard (committed), rendered by ``python -m opdf_ray.report``.
+"""The multi-seed OPDF study (issue 10 §3), run with the product: searches (``opdf_ray.search``, what
+``opdf-ray search`` runs; grids for the fixed configurations) that write Parquet leaderboards (committed as CSV),
+rendered by ``python -m opdf_ray.report``.
 
     python benchmarks/study/run.py lr           # step 1: each method's student lr on the selection slice
     python benchmarks/study/run.py lr-opdf      # step 1b: the same for each method's OPDF-5 student
@@ -40,16 +41,15 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 SPACES = HERE / "spaces"
 RESULTS = HERE / "results"                     # committed: <step>.csv
-BUDGET = ["--preset", "minilm", "--max-epochs", "3", "--max-length", "64"]
+BUDGET = {"preset": "minilm", "max_epochs": 3, "max_length": 64}
 # Seeded subsets where the whole split does not fit: SST-2 (67k sentences) and STS-B (5,174 pairs: about 3 h a seed
 # here; at 2,000 its seed-1 teacher reaches dev Pearson 78.4 and a 3-epoch KD student 58.9, still rising). MRPC on its
 # whole training split (minus the selection slice): at 1,000 pairs its teacher stayed at the majority class.
 TRAIN_SAMPLES = {"sst2": 1000, "stsb": 2000}
 
 
-def budget(task: str) -> list[str]:
-    samples = TRAIN_SAMPLES.get(task)
-    return BUDGET + (["--max-train-samples", str(samples)] if samples else [])
+def budget(task: str) -> dict:
+    return BUDGET | {"max_train_samples": TRAIN_SAMPLES.get(task)}
 
 
 LR_TASK, LR_SEED = "sst2", 0
@@ -65,8 +65,8 @@ ARMS = ("", "-opdf")                                   # eq-<method>.yaml (dense
 def equal_search(method: str, arm: str, task: str, storage: Path, trials: int) -> None:
     space = SPACES / f"eq-{method}{arm}.yaml"
     launch("equal", f"eq-{method}{arm}-s{EQUAL_SEED}", space, task, EQUAL_SEED, storage,
-           ["--sampler", "tpe", "--num-samples", str(trials), "--no-cover-cells", "--set",
-            f"eval_steps={EVAL_STEPS[task]}"], trials)
+           {"sampler": "tpe", "num_samples": trials, "no_cover_cells": True,
+            "settings": {"eval_steps": EVAL_STEPS[task]}}, trials)
 
 
 def best_space(method: str, arm: str, task: str, storage: Path) -> Path:
@@ -155,26 +155,29 @@ def grid(step: str, space_name: str, task: str, seed: int, storage: Path, space:
     space = space or SPACES / f"{space_name}.yaml"
     if "LR_PENDING" in space.read_text():
         raise SystemExit(f"{space} still says LR_PENDING: run step 1 (lr) and copy the chosen lr into it")
-    launch(step, f"study-{space_name}-s{seed}", space, task, seed, storage, ["--sampler", "grid"], grid_size(space))
+    launch(step, f"study-{space_name}-s{seed}", space, task, seed, storage, {"sampler": "grid"}, grid_size(space))
 
 
-def launch(step: str, name: str, space: Path, task: str, seed: int, storage: Path, search: list[str],
+def launch(step: str, name: str, space: Path, task: str, seed: int, storage: Path, search: dict,
            trials: int) -> None:
-    """One ``tune_main.py`` call writing step ``step``'s leaderboard: skipped when its ``trials`` rows are there,
-    resumed when some are."""
+    """One search (``opdf_ray.search``, what ``opdf-ray search`` runs) writing step ``step``'s leaderboard: skipped
+    when its ``trials`` rows are there, resumed when some are."""
+    import opdf_ray
+
     leaderboard = leaderboard_of(step, storage)
     done, started = finished_rows(leaderboard, f"{name}-{task}")
     if done >= trials:
         print(f"skip {name} on {task}: all {done} trials are in the leaderboard", flush=True)
         return
-    cmd = [sys.executable, str(REPO / "tune_main.py"), "--task", task, "--space", str(space), *search,
-           "--seed", str(seed), "--name", name, "--storage", str(storage), "--leaderboard", str(leaderboard),
-           "--max-concurrent", "1", *budget(task), *(["--resume"] if started else [])]
-    print("+", " ".join(cmd), flush=True)
+    options = dict(space=str(space), seed=seed, name=name, storage=str(storage), leaderboard=str(leaderboard),
+                   max_concurrent=1, resume=started, **budget(task), **search)
+    print(f"+ opdf_ray.search({task!r}, **{options})", flush=True)
     try:
-        subprocess.run(cmd, check=True, cwd=REPO)
+        outcome = opdf_ray.search(task, **options)
     finally:
         export(leaderboard, step)                    # what finished is committed, even after an interruption
+    if outcome.failed:
+        raise SystemExit(f"{name} on {task}: the search stopped early (see above)")
     freed = drop_checkpoints(storage / f"{name}-{task}")
     print(f"{name} on {task}: done; deleted its trials' checkpoints ({freed / 2**30:.1f} GiB)", flush=True)
 

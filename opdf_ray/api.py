@@ -1,0 +1,50 @@
+"""The Python API: what ``opdf-ray search`` and ``opdf-ray run`` do, with the same checks and the same errors.
+
+    import opdf_ray
+
+    outcome = opdf_ray.search("sst2", methods=["kd", "theseus"], num_samples=4, max_train_samples=1000,
+                              max_epochs=2, max_length=64, settings={"eval_steps": 16})
+    print(outcome.best)                                  # best completed row per (task, method, OPDF on/off)
+    results = opdf_ray.distill("rte", method="kd", opdf_cores=5, max_train_samples=256, epochs=1)
+
+Bad input raises ``ValueError`` or ``FileNotFoundError`` with the message the command line prints, before Ray
+starts or any model trains.
+"""
+
+from __future__ import annotations
+
+from opdf_ray.cli import SearchOutcome
+
+
+def search(task: str | list[str], *, settings: dict | None = None, **options) -> SearchOutcome:
+    """Search ``task`` (a task, a list of tasks or ``"all"``) as ``opdf-ray search`` does.
+
+    ``options`` are the search's flags as keyword arguments (``space="my.yaml"``, ``num_samples=8``,
+    ``methods=["kd"]``, ``sampler="grid"``, ``storage=…``, ``resume=True``; ``opdf-ray search --help`` lists them);
+    ``settings`` are run settings every trial gets (``{"eval_steps": 16}``: what ``--set`` and ``--config`` give).
+    Returns the leaderboard, its rows and its best row per cell, and the tasks whose search stopped early.
+    """
+    from opdf_ray.cli import build_parser, check_trial_settings, execute, split_list
+    from opdf_ray.config import typed_settings
+
+    args = build_parser().parse_args([])
+    allowed = sorted(k for k in vars(args) if k not in ("task", "config", "config_settings", "set"))
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"search() got unknown option(s) {unknown}; allowed: {', '.join(allowed)}, settings")
+    for key, value in options.items():
+        setattr(args, key, value)
+    args.task = task if isinstance(task, str) else ",".join(task)
+    args.methods = split_list(args.methods)
+    args.config_settings = typed_settings(settings or {}, "settings")
+    check_trial_settings(args.config_settings, "settings")
+    return execute(args)
+
+
+def distill(task: str, **settings) -> dict:
+    """Train one configuration in this process as ``opdf-ray run`` does (``settings``: run settings, e.g.
+    ``method="kd", opdf_cores=5``); returns its results (selection and dev metrics, where the student was saved)."""
+    from opdf_ray.config import RunSpec, typed_settings
+    from opdf_ray.engine import run
+
+    return run(RunSpec.from_dict({"task": task} | typed_settings(settings, "distill()")))
