@@ -238,7 +238,18 @@ def read_leaderboard(root: str) -> pd.DataFrame:
     frame["teacher_truncated"] = frame["teacher_truncated"].astype("boolean").fillna(_truncated_before_v3(frame))
     _teacher_metrics_before_v5(frame)
     _opdf_settings_before_v7(frame)
+    _config_ids_of_today(frame)
     return frame[["task", *[c for c in frame.columns if c != "task"]]]
+
+
+def _config_ids_of_today(frame: pd.DataFrame) -> None:
+    """A row written by an older schema hashed fewer settings into its ``config_id`` (schema 7 added the OPDF core
+    lr, the alignment ratio and the trained cores). Its id is recomputed from what it ran (``spec_of``), so it is
+    the id a run of that configuration gets today: a report's configuration block retrains to it, and new seeds
+    of an old configuration count with its old ones."""
+    old = frame.index[frame["schema_version"] < SCHEMA_VERSION]
+    if len(old):
+        frame.loc[old, "config_id"] = [config_id(spec_of(frame.loc[i])) for i in old]
 
 
 def _teacher_metrics_before_v5(frame: pd.DataFrame) -> None:
@@ -254,7 +265,7 @@ def _teacher_metrics_before_v5(frame: pd.DataFrame) -> None:
 
 def _opdf_settings_before_v7(frame: pd.DataFrame) -> None:
     """Rows written before schema 7 trained every core at the dense lr, with the alignment as a raw weight, all cores
-    trained: what those settings' values mean (their config_id, written then, stays as it was)."""
+    trained: what those settings' values mean (their config_id is recomputed: ``_config_ids_of_today``)."""
     old = frame["schema_version"] < 7
     for column, value in (("opdf_core_lr", "1.0"), ("opdf_align_ratio", 0.0), ("opdf_train_cores", "all")):
         frame.loc[old & frame[column].isna(), column] = value

@@ -28,9 +28,11 @@ def test_the_wheel_ships_spaces_glue_data_types_and_console_scripts(wheel):
     assert shipped_spaces and shipped_spaces <= names
     assert shipped_glue and shipped_glue <= names
     assert "opdf_ray/py.typed" in names
+    modules = {str(p.relative_to(REPO)) for p in (REPO / "opdf_ray").rglob("*.py") if "_shipped" not in p.parts}
+    assert modules and modules <= names, sorted(modules - names)          # every subpackage (report/, methods/)
     entry_points = zipfile.ZipFile(wheel).read("opdf_ray-0.1.0.dist-info/entry_points.txt").decode()
-    for script in ("opdf-tune = opdf_ray.cli:main", "opdf-run = opdf_ray.run:main",
-                   "opdf-report = opdf_ray.report:main"):
+    for script in ("opdf-ray = opdf_ray.commands:main", "opdf-tune = opdf_ray.cli:main",
+                   "opdf-run = opdf_ray.run:main", "opdf-report = opdf_ray.report:main"):
         assert script in entry_points
 
 

@@ -4,6 +4,8 @@ import os
 import shutil
 import subprocess
 
+from pathlib import Path
+
 import pytest
 
 from rows import completed_result, stopped_result
@@ -233,3 +235,27 @@ def test_the_best_configuration_block_loads_as_a_space_and_rebuilds_the_same_con
     settings = SearchSettings(name="n", storage=str(tmp_path), leaderboard=str(tmp_path / "b"))
     rebuilt = trial_spec(RunSpec(task="sst2", preset="minilm"), space, {"seed": 2}, settings)
     assert config_id(rebuilt.to_dict()) == row["config_id"] and rebuilt.seed == 2
+
+
+@pytest.mark.parametrize("report", ["report.md", "ablations/report.md", "first-pass/report.md"])
+def test_every_block_of_the_committed_study_reports_rebuilds_its_configuration(report, tmp_path):
+    """docs/study's reports print each run's best configuration: each block loads as a search space and the grid
+    over it trains the configuration its header names (the same ``config_id``)."""
+    import re
+
+    import yaml
+
+    from opdf_ray.leaderboard import config_id
+    from opdf_ray.search_space import parse_space
+    from opdf_ray.tune import SearchSettings, trial_spec
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "study" / report).read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    assert len(blocks) >= 6
+    settings = SearchSettings(name="n", storage=str(tmp_path), leaderboard=str(tmp_path / "b"))
+    for block in blocks:
+        header = re.match(r"# config_id (\w+): opdf-ray search --task (\w+) --preset (\S+) --sampler grid", block)
+        space = parse_space(yaml.safe_load(block), "block")
+        (seed,) = next(p.choices for p in space.params if p.name == "seed")
+        rebuilt = trial_spec(RunSpec(task=header[2], preset=header[3]), space, {"seed": seed}, settings)
+        assert config_id(rebuilt.to_dict()) == header[1], block

@@ -1,0 +1,126 @@
+"""The report's plots (PNG, matplotlib's Agg backend): dev score vs cores, lr sensitivity, learning curves and
+parameter importance."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from opdf_ray.config import METHOD_TITLES, RunSpec
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_cores(board: pd.DataFrame, chosen: pd.DataFrame, path: Path) -> Path | None:
+    """Dev score of the best configuration vs MPO core count (0 = OPDF off), one line per (task, method)."""
+    chosen = chosen[chosen["mpo_bond"] == 0]          # over-parameterised only (compression is another question)
+    if chosen.empty or chosen["opdf_cores"].nunique() < 2:
+        return None
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    means = chosen.groupby(["task", "method", "opdf_cores"], observed=True)["dev_score"].mean().reset_index()
+    for (task, method), part in means.groupby(["task", "method"], observed=True):
+        ax.plot(part["opdf_cores"], part["dev_score"], marker="o",
+                label=f"{task} {METHOD_TITLES.get(method, method)}")
+    ax.set(xlabel="MPO cores (0 = OPDF off)", ylabel="dev score (selection metric)", title="Dev score vs cores")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_lr(board: pd.DataFrame, path: Path) -> Path | None:
+    """Selection score of every completed or pruned trial against its student learning rate (log axis)."""
+    rows = board[board["status"].isin(["completed", "pruned"])].dropna(subset=["selection_score"])
+    if rows.empty:
+        return None
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (method, opdf), part in rows.groupby(["method", "opdf"], observed=True):
+        ax.scatter(part["lr"], part["selection_score"], label=f"{METHOD_TITLES[method]}{' +OPDF' if opdf else ''}",
+                   alpha=0.7)
+    ax.set_xscale("log")
+    ax.set(xlabel="student learning rate", ylabel="selection score", title="Sensitivity to the student lr")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_curves(board: pd.DataFrame, path: Path, top: int = 5) -> Path | None:
+    """Selection score per epoch of the ``top`` trials by selection score."""
+    rows = board.dropna(subset=["curve", "selection_score"]).nlargest(top, "selection_score")
+    if rows.empty:
+        return None
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for _, r in rows.iterrows():
+        try:
+            points = json.loads(r["curve"])
+        except ValueError:                 # a hand-edited or foreign row: its curve is left out, not the report
+            warnings.warn(f"report: trial {r['trial_id']} has no readable curve ({r['curve'][:40]!r})", stacklevel=2)
+            continue
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".",
+                    label=f"{r['task']} {METHOD_TITLES.get(r['method'], r['method'])} c={r['opdf_cores']} "
+                          f"({r['trial_id']})")
+    ax.set(xlabel="epoch", ylabel="selection score", title=f"Learning curves of the top {len(rows)} trials")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+SEARCHED = tuple(f.name for f in dataclasses.fields(RunSpec) if f.name in RunSpec.hyperparameters()
+                 and (f.metadata["type"] or type(f.default)) in (int, float))   # numeric hyperparameters
+
+
+def param_importance(board: pd.DataFrame) -> dict[str, float]:
+    """Optuna's parameter importances (its default evaluator) of the searched numeric parameters for the selection
+    score, from the completed trials of the largest task; empty when fewer than 4 trials or nothing varied."""
+    import optuna
+
+    done = board[board["status"] == "completed"].dropna(subset=["selection_score"])
+    if done.empty:
+        return {}
+    task = done["task"].astype(str).value_counts().index[0]
+    done = done[done["task"].astype(str) == task]
+    params = [p for p in SEARCHED if done[p].notna().all() and done[p].nunique() > 1]
+    if len(done) < 4 or not params:
+        return {}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    dists = {}
+    for p in params:
+        low, high = float(done[p].min()), float(done[p].max())
+        dists[p] = optuna.distributions.FloatDistribution(low, high, log=low > 0 and high / low > 20)
+    for _, r in done.iterrows():
+        study.add_trial(optuna.trial.create_trial(params={p: float(r[p]) for p in params}, distributions=dists,
+                                                  value=float(r["selection_score"])))
+    with warnings.catch_warnings():          # "importances will be equal" on flat scores: the plot shows it
+        warnings.simplefilter("ignore")
+        return optuna.importance.get_param_importances(study)
+
+
+def plot_importance(importance: dict[str, float], path: Path) -> Path | None:
+    if not importance:
+        return None
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 3))
+    names = list(importance)[::-1]
+    ax.barh(names, [importance[n] for n in names])
+    ax.set(xlabel="importance (Optuna)", title="Which hyperparameters mattered")
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path

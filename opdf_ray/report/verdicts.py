@@ -1,0 +1,124 @@
+"""“Does OPDF help?”: each OPDF student minus its dense one, paired by seed, with a 95% interval and a verdict."""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from opdf_ray.config import METHODS
+from opdf_ray.data import TASKS
+from opdf_ray.report.tables import METRIC_NAMES, task_label, variant_label, variants
+
+
+@dataclass(frozen=True)
+class Difference:
+    """OPDF minus dense on the dev score, paired by seed (same data subset, selection slice and teacher)."""
+
+    mean: float
+    half_width: float        # of the 95% t-interval of the mean; inf with one seed (no noise estimate)
+    seeds: int
+
+    @property
+    def verdict(self) -> str:
+        if self.mean - self.half_width > 0:
+            return "gain"
+        if self.mean + self.half_width < 0:
+            return "loss"
+        return "no gain or loss"
+
+    def text(self) -> str:
+        if self.seeds == 1:
+            return f"{self.mean:+.1f} (1 seed: no interval)"
+        return f"{self.mean:+.1f} ± {self.half_width:.1f} ({self.seeds})"
+
+
+def paired_difference(opdf: dict, dense: dict) -> Difference | None:
+    """``opdf`` and ``dense``: seed → score. None when no seed has both."""
+    from scipy.stats import t
+
+    seeds = sorted(set(opdf) & set(dense))
+    if not seeds:
+        return None
+    diffs = pd.Series([opdf[k] - dense[k] for k in seeds], dtype=float)
+    if len(diffs) < 2:
+        return Difference(float(diffs.mean()), math.inf, 1)
+    half = float(t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / math.sqrt(len(diffs)))
+    return Difference(float(diffs.mean()), half, len(diffs))
+
+
+def opdf_verdicts(chosen: pd.DataFrame, by: tuple[str, ...] = ()) -> list[dict]:
+    """Per method and over-parameterised (or compressed) row of the table: the paired difference to the method's
+    dense student per task and over all tasks (per seed, the mean over tasks of its differences; seeds present in
+    every task)."""
+    tasks = sorted(set(chosen["task"].astype(str)), key=list(TASKS).index)
+    out = []
+    for method in [m for m in METHODS if m in set(chosen["method"])]:
+        method_variants = variants(chosen[chosen["method"] == method], by)
+        dense = [part for key, part in method_variants if key[0] == 0]
+        if not dense:
+            continue
+        dense = max(dense, key=len)        # with --compare, the dense row most trials share
+
+        def scores(part: pd.DataFrame, task: str) -> dict:
+            part = part[part["task"].astype(str) == task]
+            return dict(zip(part["seed"].astype(int), part["dev_score"]))
+
+        for key, part in method_variants:
+            if key[0] == 0:
+                continue
+            diffs = {}                     # task → seed → OPDF − dense, computed once per task
+            for task in tasks:
+                mine, base = scores(part, task), scores(dense, task)
+                if set(mine) & set(base):
+                    diffs[task] = {seed: mine[seed] - base[seed] for seed in set(mine) & set(base)}
+            if not diffs:
+                continue
+            per_task = {task: paired_difference(d, dict.fromkeys(d, 0.0)) for task, d in diffs.items()}
+            overall = None
+            if len(diffs) == len(tasks) > 1:
+                common = set.intersection(*(set(d) for d in diffs.values()))
+                overall = paired_difference({k: sum(d[k] for d in diffs.values()) / len(tasks) for k in common},
+                                            dict.fromkeys(common, 0.0))
+            elif len(tasks) == 1:
+                overall = per_task[tasks[0]]
+            out.append({"label": variant_label(method, key, by, method_first=True), "tasks": per_task,
+                        "overall": overall})
+    return out
+
+
+VERDICT_NOTE = ("Δ = OPDF − dense student, on the dev score each task selects by ({metrics}), paired by seed "
+                "(the same training subset, selection slice and teacher); mean ± half-width of its 95% t-interval "
+                "(seeds). Verdict: *gain* when the interval lies above 0, *loss* when below, otherwise *no gain or "
+                "loss*: the difference is within the seed noise. All tasks: per seed, the mean of its task "
+                "differences.")
+
+
+def _verdict_grid(verdicts: list[dict], tasks: list[str]) -> tuple[str, list[str], list[list[str]]]:
+    """The note, the header and the cells of the verdict table (one place for Markdown and HTML)."""
+    note = VERDICT_NOTE.format(metrics=", ".join(f"{task_label(t)} {METRIC_NAMES[TASKS[t].selection_metric]}"
+                                                 for t in tasks))
+    head = ["Method", *[task_label(t) for t in tasks], *(["All tasks"] if len(tasks) > 1 else []), "Verdict"]
+    rows = []
+    for v in verdicts:
+        overall = v["overall"]
+        rows.append([v["label"], *[f"{d.text()} {d.verdict}" if (d := v["tasks"].get(t)) else "–" for t in tasks],
+                     *([overall.text() if overall else "–"] if len(tasks) > 1 else []),
+                     overall.verdict if overall else "–"])
+    return note, head, rows
+
+
+def verdicts_markdown(verdicts: list[dict], tasks: list[str]) -> str:
+    note, head, rows = _verdict_grid(verdicts, tasks)
+    lines = [note, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join([*r[:-1], f"**{r[-1]}**" if r[-1] != "–" else "–"]) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def verdicts_html(verdicts: list[dict], tasks: list[str]) -> str:
+    note, head, rows = _verdict_grid(verdicts, tasks)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return (f"<p>{html.escape(note).replace('*', '')}</p><table id=\"verdicts\"><thead><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in head) + f"</tr></thead><tbody>{body}</tbody></table>")
