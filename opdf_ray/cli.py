@@ -165,6 +165,10 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     from opdf_ray.leaderboard import check_writable
 
     check_storage(args.storage, [experiment_name(settings, task) for task in tasks], args.resume)
+    if args.resume:
+        for task in tasks:
+            check_resume_signature(args.storage, experiment_name(settings, task),
+                                   search_signature(args, space, bases[task]))
     check_writable(settings.leaderboard)
     check_address(args.address)
     return tasks, bases, space
@@ -190,6 +194,64 @@ def check_storage(storage: str, experiments: list[str], resume: bool) -> None:
                            if i.type == pafs.FileType.Directory and i.base_name not in ("leaderboard", "teachers"))
             raise ValueError(f"--resume: no search {', '.join(missing)} under {storage} to resume (searches there: "
                              f"{', '.join(there) or 'none'}); check --name and --storage, or drop --resume")
+
+
+SIGNATURE = "opdf-search.json"      # in each experiment folder: what the search was started with
+
+
+def search_signature(args, space, base: RunSpec) -> dict:
+    """What a search is, as given: its space, its task's base settings, the settings every trial gets and the
+    search's own knobs. ``--resume`` restores the pickled search, which ignores any of these given anew; a resume
+    that changes one is refused instead (``check_resume_signature``)."""
+    import json
+
+    knobs = ("sampler", "num_samples", "no_early_stopping", "no_cover_cells", "tpe_startup_trials", "grace_epochs",
+             "max_epochs", "methods")
+    signature = {"space": {"fixed": space.fixed, "epochs": space.epochs,
+                           "params": [dataclasses.asdict(p) for p in space.params]},
+                 "base": {k: v for k, v in base.to_dict().items() if k not in ("cache_dir", "output_dir")},
+                 "every_trial": overrides(args), "search": {k: getattr(args, k) for k in knobs}}
+    return json.loads(json.dumps(signature, default=str))       # the form it has once written and read back
+
+
+def write_signature(storage: str, experiment: str, signature: dict, resumed: bool) -> None:
+    """Record a new search's signature (a resumed one keeps the one it was started with)."""
+    import json
+
+    import pyarrow.fs as pafs
+
+    from opdf_ray.storage import filesystem
+
+    fs, base = filesystem(storage)
+    if resumed and fs.get_file_info(f"{base}/{experiment}").type == pafs.FileType.Directory:
+        return
+    fs.create_dir(f"{base}/{experiment}", recursive=True)
+    with fs.open_output_stream(f"{base}/{experiment}/{SIGNATURE}") as out:
+        out.write(json.dumps(signature, indent=1, sort_keys=True).encode())
+
+
+def check_resume_signature(storage: str, experiment: str, signature: dict) -> None:
+    """``--resume`` with a space or settings other than the search's own: one line naming what changed. (A search
+    started before opdf-ray wrote signatures resumes unchecked.)"""
+    import json
+
+    import pyarrow.fs as pafs
+
+    from opdf_ray.storage import filesystem
+
+    fs, base = filesystem(storage)
+    path = f"{base}/{experiment}/{SIGNATURE}"
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return
+    with fs.open_input_stream(path) as f:
+        before = json.loads(f.read())
+    changed = sorted(f"{part}.{key}" for part in signature
+                     for key in set(before.get(part, {})) | set(signature[part])
+                     if before.get(part, {}).get(key) != signature[part].get(key))
+    if changed:
+        raise ValueError(f"--resume: {experiment} was started with other settings ({', '.join(changed)} differ); "
+                         f"a resumed search keeps its own, so resume it as it was started, or give the new search "
+                         f"its own --name")
 
 
 def resolve_num_samples(args, space) -> None:
@@ -371,6 +433,9 @@ def execute(args: argparse.Namespace) -> SearchOutcome:
              settings.workers_per_trial, settings.cpus_per_worker, settings.gpus_per_worker, time.time() - started)
 
     def search(task):
+        experiment = experiment_name(settings, task)
+        write_signature(settings.storage, experiment, search_signature(args, space, bases[task]),
+                        resumed=args.resume)
         grid = run_search(bases[task], space, settings, resume=args.resume, overrides=run_overrides)
         summarise_search(task, grid, join(settings.storage, experiment_name(settings, task)))
 

@@ -177,3 +177,26 @@ def test_the_python_api_refuses_what_the_command_line_refuses_before_ray_starts(
         opdf_ray.distill("rte", lr=-1.0)
     assert not (sys.modules.get("ray") and sys.modules["ray"].is_initialized())        # none started Ray
     assert not list(tmp_path.iterdir())
+
+
+def test_a_resume_with_other_settings_than_the_search_was_started_with_is_refused(tmp_path):
+    """Before: --resume restored the pickled search and silently ignored a changed space, --set or --num-samples."""
+    from opdf_ray.cli import search_signature, validate, write_signature
+
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  lr: {type: loguniform, low: 1.0e-5, high: 1.0e-3}\n")
+    common = ["--task", "rte", "--preset", "tiny", "--storage", str(tmp_path / "s"), "--space", str(space),
+              "--num-samples", "4", "--set", "eval_steps=8"]
+    args = search_parser().parse_args(common)
+    _, bases, loaded = validate(args)
+    write_signature(args.storage, "opdf-rte", search_signature(args, loaded, bases["rte"]), resumed=False)
+    assert (tmp_path / "s" / "opdf-rte" / "opdf-search.json").is_file()
+    validate(search_parser().parse_args([*common, "--resume"]))                    # as it was started: resumable
+    for change, named in ((["--num-samples", "8"], "search.num_samples"), (["--set", "eval_steps=4"],
+                          "every_trial.eval_steps"), (["--seed", "1"], "base.seed")):
+        message = rf"--resume: opdf-rte was started with other settings \(.*{named}.* differ"
+        with pytest.raises(ValueError, match=message):
+            validate(search_parser().parse_args([*common, *change, "--resume"]))
+    space.write_text("params:\n  lr: {type: loguniform, low: 1.0e-5, high: 1.0e-2}\n")
+    with pytest.raises(ValueError, match=r"\(space.params differ\)"):
+        validate(search_parser().parse_args([*common, "--resume"]))
