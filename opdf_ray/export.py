@@ -194,18 +194,59 @@ def build_parser(prog: str = "python -m opdf_ray.export") -> argparse.ArgumentPa
     p.add_argument("--out", required=True, help="a new folder for the exported student")
     p.add_argument("--task", choices=tuple(TASKS), help="the task to export (needed when several are there)")
     p.add_argument("--trial", help="export this trial instead of the best one")
+    p.add_argument("--push-to-hub", metavar="REPO", help="then upload the folder to this Hugging Face hub model repo "
+                   "(user/name; created if missing; your token: `hf auth login` or HF_TOKEN)")
+    p.add_argument("--private", action="store_true", help="--push-to-hub: create the repo private")
     return p
+
+
+def check_repo_id(repo_id: str) -> None:
+    """A hub repo id the hub would refuse fails before anything is exported."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise ValueError(f"--push-to-hub {repo_id!r} is not a hub repo id: {e}") from None
+    if "/" not in repo_id:
+        raise ValueError(f"--push-to-hub {repo_id!r}: give the owner too (user/name or org/name)")
+
+
+def push_to_hub(folder: str, repo_id: str, private: bool = False) -> str:
+    """Upload an exported folder as a hub model repo (created if missing); returns its URL. Any failure (offline,
+    no token, no permission) is one ``RuntimeError`` line; the exported folder stays as it is."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    try:
+        url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        api.upload_folder(folder_path=folder, repo_id=repo_id, repo_type="model",
+                          commit_message="opdf-ray export: merged student, tokenizer and model card")
+    except Exception as e:  # noqa: BLE001 - offline, auth, permissions, network: all "not uploaded"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise RuntimeError(f"--push-to-hub {repo_id}: not uploaded ({type(e).__name__}: {first}); the export is in "
+                           f"{folder}") from None
+    return str(url)
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m opdf_ray.export") -> int:
     args = build_parser(prog).parse_args(argv)
     try:
+        if args.push_to_hub:
+            check_repo_id(args.push_to_hub)
         row = export(args.leaderboard, args.out, args.task, args.trial)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"exported trial {row['trial_id']} ({row['task']}, {row['method']}, selection "
           f"{_score(row['selection_score'])}, dev {_score(row['dev_score'])}) to {args.out}")
+    if args.push_to_hub:
+        try:
+            print(f"uploaded to {push_to_hub(args.out, args.push_to_hub, args.private)}")
+        except RuntimeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     return 0
 
 

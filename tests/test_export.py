@@ -101,3 +101,19 @@ def test_choose_without_rows_is_an_error(tmp_path):
     root = board_of(tmp_path, [make_row("r", "p", "pruned", spec(), stopped_result(50.0))])
     with pytest.raises(ValueError, match="no completed trial"):
         choose(read_leaderboard(root))
+
+
+def test_push_to_hub_refuses_a_bad_repo_before_exporting_and_keeps_the_export_when_the_hub_is_out_of_reach(
+        tmp_path, capsys, monkeypatch):
+    root = board_of(tmp_path, [make_row("r", "a", "completed", spec(), completed_result("sst2", 80.0, 90.0),
+                                        student_path=tiny_student(tmp_path / "s"))])
+    assert main([root, "--out", str(tmp_path / "out"), "--push-to-hub", "bad repo!"]) == 2
+    assert "--push-to-hub 'bad repo!' is not a hub repo id" in capsys.readouterr().err
+    assert main([root, "--out", str(tmp_path / "out"), "--push-to-hub", "student"]) == 2
+    assert "give the owner too (user/name" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()                              # refused before anything was written
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")                          # a machine without the hub (this one)
+    assert main([root, "--out", str(tmp_path / "out"), "--push-to-hub", "me/sst2-student"]) == 1
+    err = capsys.readouterr().err
+    assert "--push-to-hub me/sst2-student: not uploaded (OfflineModeIsEnabled" in err and "Traceback" not in err
+    assert (tmp_path / "out" / "README.md").is_file()                  # the export itself stands
