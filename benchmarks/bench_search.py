@@ -2,7 +2,7 @@
 
   efficiency  grid over student lr × teacher lr × cores (ProKT; --method kd: lr × temperature × cores;
               --method kd-lr: KD's student lr alone across 1e-6..1e-3, a landscape whose configurations differ by
-              far more than the selection noise) vs Optuna TPE + ASHA on ranges around it, once per search seed:
+              far more than the selection noise; --method kd-opdf: the OPDF arm's lr × cores × core lr rule) vs Optuna TPE + ASHA on ranges around it, once per search seed:
               trial-epochs each needs to reach within 0.5 point of the grid's best selection score
   overhead    time from the search's start to the first training step, and a trial's wall time against the
               single-run command (python -m opdf_ray.run) on the same configuration
@@ -11,6 +11,8 @@
 
     python benchmarks/bench_search.py efficiency [--method kd --task mrpc --samples 1024 --epochs 3]
     python benchmarks/bench_search.py efficiency --method kd-lr --task sst2 --samples 1000 --epochs 3 \
+        --search-seeds 0 1 2
+    python benchmarks/bench_search.py efficiency --method kd-opdf --task sst2 --samples 1000 --epochs 3 \
         --search-seeds 0 1 2
     python benchmarks/bench_search.py overhead|allreduce
 """
@@ -52,17 +54,28 @@ def settings(out: Path, name: str, **kw) -> SearchSettings:
 
 
 LR_DECADES = [1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3]
-SPACES = {   # (grid choices, TPE ranges, OPDF core counts searched) per --method
+
+
+def _range(low: float, high: float, kind: str = "loguniform") -> dict:
+    return {"type": kind, "low": low, "high": high}
+
+
+SPACES = {   # (grid choices, TPE parameters, OPDF core counts searched) per --method
     "prokt": ({"lr": [3e-5, 3e-4], "teacher_lr": [3e-5, 3e-4]},
-              {"lr": (1e-5, 5e-4, "loguniform"), "teacher_lr": (1e-5, 3e-4, "loguniform")}, [0, 5]),
+              {"lr": _range(1e-5, 5e-4), "teacher_lr": _range(1e-5, 3e-4)}, [0, 5]),
     "kd": ({"lr": [2e-5, 1e-4], "temperature": [1.0, 4.0]},
-           {"lr": (1e-5, 3e-4, "loguniform"), "temperature": (1.0, 4.0, "uniform")}, [0, 5]),
-    "kd-lr": ({"lr": LR_DECADES}, {"lr": (LR_DECADES[0], LR_DECADES[-1], "loguniform")}, [0]),
+           {"lr": _range(1e-5, 3e-4), "temperature": _range(1.0, 4.0, "uniform")}, [0, 5]),
+    "kd-lr": ({"lr": LR_DECADES}, {"lr": _range(LR_DECADES[0], LR_DECADES[-1])}, [0]),
+    # the OPDF arm's landscape (issue 23 §2): every trial over-parameterised, its lr, cores and the cores' lr rule
+    "kd-opdf": ({"lr": [3e-5, 1e-4, 3e-4], "opdf_core_lr": ["matched", "1.0"]},
+                {"lr": _range(1e-5, 1e-3), "opdf_core_lr": {"type": "categorical", "choices": ["matched", "1.0"]}},
+                [3, 7]),
 }
 
 
 def _space(method: str, epochs: int, params: dict, cores: list[int], sampler: str):
-    fixed = FIXED | {"method": method.split("-")[0]} | ({"opdf_cores": cores[0]} if len(cores) == 1 else {})
+    fixed = FIXED | {"method": method.split("-")[0]} | ({"opdf_cores": cores[0]} if len(cores) == 1 else {}) | (
+        {"t2_scaling": True} if "temperature" in params else {})        # a searched temperature needs T²
     axes = params | ({"opdf_cores": {"type": "categorical", "choices": cores}} if len(cores) > 1 else {})
     return parse_space({"fixed": fixed, "epochs": {"default": epochs}, "params": axes}, sampler)
 
@@ -82,8 +95,7 @@ def efficiency(out: Path, method: str = "prokt", task: str = "rte", samples: int
     grid_choices, ranges, cores = SPACES[method]
     grid_space = _space(method, epochs, {k: {"type": "categorical", "choices": v} for k, v in grid_choices.items()},
                         cores, "grid")
-    tpe_space = _space(method, epochs, {k: {"type": kind, "low": low, "high": high}
-                                        for k, (low, high, kind) in ranges.items()}, cores, "tpe")
+    tpe_space = _space(method, epochs, ranges, cores, "tpe")
     base = RunSpec(**BASE | {"task": task, "max_train_samples": samples})
     n_grid = len(cores) * math.prod(len(v) for v in grid_choices.values())
     startup = startup_trials(settings(out, "tpe", num_samples=n_grid, tpe_startup_trials=tpe_startup_trials))

@@ -91,7 +91,8 @@ def from_pretrained(loader, source: str, **kwargs):
 
 
 SUPPORTED_MODEL_TYPES = ("bert",)    # BERT-family encoders: MiniLM, bert-base, TinyBERT, … (what layers.py factors)
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 
 
 def check_checkpoint(source: str, role: str) -> None:

@@ -149,3 +149,20 @@ def test_the_equal_budget_arms_differ_only_by_the_opdf_knobs(method):
     assert all(p.name.startswith("opdf_") for p in opdf.params[len(dense.params):])
     assert {p.name for p in opdf.params} >= {"opdf_cores", "opdf_core_lr", "opdf_train_cores", "opdf_align_map",
                                              "opdf_align_ratio"}
+
+
+def test_every_search_efficiency_landscape_is_a_valid_grid_and_tpe_space():
+    """benchmarks/bench_search.py efficiency: a landscape the space rules refuse fails after minutes of Ray set-up."""
+    import importlib.util
+
+    from opdf_ray.tune import grid_of
+
+    path = STUDY_SPACES.parent.parent / "bench_search.py"
+    spec = importlib.util.spec_from_file_location("bench_search", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for method, (grid, params, cores) in bench.SPACES.items():
+        grid_space = bench._space(method, 3, {k: {"type": "categorical", "choices": v} for k, v in grid.items()},
+                                  cores, "grid")
+        assert set(grid_of(grid_space)) == set(grid) | ({"opdf_cores"} if len(cores) > 1 else set())
+        assert {p.name for p in bench._space(method, 3, params, cores, "tpe").params} >= set(params)
