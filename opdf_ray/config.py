@@ -160,6 +160,11 @@ class RunSpec:
     opdf_train_cores: str = _knob("all", "cores the student trains: all, or central (the auxiliary cores stay "
                                   "frozen at their start: the limit of an infinitely strong 'init' alignment, which "
                                   "then has nothing left to align)", choices=TRAIN_CORES)
+    dense_lr_as_cores: int = _knob(0, "a control for OPDF at one lr (dense student only): each encoder matrix's lr "
+                                   "becomes κ × lr, κ how much further an MPO of it with this many cores would move "
+                                   "for the same gradient (calibrated on the first batch), so it steps as far as "
+                                   "--opdf-core-lr 1.0 moves it; says whether OPDF is more than a per-matrix step "
+                                   "size (0 = off)")
     opdf_teacher: bool = _knob(True, "align with the teacher's MPO cores (ProKT/LGTM then also train the teacher "
                                "as MPO, as the published LGTM+OPDF); the teacher's forward always stays exact")
     # execution
@@ -246,6 +251,8 @@ class RunSpec:
             bad("opdf_cores", "0 (off) or an int ≥ 2")
         if self.opdf_bond_dim is not None and not self.opdf_cores:
             raise ValueError("opdf_bond_dim is set but OPDF is off (opdf_cores=0); set --opdf-cores too")
+        if self.dense_lr_as_cores and (self.opdf_cores or self.dense_lr_as_cores < 2):
+            bad("dense_lr_as_cores", "0 (off) or an int ≥ 2, with OPDF off (it is the dense control for OPDF)")
         if self.student_layers is not None:
             self.layer_ids()   # validates the format
         if self.student and self.opdf and self.opdf_align_map == "init":

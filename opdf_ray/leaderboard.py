@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 # 7: opdf_core_lr (before 7: the dense lr for every core, "1.0"), opdf_align_ratio (0.0), opdf_train_cores ("all");
 #    init_classifier_to_zero may be null (auto); cores decay as their deployed matrix would (wd was 0 in every study)
 # 8: student_path (the merged student of a completed trial, for ``opdf-ray export``; empty before 8)
-SCHEMA_VERSION = 8
+# 9: dense_lr_as_cores (the dense control for OPDF at one lr; 0 before 9)
+SCHEMA_VERSION = 9
 STATUSES = ("completed", "pruned", "failed")
 METRICS = tuple(dict.fromkeys(m for t in TASKS.values() for m in t.metrics))   # accuracy, f1, mcc, …
 _ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
@@ -265,10 +266,11 @@ def _teacher_metrics_before_v5(frame: pd.DataFrame) -> None:
 
 def _opdf_settings_before_v7(frame: pd.DataFrame) -> None:
     """Rows written before schema 7 trained every core at the dense lr, with the alignment as a raw weight, all cores
-    trained: what those settings' values mean (their config_id is recomputed: ``_config_ids_of_today``)."""
+    trained, and (before 9) no dense control: what those settings' values mean (their config_id is recomputed: ``_config_ids_of_today``)."""
     old = frame["schema_version"] < 7
     for column, value in (("opdf_core_lr", "1.0"), ("opdf_align_ratio", 0.0), ("opdf_train_cores", "all")):
         frame.loc[old & frame[column].isna(), column] = value
+    frame.loc[(frame["schema_version"] < 9) & frame["dense_lr_as_cores"].isna(), "dense_lr_as_cores"] = 0
 
 
 def _truncated_before_v3(frame: pd.DataFrame) -> pd.Series:

@@ -28,27 +28,35 @@ from torch import nn
 
 from opdf_ray import mpo
 from opdf_ray.layers import MPOLinear
-from opdf_ray.overparam import LAYER_MATRICES, mpo_modules
+from opdf_ray.overparam import LAYER_MATRICES, find_targets, mpo_modules
 
 log = logging.getLogger(__name__)
 ADAMW_EPS = 1e-8              # torch's default, what AdamW's first step divides by
 
 
-def make_optimizer(module: nn.Module, lr: float, weight_decay: float,
-                   core_lr: float | None = 1.0) -> torch.optim.AdamW:
+def make_optimizer(module: nn.Module, lr: float, weight_decay: float, core_lr: float | None = 1.0,
+                   dense_like_cores: int = 0, style: str = "paper") -> torch.optim.AdamW:
     """AdamW over the trainable parameters of ``module`` (see the module docstring for the groups).
 
     Args:
         core_lr: the cores' lr as a multiple of ``lr``, or ``None`` for ``matched`` (each matrix's multiplier is
             ``1/κ``, set by ``calibrate`` before the cores' first step; ``1.0`` until then).
+        dense_like_cores: a dense model's control for OPDF at one lr (``dense_lr_as_cores``): each encoder matrix
+            gets a group whose lr becomes ``κ·lr`` (``calibrate_dense``), κ being how much further an MPO of it
+            with this many cores (``style``) would move at the same lr. 0: off.
     """
     layers = mpo_modules(module)
     core_ids = {id(c) for m in layers.values() for c in m.cores}
-    decay, no_decay = [], []
+    matrices = {f"{name}.weight": name for name in find_targets(module)} if dense_like_cores else {}
+    decay, no_decay, own = [], [], []
     for name, p in module.named_parameters():
         if p.requires_grad and id(p) not in core_ids:
-            (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            if name in matrices:
+                own.append({"params": [p], "weight_decay": weight_decay, "dense_matrix": matrices[name],
+                            "like_cores": dense_like_cores, "style": style, "kappa": None, "lr_scale": None})
+            else:
+                (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}, *own]
     scale = 1.0 if core_lr is None else core_lr
     for name, layer in layers.items():
         cores = [c for c in layer.cores if c.requires_grad]
@@ -127,6 +135,40 @@ def calibrate(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_schedu
         group["weight_decay"] = group["weight_decay"] / scale
         group["kappa"], group["core_lr_scale"] = kappa, scale
         found[group["mpo_matrix"]] = kappa
+    return found
+
+
+def pending_dense_groups(optimizer: torch.optim.Optimizer) -> list[dict]:
+    """The dense matrices' groups whose ``κ·lr`` waits for their first gradient (``dense_lr_as_cores``)."""
+    return [g for g in optimizer.param_groups if "dense_matrix" in g and g["lr_scale"] is None]
+
+
+def calibrate_dense(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler
+                    ) -> dict[str, float]:
+    """Give every pending dense matrix group lr·κ and decay wd/κ (so its decay stays a dense one's), κ the step
+    ratio an MPO of the matrix with ``like_cores`` cores would have for this gradient (``step_ratio``): the matrix
+    then steps as far as OPDF at one lr (``opdf_core_lr 1.0``) moves it. Call it before the optimiser's step,
+    with the (averaged) gradients in ``.grad``. Returns κ by matrix name."""
+    found = {}
+    for index, group in enumerate(optimizer.param_groups):
+        if "dense_matrix" not in group or group["lr_scale"] is not None or group["params"][0].grad is None:
+            continue
+        weight = group["params"][0].detach().float()
+        rows, cols = mpo.factor_shapes(weight.shape[0], weight.shape[1], group["like_cores"], group["style"])
+        cores = mpo.decompose(weight, rows, cols)
+        _, vjp = torch.func.vjp(lambda *cs: mpo.contract(list(cs), rows, cols), *cores)
+        grad = group["params"][0].grad.float()
+        layer = MPOLinear([c.clone() for c in cores], rows, cols)
+        kappa = step_ratio(layer, grad, list(vjp(grad)))
+        if not kappa > 0:
+            continue
+        base = scheduler.base_lrs[index]
+        factor = group["lr"] / base
+        scheduler.base_lrs[index] = group["initial_lr"] = base * kappa
+        group["lr"] = base * kappa * factor
+        group["weight_decay"] = group["weight_decay"] / kappa
+        group["kappa"], group["lr_scale"] = kappa, kappa
+        found[group["dense_matrix"]] = kappa
     return found
 
 

@@ -67,15 +67,15 @@ def test_decay_only_steps_shrink_a_deployed_mpo_matrix_as_they_shrink_the_dense_
     assert got == pytest.approx(expected, rel=0.05)                      # before: 1 − (1 − lr·wd)^(5k), 4.7× more
 
 
+def first_step(**overrides) -> tuple[dict[str, float], object]:
+    """‖ΔW‖ of every deployed encoder matrix after one step on a fixed batch, and the method."""
+    m = build(**overrides)
+    before = deployed(m)
+    m.train_step(make_batch(3))
+    return {n: float((w - before[n]).norm()) for n, w in deployed(m).items()}, m
+
+
 def test_matched_core_lr_moves_every_deployed_matrix_as_far_as_the_dense_students_first_step():
-    batch = make_batch(3)
-
-    def first_step(**overrides) -> dict[str, float]:
-        m = build(**overrides)
-        before = deployed(m)
-        m.train_step(batch)
-        return {n: float((w - before[n]).norm()) for n, w in deployed(m).items()}, m
-
     dense, _ = first_step(opdf_cores=0)
     matched, m = first_step()
     published, _ = first_step(opdf_core_lr=1.0)
@@ -86,6 +86,25 @@ def test_matched_core_lr_moves_every_deployed_matrix_as_far_as_the_dense_student
     assert max(abs(math.log(published[n] / dense[n])) for n in dense) > math.log(1.3)
     assert set(m.core_step_ratios) == {n for n in mpo_modules(m.eval_model())}
     assert "query" in optim.describe(m.core_step_ratios)
+
+
+def test_the_dense_control_steps_each_matrix_as_far_as_opdf_at_one_lr():
+    """Issue 23 §2's control: a dense student whose matrices take OPDF's (one-lr) step sizes, κ_m × lr."""
+    published, _ = first_step(opdf_cores=5, opdf_core_lr=1.0)
+    control, m = first_step(opdf_cores=0, dense_lr_as_cores=5)
+    dense, _ = first_step(opdf_cores=0)
+    assert set(control) == set(published) == set(dense) and len(dense) == 12
+    for name in dense:
+        assert control[name] == pytest.approx(published[name], rel=0.15), name
+    assert max(abs(math.log(control[n] / dense[n])) for n in dense) > math.log(1.3)       # not the dense student
+    assert len(m.core_step_ratios) == 12 and "value" in optim.describe(m.core_step_ratios)
+    _, decayed = first_step(opdf_cores=0, dense_lr_as_cores=5, weight_decay=0.01, warmup_ratio=0.5)
+    dense_lr = decayed.student_opt.param_groups[0]["lr"]                  # the schedule's lr now (in its warm-up)
+    for group in (g for g in decayed.student_opt.param_groups if "dense_matrix" in g):
+        assert group["lr"] == pytest.approx(group["kappa"] * dense_lr)    # κ × lr, following the schedule
+        assert group["weight_decay"] * group["lr"] == pytest.approx(0.01 * dense_lr)    # decays as a dense matrix
+    with pytest.raises(ValueError, match="dense_lr_as_cores=5 is invalid; allowed: 0 \\(off\\) or an int ≥ 2"):
+        RunSpec(opdf_cores=3, dense_lr_as_cores=5)
 
 
 def test_matched_core_lr_follows_the_schedule_and_survives_a_checkpoint():

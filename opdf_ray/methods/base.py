@@ -212,7 +212,8 @@ class Method:
 
     def setup(self, total_steps: int) -> None:
         s = self.spec
-        self.student_opt = make_optimizer(self.eval_model(), s.lr, s.weight_decay, s.core_lr_multiplier)
+        self.student_opt = make_optimizer(self.eval_model(), s.lr, s.weight_decay, s.core_lr_multiplier,
+                                          s.dense_lr_as_cores, s.opdf_style)
         self.student_sched = linear_schedule(self.student_opt, total_steps, s.warmup_ratio)
         if self.uses_teacher and not self.trains_teacher:
             self.teacher.eval().requires_grad_(False)
@@ -280,7 +281,18 @@ class Method:
         grads.average_(self.parallel)
         if optim.pending_groups(optimizer):
             self.calibrate_core_lr(optimizer, grads.layer_gradients_in_grad())
+        if optim.pending_dense_groups(optimizer):
+            self.calibrate_dense_lr(optimizer)
         grads.push_()
+
+    def calibrate_dense_lr(self, optimizer) -> None:
+        """``dense_lr_as_cores``: each encoder matrix's lr becomes κ × lr (``optim.calibrate_dense``); log κ."""
+        scheduler = next(sched for opt, sched in self.optimizers().values() if opt is optimizer)
+        found = optim.calibrate_dense(optimizer, scheduler)
+        if found and self.parallel.is_main:
+            log.info("dense control: lr × κ of a %d-core MPO per matrix, κ by type %s", self.spec.dense_lr_as_cores,
+                     optim.describe(found))
+        self.core_step_ratios |= found
 
     def calibrate_core_lr(self, optimizer, layer_grads: list) -> None:
         """``opdf_core_lr=matched``: set the lr of ``optimizer``'s core groups still waiting for it from their
