@@ -166,3 +166,12 @@ def test_every_search_efficiency_landscape_is_a_valid_grid_and_tpe_space():
                                   cores, "grid")
         assert set(grid_of(grid_space)) == set(grid) | ({"opdf_cores"} if len(cores) > 1 else set())
         assert {p.name for p in bench._space(method, 3, params, cores, "tpe").params} >= set(params)
+
+
+def test_the_quick_start_space_covers_its_four_cells_first():
+    """The README's quick start promises KD and Theseus, each with and without OPDF, in its 4 trials."""
+    from opdf_ray.search_space import load_space
+
+    space = load_space(Path(__file__).resolve().parent.parent / "search_spaces" / "quickstart.yaml")
+    assert sorted((c["method"], c["opdf"]) for c in space.cells()) == [("kd", False), ("kd", True),
+                                                                       ("theseus", False), ("theseus", True)]
