@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"leaderboard: {outcome.leaderboard} ({len(outcome.rows)} rows); best per (task, method, OPDF on/off):")
         best = outcome.best
         print(best.to_string(index=False) if len(best) else "  (no completed trial yet)")
-        if len(best):
+        if (best["status"] == "completed").any():
             print(f"take the best student home: opdf-ray export {outcome.leaderboard} --out best"
                   + (" --task TASK" if best["task"].nunique() > 1 else ""))
     if outcome.failed:
@@ -444,7 +444,8 @@ def execute(args: argparse.Namespace) -> SearchOutcome:
         board = read_leaderboard(settings.leaderboard)
     except FileNotFoundError:
         board = None
-    return SearchOutcome(settings.leaderboard, board, None if board is None else best_per_cell(board), failed)
+    return SearchOutcome(settings.leaderboard, board, None if board is None else best_per_cell(board, pruned_too=True),
+                         failed)
 
 
 def check_not_all_failed(trials: int, failed: int) -> None:

@@ -324,14 +324,21 @@ def best_rows(df: pd.DataFrame, by: str = "selection_score") -> pd.DataFrame:
     return done.loc[index].sort_values(VARIANT).reset_index(drop=True)
 
 
-def best_per_cell(df: pd.DataFrame) -> pd.DataFrame:
-    """The best completed row by selection score per (task, method, OPDF on/off): what a search's end prints."""
+def best_per_cell(df: pd.DataFrame, pruned_too: bool = False) -> pd.DataFrame:
+    """The best completed row by selection score per (task, method, OPDF on/off). ``pruned_too`` (what a search's
+    end prints): a cell whose every trial ASHA stopped shows its best stopped row (no dev score), so every cell
+    the search tried is there."""
+    cols = ["task", "method", "opdf", "opdf_cores", "status", "selection_score", "dev_score", "trial_id"]
+    cell = ["task", "method", "opdf"]
     done = usable(df).dropna(subset=["selection_score"])
-    cols = ["task", "method", "opdf", "opdf_cores", "selection_score", "dev_score", "trial_id"]
+    if pruned_too:
+        stopped = df[df["status"] == "pruned"].dropna(subset=["selection_score"])
+        stopped = stopped[~stopped.set_index(cell).index.isin(done.set_index(cell).index)]
+        done = pd.concat([done, stopped]) if len(stopped) else done
     if done.empty:
         return done[cols]
-    index = done.groupby(["task", "method", "opdf"], observed=True)["selection_score"].idxmax()
-    return done.loc[index, cols].sort_values(["task", "method", "opdf"]).reset_index(drop=True)
+    index = done.reset_index(drop=True).groupby(cell, observed=True)["selection_score"].idxmax()
+    return done.reset_index(drop=True).loc[index, cols].sort_values(cell).reset_index(drop=True)
 
 
 def seed_summary(df: pd.DataFrame, metric: str = "dev_score") -> pd.DataFrame:

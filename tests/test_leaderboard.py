@@ -115,3 +115,17 @@ def test_a_configuration_run_twice_with_one_seed_counts_once_and_is_flagged(tmp_
     assert list(summary["seeds"]) == [2]                  # distinct seeds, not rows
     assert summary["mean"].item() == pytest.approx(87.0)  # the latest run of seed 1 (90) with seed 2 (84)
     assert list(duplicate_runs(board)["trial_id"]) == ["a"]
+
+
+def test_the_best_per_cell_prefers_completed_rows_and_can_show_a_cell_asha_stopped_entirely(tmp_path):
+    from opdf_ray.leaderboard import best_per_cell
+
+    for r in (row("a", lr=1e-5, score=80.0), row("b", lr=2e-5, score=81.0), row("c", "pruned", lr=3e-5, score=90.0),
+              row("d", "pruned", method="theseus", score=70.0), row("e", "pruned", method="theseus", lr=2e-5,
+                                                                      score=75.0)):
+        write_row(str(tmp_path), r)
+    board = read_leaderboard(str(tmp_path))
+    assert best_per_cell(board)[["method", "trial_id"]].values.tolist() == [["kd", "b"]]
+    shown = best_per_cell(board, pruned_too=True)
+    assert shown[["method", "status", "trial_id"]].values.tolist() == [["kd", "completed", "b"],
+                                                                       ["theseus", "pruned", "e"]]

@@ -86,6 +86,8 @@ def best_space(method: str, arm: str, task: str, storage: Path) -> Path:
     header, body = config_block(row).split("\n", 1)
     space = yaml.safe_load(body)
     space["params"]["seed"]["choices"] = EQUAL_SEEDS
+    for key in BUDGET.keys() | {"max_train_samples"}:          # the budget the driver passes (the same values)
+        space["fixed"].pop(key, None)
     out = SPACES / "best" / f"{method}{arm}-{task}.yaml"
     out.parent.mkdir(exist_ok=True)
     out.write_text(f"{header}\n# the best of {len(rows)} trials of eq-{method}{arm} on {task} (seed {EQUAL_SEED}): "
