@@ -118,7 +118,7 @@ def test_a_relative_storage_still_hands_trials_a_teacher_they_can_load(local_ray
     outcome = opdf_ray.search("rte", preset="tiny", space="space.yaml", num_samples=1, max_train_samples=64,
                               max_length=32, max_epochs=2, cache_dir="cache", max_concurrent=1, gpus_per_worker=0,
                               cpus_per_worker=1.0, seed=0)
-    assert outcome.leaderboard == "outputs/search/leaderboard" and outcome.failed == []
+    assert outcome.leaderboard == str(tmp_path / "outputs/search/leaderboard") and outcome.failed == []
     board = read_leaderboard(outcome.leaderboard)
     assert list(board["status"]) == ["completed"], board.get("error")
     assert list(outcome.best["trial_id"]) == list(board["trial_id"])
