@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cudnn-attention", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--profile-steps", type=int, default=0,
                    help="after training, profile this many steps per case (not LGTM): profile-<case>.txt")
+    p.add_argument("--capture", choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+                   help="compile the batched MPO contraction and its backward with torch.compile(mode=...) "
+                        "(reduce-overhead: CUDA graphs); default: eager")
     p.add_argument("--out", type=Path, default=Path("outputs/gpu_epochs"))
     args = p.parse_args(argv)
     if args.teacher and not (args.teacher / "config.json").is_file():
@@ -146,13 +149,17 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from opdf_ray import mpo
+
+    mpo.capture_contraction(args.capture)
     results = [run_case(args, method, cores) for method, cores in args.cases]
     (args.out / "gpu_epochs.json").write_text(json.dumps(results, indent=2))
     print(f"{args.task}, {args.samples} examples, length {args.max_length}, batch {args.batch_size}, "
           f"device {results[0]['device']}, bf16 {results[0]['bf16']}, padded to a multiple of "
           f"{results[0]['pad_to_multiple_of'] or 1}, torch {torch.__version__}"
           + (f", cuDNN attention {'on' if torch.backends.cuda.cudnn_sdp_enabled() else 'off'}"
-             if results[0]["device"].startswith("cuda") else ""))
+             if results[0]["device"].startswith("cuda") else "")
+          + f", contraction {'compiled, mode ' + args.capture if args.capture else 'eager'}")
     print("| case (in run order) | set-up s | " + " | ".join(f"epoch {i + 1} ms/step" for i in range(args.epochs))
           + " | distinct batch lengths |")
     print("|---" * (args.epochs + 3) + "|")

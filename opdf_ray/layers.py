@@ -224,6 +224,7 @@ class StepWeightGroup:
         layers = self.layers
         for m in layers:
             m._check_no_pending_gradient()
+            m._step = None              # the last step's weights are dead before a captured contraction reuses them
         keys = [_version_key(m.cores) for m in layers]
         first = layers[0]
         needs_graph = any(c.requires_grad for c in first.cores)

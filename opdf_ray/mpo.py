@@ -325,7 +325,17 @@ def contract_stacked(stacks: Sequence[torch.Tensor], row_shape: Sequence[int],
         raise ValueError(f"stacks must be (G, d, i, j, d') tensors with one G, got "
                          f"{[tuple(s.shape) for s in stacks]}")
     check_cores([s[0] for s in stacks], row_shape, col_shape)
-    return _contract_chain(stacks, row_shape, col_shape)
+    return _stacked_chain(list(stacks), tuple(row_shape), tuple(col_shape))
+
+
+def capture_contraction(mode: str | None) -> None:
+    """Run every batched contraction (``contract_stacked``, hence each step's weights and their VJP) through
+    ``torch.compile(mode=mode, fullgraph=True)``: fused kernels, and with ``"reduce-overhead"`` CUDA graphs, for
+    a GPU step bound by kernel launches; ``None`` returns to eager. Process-wide and experimental: measured by
+    ``benchmarks/gpu_epochs.py --capture``, not a run setting (docs/benchmarks.md says whether it pays)."""
+    global _stacked_chain
+    _stacked_chain = _contract_chain if mode is None else torch.compile(_contract_chain, mode=mode, fullgraph=True,
+                                                                        dynamic=False)
 
 
 def _contract_chain(cores: Sequence[torch.Tensor], row_shape: Sequence[int], col_shape: Sequence[int]) -> torch.Tensor:
@@ -338,3 +348,6 @@ def _contract_chain(cores: Sequence[torch.Tensor], row_shape: Sequence[int], col
     b = len(batch)
     t = t.reshape(*batch, *inter).permute(*range(b), *range(b, b + 2 * n, 2), *range(b + 1, b + 2 * n, 2))
     return t.reshape(*batch, math.prod(row_shape), math.prod(col_shape))     # (*batch, I, J)
+
+
+_stacked_chain = _contract_chain      # what contract_stacked runs: eager, or compiled by capture_contraction

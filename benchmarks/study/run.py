@@ -180,6 +180,9 @@ def launch(step: str, name: str, space: Path, task: str, seed: int, storage: Pat
         export(leaderboard, step)                    # what finished is committed, even after an interruption
     if outcome.failed:
         raise SystemExit(f"{name} on {task}: the search stopped early (see above)")
+    done, _ = finished_rows(leaderboard, f"{name}-{task}")
+    if done < trials:        # interrupted (Ctrl-C returns from the search): keep its checkpoints for the resume
+        raise SystemExit(f"{name} on {task}: {done} of {trials} trials finished; run the step again to resume it")
     freed = drop_checkpoints(storage / f"{name}-{task}")
     print(f"{name} on {task}: done; deleted its trials' checkpoints ({freed / 2**30:.1f} GiB)", flush=True)
 
