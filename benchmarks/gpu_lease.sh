@@ -17,11 +17,13 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OF
 SITE=/tmp/opdf-site
 if [ ! -d "$SITE/ray" ]; then
     mkdir -p "$SITE" && xz -dc -T0 .gpu/site312.tar.xz | tar -x -C "$SITE" || exit 1
+    mkdir -p "$SITE/ray/dashboard/client/build/static"     # the dashboard (State API) starts without its front end
 fi
 export PYTHONPATH="$SITE:$PWD"
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nproc
-  python3 -c "import sys, torch, ray, transformers, optuna; print(sys.version.split()[0], torch.__version__, \
-ray.__version__, transformers.__version__, optuna.__version__, torch.cuda.get_device_name())"; } > "$OUT/env.txt" 2>&1
+  python3 -c "import sys, torch, ray, transformers, optuna, datasets; from transformers import AutoModel; \
+import opdf_ray.tune, opdf_ray.engine; print(sys.version.split()[0], torch.__version__, ray.__version__, \
+transformers.__version__, optuna.__version__, torch.cuda.get_device_name())"; } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
 step() {   # step NAME SECONDS COMMAND...: run it under a time limit, its log in $OUT/NAME.log
@@ -32,10 +34,11 @@ step() {   # step NAME SECONDS COMMAND...: run it under a time limit, its log in
     grep -E '^\||x$|x;|^mrpc|^sst2' "$OUT/$name.log" | tail -30
 }
 EPOCHS="--task mrpc --samples 2048 --epochs 2 --max-length 128 --batch-size 32"
-step epochs 240 python3 benchmarks/gpu_epochs.py --teacher .gpu/minilm --random-weights $EPOCHS --out /tmp/ge \
-    --cases kd-0 kd-5 prokt-0 prokt-5 lgtm-0 lgtm-5 theseus-0 theseus-5 kd-0
-step share 270 python3 benchmarks/gpu_share.py --teacher /tmp/ge/random-teacher --task mrpc --out /tmp/gs
-step capture 150 python3 benchmarks/gpu_epochs.py --teacher .gpu/minilm --random-weights $EPOCHS --out /tmp/ge \
+step epochs 170 python3 benchmarks/gpu_epochs.py --teacher .gpu/minilm --random-weights $EPOCHS --out /tmp/ge \
+    --cases kd-0 kd-5 prokt-0 prokt-5 lgtm-0 lgtm-5
+step share 200 python3 benchmarks/gpu_share.py --teacher /tmp/ge/random-teacher --task mrpc --out /tmp/gs \
+    --no-warm --trials 3 4
+step capture 90 python3 benchmarks/gpu_epochs.py --teacher .gpu/minilm --random-weights $EPOCHS --out /tmp/ge \
     --capture reduce-overhead --cases kd-0 kd-5
-step bert-base 120 python3 benchmarks/gpu_epochs.py --preset bert-base --teacher .gpu/bert-base --random-weights \
+step bert-base 80 python3 benchmarks/gpu_epochs.py --preset bert-base --teacher .gpu/bert-base --random-weights \
     $EPOCHS --out /tmp/gb --cases kd-0 kd-5

@@ -5,7 +5,8 @@ step for each, and their ratio, measured in the same call.
 
     python benchmarks/gpu_share.py --teacher DIR [--task mrpc] [--shares 1.0 0.25] [--trials 4 8]
 
-First a one-trial search fine-tunes the teacher into the shared cache, so neither measured search pays for it.
+First a one-trial search fine-tunes the teacher into the shared cache (``--no-warm``: the first measured search
+does, before its trials start).
 ASHA is off (every trial runs both epochs) so the two searches do the same work per trial. Trials per hour count
 from the first trial's start to the last trial's end (leaderboard rows), which leaves Ray's start-up out; the
 search's whole wall time is printed beside it. Record what it prints in docs/benchmarks.md.
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shares", type=float, nargs=2, default=[1.0, 0.25], metavar=("WHOLE", "SHARE"))
     p.add_argument("--trials", type=int, nargs=2, default=[4, 8], metavar=("AT_WHOLE", "AT_SHARE"))
     p.add_argument("--cpus-per-worker", type=float, default=3)
+    p.add_argument("--warm", action=argparse.BooleanOptionalAction, default=True,
+                   help="a one-trial search first (--no-warm: the first measured search fine-tunes the teacher, "
+                        "before its first trial starts, so outside the trials-per-hour span)")
     p.add_argument("--address", help="a running Ray cluster (default: each search starts Ray locally)")
     p.add_argument("--out", type=Path, default=Path("outputs/gpu_share"))
     args = p.parse_args(argv)
@@ -75,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     args.gpu = torch.cuda.is_available()
     if not args.gpu:
         print("no CUDA device: the searches run on CPUs with the same concurrency (a check of this script only)")
-    search(args, "warm", 1.0, 1)           # the teacher's fine-tune, cached for both measured searches
+    if args.warm:
+        search(args, "warm", 1.0, 1)       # the teacher's fine-tune, cached for both measured searches
     results = {}
     for share, trials in zip(args.shares, args.trials):
         wall, board = search(args, f"share-{share:g}", share, trials)

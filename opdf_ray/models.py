@@ -78,9 +78,13 @@ def build_tiny_model(cache_dir: str | os.PathLike) -> Path:
 
 def from_pretrained(loader, source: str, **kwargs):
     """``loader.from_pretrained`` with remote code always off (a checkpoint never runs its own Python here) and a
-    clear error for a missing source."""
+    clear error for a missing source. Models load without the hub's kernels: transformers ≥ 5.25 swaps layers for
+    kernels downloaded from the hub at run time on CUDA by default, which fails offline (seen on a lent H200) and
+    would change a student's numerics with the network."""
     if "trust_remote_code" in kwargs:          # not a caller's choice: always off
         raise ValueError("opdf-ray never executes code shipped with a checkpoint (trust_remote_code is not accepted)")
+    if hasattr(loader, "from_config"):        # a model class (AutoConfig and AutoTokenizer have no from_config)
+        kwargs.setdefault("use_kernels", False)
     try:
         return loader.from_pretrained(source, trust_remote_code=False, **kwargs)
     except OSError as e:

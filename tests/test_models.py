@@ -56,3 +56,16 @@ def test_checkpoints_never_run_their_own_code(tmp_path):
     enabled = keyword + r"['\"]?\s*[=:]\s*" + on                       # keyword or dict form, in any tracked file
     tracked = subprocess.run(["git", "grep", "-lE", enabled], cwd=repo, capture_output=True, text=True).stdout
     assert tracked == ""
+
+
+def test_models_load_without_hub_kernels(tmp_path):
+    """transformers 5.25 kernelizes every loaded model with kernels fetched from the hub (on by default, on CUDA a
+    download at run time: offline it fails); a model loaded here never is."""
+    from transformers import BertConfig
+
+    from opdf_ray.models import from_pretrained
+
+    config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=37)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path)
+    assert from_pretrained(AutoModelForSequenceClassification, str(tmp_path)).use_kernels is False
