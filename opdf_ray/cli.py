@@ -123,6 +123,18 @@ def overrides(args) -> dict:
     return values | ({} if args.max_length is None else {"max_length": args.max_length})
 
 
+def absolute_local_paths(values: dict) -> dict:
+    """The run settings that name local paths, made absolute: Ray tasks and trials resolve a relative path from
+    their own working directories, not the user's (a relative ``--cache-dir`` landed in Ray's). A teacher or
+    student that is not a local folder is a hub id and stays as given."""
+    out = dict(values)
+    for key in ("cache_dir", "data_dir", "teacher", "student"):
+        value = out.get(key)
+        if value and (key in ("cache_dir", "data_dir") or Path(value).expanduser().exists()):
+            out[key] = str(Path(value).expanduser().resolve())
+    return out
+
+
 def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     """Everything that can be checked without Ray: tasks, space, base specs, data, the teacher, where results go.
     Raises ``ValueError`` or ``FileNotFoundError`` with a one-line message."""
@@ -151,7 +163,7 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     for task in tasks:
         values = {"task": task, "preset": args.preset, "teacher": args.teacher, "data_dir": args.data_dir,
                   "cache_dir": args.cache_dir, "seed": args.seed, "max_train_samples": args.max_train_samples}
-        bases[task] = RunSpec.from_dict(values | overrides(args))
+        bases[task] = RunSpec.from_dict(absolute_local_paths(values | overrides(args)))
         spec = as_trials[task] = RunSpec.from_dict(bases[task].to_dict() | space.fixed | overrides(args))
         load_glue(task, spec.data_dir, spec.selection_fraction, spec.selection_cap, spec.seed,
                   spec.max_train_samples)            # missing data fails here; logs the trials' split sizes

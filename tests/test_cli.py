@@ -95,3 +95,16 @@ def test_the_pre_flight_data_check_logs_the_split_the_trials_get(tmp_path, caplo
         validate(args)
     (line,) = [r.getMessage() for r in caplog.records if "held out of train" in r.getMessage()]
     assert "300 train" in line and "seed 7" in line, line
+
+
+def test_local_paths_reach_trials_absolute_and_hub_ids_stay(tmp_path, monkeypatch):
+    """Ray tasks and trials resolve relative paths from their own working directories: the search hands them
+    absolute ones (a relative --cache-dir once filled the Ray workers' folder instead of the user's)."""
+    from opdf_ray.cli import absolute_local_paths
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my-teacher").mkdir()
+    got = absolute_local_paths({"cache_dir": "cache", "data_dir": "glue", "teacher": "my-teacher",
+                                "student": "bert-base-uncased", "seed": 0})
+    assert got == {"cache_dir": str(tmp_path / "cache"), "data_dir": str(tmp_path / "glue"),
+                   "teacher": str(tmp_path / "my-teacher"), "student": "bert-base-uncased", "seed": 0}

@@ -119,6 +119,7 @@ def test_a_relative_storage_still_hands_trials_a_teacher_they_can_load(local_ray
                               max_length=32, max_epochs=2, cache_dir="cache", max_concurrent=1, gpus_per_worker=0,
                               cpus_per_worker=1.0, seed=0)
     assert outcome.leaderboard == str(tmp_path / "outputs/search/leaderboard") and outcome.failed == []
+    assert any((tmp_path / "cache" / "tokens").iterdir())      # the relative cache is the user's, not Ray's cwd's
     board = read_leaderboard(outcome.leaderboard)
     assert list(board["status"]) == ["completed"], board.get("error")
     assert list(outcome.best["trial_id"]) == list(board["trial_id"])

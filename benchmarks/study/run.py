@@ -171,6 +171,15 @@ def launch(step: str, name: str, space: Path, task: str, seed: int, storage: Pat
     if done >= trials:
         print(f"skip {name} on {task}: all {done} trials are in the leaderboard", flush=True)
         return
+    if started and not (storage / f"{name}-{task}").exists():
+        # rows of a search interrupted in an earlier session (from the committed CSV) whose Tune state is gone:
+        # a search cannot resume from rows alone, so it starts again and its old rows go
+        old = list(leaderboard.glob(f"task={task}/{name}-{task}--*.parquet"))
+        for path in old:
+            path.unlink()
+        print(f"{name} on {task}: {len(old)} rows of an interrupted search with no Tune state here; starting it "
+              f"again", flush=True)
+        started = False
     options = dict(space=str(space), seed=seed, name=name, storage=str(storage), leaderboard=str(leaderboard),
                    max_concurrent=1, resume=started, **budget(task), **search)
     print(f"+ opdf_ray.search({task!r}, **{options})", flush=True)
