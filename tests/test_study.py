@@ -53,3 +53,29 @@ def test_update_size_refuses_a_teacher_the_method_does_not_train(tmp_path, capsy
     with pytest.raises(SystemExit):
         update_size.main(["--teacher", str(tmp_path), "--method", "kd", "--model", "teacher"])
     assert "kd does not train its teacher; use --method prokt or lgtm" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("core_lr, control", [("'1.0'", {"dense_lr_as_cores": 4}), (None, {})])
+def test_ablations_of_the_best_opdf_configuration_drop_only_what_they_ablate(tmp_path, monkeypatch, core_lr,
+                                                                             control):
+    """align-off: the best OPDF configuration with every core trained and no alignment; dense-control: it without
+    OPDF, stepping as its cores did (κ × lr where they took the dense lr, plain lr where matched). Both load."""
+    from opdf_ray.config import RunSpec
+    from opdf_ray.search_space import load_space
+
+    study = load("run.py")
+    monkeypatch.setattr(study, "SPACES", tmp_path)
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "kd-opdf-sst2.yaml").write_text(
+        "# config_id abc: opdf-ray search ...\n"
+        "fixed: {method: kd, lr: 3.0e-4, temperature: 2.0, eval_steps: 16, opdf_cores: 4, "
+        f"opdf_train_cores: central{', opdf_core_lr: ' + core_lr if core_lr else ''}}}\n"
+        "params: {seed: {type: categorical, choices: [1, 2, 3]}}\n")
+    align_off, dense = (load_space(path) for path in study.ablation_spaces("sst2"))
+    shared = {"method": "kd", "lr": 3.0e-4, "temperature": 2.0, "eval_steps": 16}
+    assert align_off.fixed == shared | {"opdf_cores": 4, "opdf_align_weight": 0.0, "opdf_align_ratio": 0.0} | (
+        {"opdf_core_lr": "1.0"} if core_lr else {})
+    assert dense.fixed == shared | control
+    for space in (align_off, dense):
+        RunSpec.from_dict({"task": "sst2", "seed": 1, **space.fixed})            # a valid run, as a trial gets it
+        assert [p.name for p in space.params] == ["seed"]

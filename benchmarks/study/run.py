@@ -14,6 +14,7 @@ configuration re-run on seeds 1-3 (``spaces/best/``, written from the leaderboar
 
     python benchmarks/study/run.py equal [--tasks sst2 mrpc stsb] [--methods kd theseus] [--arms dense opdf]
     python benchmarks/study/run.py equal-seeds [--tasks ...]
+    python benchmarks/study/run.py equal-ablations --task sst2   # KD's best OPDF: alignment off, dense control
 
 Each step has its own Parquet leaderboard under ``--storage`` (not committed) and its committed text copy
 ``benchmarks/study/results/<step>.csv`` (every leaderboard column, one row per trial), from which the leaderboard is
@@ -26,7 +27,8 @@ one row per alignment weight.
 Budget (a 2-core CPU): minilm preset, 3 epochs, max length 64; SST-2 and STS-B on seeded subsets of 1,000 and 2,000
 training examples per seed (the rest of train gives the selection slice), MRPC on its whole training split. A
 call whose trials are all in the leaderboard is skipped and an interrupted one is resumed, so the study continues
-across sessions without rerunning anything.
+across sessions without rerunning anything finished; a search interrupted in an earlier session (its rows in the
+CSV, its Tune state gone with that machine) starts again.
 """
 
 from __future__ import annotations
@@ -93,6 +95,39 @@ def best_space(method: str, arm: str, task: str, storage: Path) -> Path:
     out.write_text(f"{header}\n# the best of {len(rows)} trials of eq-{method}{arm} on {task} (seed {EQUAL_SEED}): "
                    f"trial {row['trial_id']}, selection {row['selection_score']:.2f}; re-run on seeds "
                    f"{EQUAL_SEEDS}\n" + yaml.safe_dump(space, sort_keys=False))
+    return out
+
+
+def ablation_spaces(task: str) -> list[Path]:
+    """Issue 23 §2's ablations of KD's best OPDF configuration on ``task`` (``spaces/best/kd-opdf-<task>.yaml``,
+    written by equal-seeds), as grids over seeds 1-3: **align-off**, every core trained and nothing pulling the
+    auxiliary ones; **dense-control**, the same configuration without OPDF, whose matrices step as the OPDF ones
+    did: at κ_m × lr (``dense_lr_as_cores``) where the cores took the dense lr (``opdf_core_lr 1.0``), at lr where
+    they were matched (a matched core lr moves each deployed matrix as a dense step would)."""
+    import copy
+
+    import yaml
+
+    best = SPACES / "best" / f"kd-opdf-{task}.yaml"
+    if not best.exists():
+        raise SystemExit(f"{best} is missing: run 'equal-seeds' first (it writes each search's best configuration)")
+    header = best.read_text().split("\n", 1)[0]
+    space = yaml.safe_load(best.read_text())
+    fixed = space["fixed"]
+    align_off = copy.deepcopy(space)
+    for key in ("opdf_align_map", "opdf_align_ratio", "opdf_train_cores"):
+        align_off["fixed"].pop(key, None)
+    align_off["fixed"] |= {"opdf_align_weight": 0.0, "opdf_align_ratio": 0.0}
+    dense = copy.deepcopy(space)
+    dense["fixed"] = {k: v for k, v in fixed.items() if not k.startswith("opdf")}
+    if str(fixed.get("opdf_core_lr", "matched")) != "matched":
+        dense["fixed"]["dense_lr_as_cores"] = int(fixed["opdf_cores"])
+    out = []
+    for variant, body in (("align-off", align_off), ("dense-control", dense)):
+        path = SPACES / "best" / f"kd-opdf-{task}-{variant}.yaml"
+        path.write_text(f"# ablation '{variant}' of {best.name} ({header.lstrip('# ').split(':')[0]})\n"
+                        + yaml.safe_dump(body, sort_keys=False))
+        out.append(path)
     return out
 
 
@@ -213,7 +248,8 @@ def drop_checkpoints(experiment: Path) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("step", choices=["lr", "lr-opdf", "main", "ablations", "report", "equal", "equal-seeds"])
+    p.add_argument("step", choices=["lr", "lr-opdf", "main", "ablations", "report", "equal", "equal-seeds",
+                                    "equal-ablations"])
     p.add_argument("--out", default=str(REPO / "docs" / "study"), help="report: where it goes")
     p.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "stsb"])
     p.add_argument("--task", default="mrpc", help="ablations: the task (its step-2 KD rows are the baselines)")
@@ -236,6 +272,10 @@ def main() -> None:
                     else:
                         grid("equal-seeds", f"best-{method}{arm}", task, 0, storage,
                              best_space(method, arm, task, storage))
+        return
+    if a.step == "equal-ablations":               # on --task: KD's best OPDF configuration, its ablations
+        for space in ablation_spaces(a.task):
+            grid("equal-ablations", space.stem, a.task, 0, storage, space)
         return
     a.methods = a.methods or ["kd", "theseus", "prokt", "lgtm"]
     if a.step in ("lr", "lr-opdf"):               # both write the lr leaderboard (results/lr.csv)
