@@ -154,6 +154,37 @@ def test_lgtm_without_a_held_batch_is_an_error():
         build("lgtm").train_step(make_batch())
 
 
+def per_tensor_lookahead(optimizer, params, grads):
+    """The per-tensor formula ``adamw_lookahead`` batches (its first version), as the bitwise reference."""
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    out = []
+    for p, g in zip(params, grads):
+        group, state = group_of[id(p)], optimizer.state.get(p, {})
+        beta1, beta2 = group["betas"]
+        step = float(state["step"]) + 1 if "step" in state else 1.0
+        m = state["exp_avg"] * beta1 + (1 - beta1) * g if state else (1 - beta1) * g
+        v = state["exp_avg_sq"] * beta2 + (1 - beta2) * g * g if state else (1 - beta2) * g * g
+        m_hat, v_hat = m / (1 - beta1 ** step), v / (1 - beta2 ** step)
+        new = p.detach() * (1 - group["lr"] * group["weight_decay"])
+        out.append(new - group["lr"] * m_hat / (v_hat.sqrt() + group["eps"]))
+    return out
+
+
+def test_adamw_lookahead_is_the_per_tensor_formula_bit_for_bit_across_groups_and_step_counts():
+    """Batched by (param group, step count), with state and without (a parameter the optimiser never stepped)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3), torch.nn.Linear(3, 2))
+    optimizer = make_optimizer(model, lr=0.01, weight_decay=0.1)
+    model(torch.randn(5, 4)).sum().backward()
+    model[2].weight.grad = None                                  # never stepped: no state
+    optimizer.step()
+    params = list(model.parameters())
+    grads = [torch.randn_like(p) for p in params]
+    assert len(optimizer.param_groups) > 1 and model[2].weight not in optimizer.state
+    for got, want in zip(adamw_lookahead(optimizer, params, grads), per_tensor_lookahead(optimizer, params, grads)):
+        assert torch.equal(got, want)
+
+
 def test_adamw_lookahead_equals_a_real_adamw_step():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
