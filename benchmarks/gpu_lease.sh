@@ -8,7 +8,8 @@
 # and dashboard front end, Optuna, transformers 5.25, datasets and their missing dependencies, for its Python 3.12;
 # made with `pip install --target` and packed with xz -9 to fit the 64 MiB transfer), and the model folders
 # minilm/ (all-MiniLM-L6-v2's config and tokenizer, no weights) and bert-base/ (BertConfig() and the same uncased
-# vocabulary): the teachers get random weights (timing only). Results: docs/benchmarks.md.
+# vocabulary): the teachers get random weights (timing only). `bash benchmarks/gpu_pack.sh` builds it (~3 min).
+# Results: docs/benchmarks.md.
 set -u
 OUT=${OUT:-outputs/gpu_lease}
 mkdir -p "$OUT"

@@ -131,7 +131,7 @@ def absolute_local_paths(values: dict) -> dict:
     for key in ("cache_dir", "data_dir", "teacher", "student"):
         value = out.get(key)
         if value and (key in ("cache_dir", "data_dir") or Path(value).expanduser().exists()):
-            out[key] = str(Path(value).expanduser().resolve())
+            out[key] = join(value)
     return out
 
 
