@@ -67,17 +67,18 @@ def test_search_with_two_workers_per_trial_fills_the_leaderboard_and_the_tracker
     assert kept == set(done["trial_id"])           # checkpoints of pruned trials are deleted
     teachers = list((Path(conf.storage) / "teachers").glob("rte-*/teacher.json"))
     assert len(teachers) == 1                      # fine-tuned once for the search, before the trials
-    # per-step training loss, not only per evaluation: TensorBoard (Tune's own files), MLflow and W&B (offline)
+    # training loss between evaluations, not only at them (paced to Ray Train's 2 s polls: train.ReportPacer):
+    # TensorBoard (Tune's own files), MLflow and W&B (offline)
     for trial_id, row in board.set_index("trial_id").iterrows():
         events = b"".join(p.read_bytes() for p in (Path(conf.storage) / "t-rte" / trial_id).glob("events.out*"))
-        assert events.count(b"train/loss") >= row["steps"] > row["evaluations"]     # every step was logged
+        assert events.count(b"train/loss") > row["evaluations"]
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=conf.mlflow_uri)
     runs = client.search_runs([client.get_experiment_by_name("t-rte").experiment_id])
     assert len(runs) == len(board)
-    logged = sorted(len(client.get_metric_history(r.info.run_id, "train/loss")) for r in runs)
-    assert all(n >= steps for n, steps in zip(logged, sorted(board["steps"])))   # every step, per trial
+    logged = [len(client.get_metric_history(r.info.run_id, "train/loss")) for r in runs]
+    assert all(n > evaluations for n, evaluations in zip(logged, board["evaluations"]))
     assert len(list(Path(os.environ["WANDB_DIR"]).glob("wandb/offline-run-*"))) == len(board)
 
 

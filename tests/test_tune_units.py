@@ -1,5 +1,6 @@
 """The search's pure parts without a Ray cluster: trial specs and epochs, parallelism, grids, the pruned-trial
-searcher, and the path from a worker's reports to a leaderboard row (the metrics contract)."""
+searcher, the path from a worker's reports to a leaderboard row (the metrics contract), and the pace of its
+training-loss reports."""
 
 import logging
 from pathlib import Path
@@ -13,7 +14,9 @@ from opdf_ray import trial_metrics as tm
 from opdf_ray.checkpoint import Progress
 from opdf_ray.config import RunSpec
 from opdf_ray.leaderboard import make_row, read_leaderboard, write_row
+from opdf_ray.parallel import Parallel
 from opdf_ray.search_space import parse_space
+from opdf_ray.train import ReportPacer
 from opdf_ray.tune import (DRIVER_CPU, METRIC, MODE, default_parallelism, grid_of, prune_aware_optuna_search,
                            trial_epochs, trial_spec)
 
@@ -245,3 +248,53 @@ def test_a_gpu_fraction_is_refused_for_a_trial_of_several_workers(tmp_path):
                                          r"a trial are NCCL ranks.*use workers_per_trial=1 with a fraction"):
         settings(tmp_path, gpus_per_worker=0.25, workers_per_trial=2)
     settings(tmp_path, gpus_per_worker=1.0, workers_per_trial=2)
+
+
+def test_log_reports_wait_for_ray_trains_next_poll_and_evaluations_count_as_reports():
+    """A log report made before Ray Train's controller took the previous one would block the training step."""
+    now = [100.0]
+    pacer = ReportPacer(Parallel(), interval_s=2.5, clock=lambda: now[0])
+    assert pacer.log_due()                      # the first log of a trial goes out
+    pacer.sent()
+    now[0] += 1.0
+    assert not pacer.log_due()                  # 1 s later it would wait for the next poll
+    now[0] += 1.5
+    assert pacer.log_due()
+    pacer.sent()                                # an evaluation's report
+    now[0] += 2.0
+    assert not pacer.log_due()
+
+
+def test_the_log_pace_follows_ray_trains_poll_interval(monkeypatch):
+    from ray.train.v2._internal.constants import DEFAULT_HEALTH_CHECK_INTERVAL_S
+
+    assert DEFAULT_HEALTH_CHECK_INTERVAL_S == 2.0            # a Ray upgrade that changes it: revisit the pace
+    monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", raising=False)
+    assert ReportPacer(Parallel()).interval_s == 2.5
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.4")
+    assert ReportPacer(Parallel()).interval_s == pytest.approx(0.5)
+
+
+def _pacer_rank(rank: int, store: str, out: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from opdf_ray.parallel import TorchDistributed
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        now = [10.0 if rank == 0 else 0.0]      # rank 1 reported later than rank 0 (clocks differ across workers)
+        pacer = ReportPacer(TorchDistributed(), interval_s=2.5, clock=lambda: now[0])
+        pacer.sent()
+        now[0] += 2.0 if rank == 0 else 3.0       # due on rank 1 only
+        torch.save(pacer.log_due(), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_worker_takes_the_same_log_decision(tmp_path):
+    """Ray Train needs every worker to report the same number of times, or the run hangs."""
+    import torch
+
+    torch.multiprocessing.spawn(_pacer_rank, args=(str(tmp_path / "store"), str(tmp_path / "due")), nprocs=2)
+    assert [torch.load(f"{tmp_path / 'due'}.{rank}") for rank in (0, 1)] == [True, True]
