@@ -338,10 +338,13 @@ def bind_local_ray_to_loopback() -> None:
 
 def start_ray(address: str | None) -> None:
     """Join the cluster at ``address``, or start a local Ray (with ray[default]: the State API Ray Train needs to
-    free placement groups) whose auth token only this user can read (Ray writes it world-readable)."""
+    free placement groups) whose auth token only this user can read (Ray writes it world-readable). The job's
+    environment sets Ray Train's poll (``train.search_train_env``)."""
     import ray
 
-    ray.init(address=address)
+    from opdf_ray.train import search_train_env
+
+    ray.init(address=address, runtime_env={"env_vars": search_train_env()})
     token = Path.home() / ".ray" / "auth_token"
     if address is None and token.is_file() and token.stat().st_mode & 0o077:
         token.chmod(0o600)

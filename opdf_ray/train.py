@@ -84,11 +84,11 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 class ReportPacer:
-    """Keeps the training loss logs from stalling the step: Ray Train V2's controller takes one report per poll
-    of its workers, and polls every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (2 s); a worker holds at most one
-    unconsumed report, so a report made sooner blocks ``ray.train.report`` until the next poll. Logging every 10
-    steps of 33 ms (a MiniLM step on an H200) thus ran at 0.2 s a step (benchmarks/bench_report.py). A log step
-    reports only when the last report is ``interval_s`` old (1.25 polls); evaluations always report. All
+    """Keeps the training loss logs from stalling the step. Ray Train V2's controller takes one report per poll of
+    its workers, every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (Ray's 2 s; a search's 0.5 s), and a worker holds one
+    unconsumed report at most, so a report made sooner blocks ``ray.train.report`` until the next poll: logging
+    every 10 steps of 33 ms (a MiniLM step on an H200) ran at 0.2 s a step (benchmarks/bench_report.py). A log
+    step reports only when the last report is ``interval_s`` old (1.25 polls); evaluations always report. All
     workers take the same decision (``parallel.any``), as Ray Train needs every worker to report alike."""
 
     def __init__(self, parallel: Parallel, interval_s: float | None = None, clock=time.monotonic):
@@ -103,9 +103,21 @@ class ReportPacer:
         return self.parallel.any(self.clock() - self.last >= self.interval_s)
 
 
+# How often Ray Train V2's controller polls its workers: an environment variable of Ray's internals (no public
+# setting; tests/test_tune_units.py pins its name and default). Each report waits for a poll, and so does the end
+# of a trial: a search polls every 0.5 s instead of Ray's 2 s, which took the quick start from 174 to 153 s
+# (docs/benchmarks.md, "Per-trial overhead"); a value set in the environment is kept.
+TRAIN_POLL_ENV, RAY_TRAIN_POLL_S, SEARCH_TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0, 0.5
+
+
 def ray_train_poll_interval_s() -> float:
-    """How often Ray Train V2's controller polls its workers (its default, or the environment's override)."""
-    return float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0))
+    """How often Ray Train's controller polls the workers of this process's trial."""
+    return float(os.environ.get(TRAIN_POLL_ENV, RAY_TRAIN_POLL_S))
+
+
+def search_train_env() -> dict[str, str]:
+    """The environment a search gives its Ray job (``runtime_env``): Ray Train's poll at the search's pace."""
+    return {TRAIN_POLL_ENV: os.environ.get(TRAIN_POLL_ENV, str(SEARCH_TRAIN_POLL_S))}
 
 
 def limit_gpu_memory(spec: RunSpec, fraction: float) -> bool:

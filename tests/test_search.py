@@ -19,6 +19,7 @@ from opdf_ray.cli import summarise_search  # noqa: E402
 from opdf_ray.leaderboard import SCHEMA, read_leaderboard  # noqa: E402
 from opdf_ray.search_space import parse_space  # noqa: E402
 from fault_drill import FAIL_ONCE_ENV  # noqa: E402
+from opdf_ray.train import search_train_env  # noqa: E402
 from opdf_ray.tune import run_search  # noqa: E402
 
 pytestmark = pytest.mark.slow   # real Ray searches: minutes
@@ -36,7 +37,8 @@ def local_ray(tmp_path_factory):
     python_path = os.environ.get("PYTHONPATH")     # workers import the drill from here
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), python_path]))
     ray.init(num_cpus=4, num_gpus=1,               # a logical GPU: Ray only counts it (fractional trials)
-             runtime_env={"worker_process_setup_hook": "fault_drill.arm"})     # the drill stays in the tests
+             runtime_env={"worker_process_setup_hook": "fault_drill.arm",      # the drill stays in the tests
+                          "env_vars": search_train_env()})                     # as cli.start_ray does
     yield marker
     ray.shutdown()
     for var in (FAIL_ONCE_ENV, "WANDB_MODE", "WANDB_DIR", "WANDB_SILENT", "PYTHONPATH"):

@@ -16,7 +16,7 @@ from opdf_ray.config import RunSpec
 from opdf_ray.leaderboard import make_row, read_leaderboard, write_row
 from opdf_ray.parallel import Parallel
 from opdf_ray.search_space import parse_space
-from opdf_ray.train import ReportPacer
+from opdf_ray.train import RAY_TRAIN_POLL_S, TRAIN_POLL_ENV, ReportPacer, search_train_env
 from opdf_ray.tune import (DRIVER_CPU, METRIC, MODE, default_parallelism, grid_of, prune_aware_optuna_search,
                            trial_epochs, trial_spec)
 
@@ -265,14 +265,17 @@ def test_log_reports_wait_for_ray_trains_next_poll_and_evaluations_count_as_repo
     assert not pacer.log_due()
 
 
-def test_the_log_pace_follows_ray_trains_poll_interval(monkeypatch):
-    from ray.train.v2._internal.constants import DEFAULT_HEALTH_CHECK_INTERVAL_S
+def test_the_log_pace_follows_ray_trains_poll_interval_which_a_search_sets(monkeypatch):
+    from ray.train.v2._internal.constants import DEFAULT_HEALTH_CHECK_INTERVAL_S, HEALTH_CHECK_INTERVAL_S_ENV_VAR
 
-    assert DEFAULT_HEALTH_CHECK_INTERVAL_S == 2.0            # a Ray upgrade that changes it: revisit the pace
-    monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", raising=False)
+    # Ray's internal setting: an upgrade that renames it or changes its default must fail here, not go unnoticed
+    assert (HEALTH_CHECK_INTERVAL_S_ENV_VAR, DEFAULT_HEALTH_CHECK_INTERVAL_S) == (TRAIN_POLL_ENV, RAY_TRAIN_POLL_S)
+    monkeypatch.delenv(TRAIN_POLL_ENV, raising=False)
     assert ReportPacer(Parallel()).interval_s == 2.5
-    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.4")
+    assert search_train_env() == {TRAIN_POLL_ENV: "0.5"}
+    monkeypatch.setenv(TRAIN_POLL_ENV, "0.4")                    # the user's value is kept
     assert ReportPacer(Parallel()).interval_s == pytest.approx(0.5)
+    assert search_train_env() == {TRAIN_POLL_ENV: "0.4"}
 
 
 def _pacer_rank(rank: int, store: str, out: str) -> None:
