@@ -191,7 +191,7 @@ class RunSpec:
     save_model: bool = _knob(True, "save the merged student (safetensors) to the output dir", role=EXECUTION)
     progress: bool = _knob(True, "show a progress bar", role=EXECUTION)
     log_steps: int = _knob(10, "report the training loss terms every N steps (TensorBoard curves in a search; "
-                                 "a trial reports at most one log per 2.5 s, Ray Train's pace)",
+                                 "a trial skips a log that would wait for Ray Train's next poll)",
                            role=EXECUTION)
 
     def __post_init__(self):

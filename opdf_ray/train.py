@@ -105,8 +105,8 @@ class ReportPacer:
 
 # How often Ray Train V2's controller polls its workers: an environment variable of Ray's internals (no public
 # setting; tests/test_tune_units.py pins its name and default). Each report waits for a poll, and so does the end
-# of a trial: a search polls every 0.5 s instead of Ray's 2 s, which took the quick start from 174 to 153 s
-# (docs/benchmarks.md, "Per-trial overhead"); a value set in the environment is kept.
+# of a trial: a search polls every 0.5 s instead of Ray's 2 s, which took the quick start from 174 to 152 s
+# (docs/benchmarks.md, "A search trial's overhead"); a value set in the environment is kept.
 TRAIN_POLL_ENV, RAY_TRAIN_POLL_S, SEARCH_TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0, 0.5
 
 
