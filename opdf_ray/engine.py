@@ -26,7 +26,7 @@ from opdf_ray.methods import Method, get_method
 from opdf_ray.methods.base import model_inputs
 from opdf_ray.models import check_checkpoint, from_pretrained, keep_layers, load_classifier, load_tokenizer, run_device
 from opdf_ray.parallel import Parallel
-from opdf_ray.teacher import starting_models, teacher_source
+from opdf_ray.teacher import starting_models, teacher_from_finetuned, teacher_source
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,8 @@ def finalize(job: Job, fitted: Progress) -> tuple[dict, torch.nn.Module]:
     model = method.eval_model()
     results = {"selection": on(model, "selection"), "dev": {name: on(model, name) for name in task.dev_splits}}
     if method.teacher is not None:
-        results["teacher_dev"] = {name: on(method.teacher, name) for name in task.dev_splits}
+        results["teacher_dev"] = (frozen_teacher_dev(job)
+                                  or {name: on(method.teacher, name) for name in task.dev_splits})
     if job.teacher_selection_start is not None:
         results["teacher_selection"] = {"start": job.teacher_selection_start, "end": on(method.teacher, "selection")}
     if method.core_step_ratios:
@@ -161,6 +162,18 @@ def finalize(job: Job, fitted: Progress) -> tuple[dict, torch.nn.Module]:
         "device": str(device),
     })
     return results, exported
+
+
+def frozen_teacher_dev(job: Job) -> dict | None:
+    """A frozen task-fine-tuned teacher (KD, Theseus) ends a run as it started: its dev scores are those its
+    fine-tune measured (``teacher.json``), not evaluated again at every trial's end (on SST-2 that evaluation was
+    as long as the student's selection and dev ones together). None for a teacher the method trains or one that
+    did not come from the fine-tune."""
+    dev = job.teacher_info.get("dev") or {}
+    if (job.method.trains_teacher or not teacher_from_finetuned(job.spec, type(job.method))
+            or set(dev) != set(job.data.task.dev_splits)):
+        return None
+    return dev
 
 
 def name_labels(config, task: str) -> None:

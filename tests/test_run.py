@@ -1,5 +1,6 @@
 """The single-run command end to end on real GLUE data with the tiny preset, and its input checks."""
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -34,8 +35,24 @@ def test_kd_with_opdf_runs_end_to_end_and_saves_a_stock_student(tmp_path):
     assert sum(p.numel() for p in model.parameters()) == results["inference_params"]
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out" / "model")
     assert tokenizer("a b")["input_ids"][0] == tokenizer.cls_token_id
+    assert results["teacher_dev"] == results["teacher_finetune"]["dev"]
     again = run(spec)                                   # the fine-tuned teacher is reused, not retrained
     assert again["teacher_finetune"]["seconds"] == results["teacher_finetune"]["seconds"]
+
+
+def test_a_frozen_teacher_is_not_evaluated_again_and_a_trained_one_is(tmp_path):
+    """KD's teacher ends the run as its fine-tune left it, so its dev scores are the fine-tune's (marked here);
+    ProKT trains its teacher, so its end is measured."""
+    spec = RunSpec(task="rte", method="kd", cache_dir=str(tmp_path / "cache"), save_model=False, **QUICK)
+    run(spec)
+    (info_file,) = (tmp_path / "cache" / "teachers").glob("rte-*/teacher.json")
+    info = json.loads(info_file.read_text())
+    info["dev"]["validation"]["accuracy"] = 12.5
+    info_file.write_text(json.dumps(info))
+    assert run(spec)["teacher_dev"]["validation"]["accuracy"] == 12.5
+    prokt = run(dataclasses.replace(spec, method="prokt"))
+    assert prokt["teacher_finetune"]["dev"]["validation"]["accuracy"] == 12.5      # the same fine-tuned teacher
+    assert prokt["teacher_dev"]["validation"]["accuracy"] != 12.5
 
 
 def test_the_finetuned_teacher_is_a_function_of_its_settings_not_of_the_process_rng(tmp_path):
