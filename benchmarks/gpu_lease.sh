@@ -3,6 +3,7 @@
 # first; each step has its own time limit so a slow one cannot starve the rest, and each writes its log to $OUT.
 #
 #   benchmarks/gpu_lease.sh            # on the GPU machine, from the repo root, with .gpu/ carried (see below)
+#   STEPS="epochs share" benchmarks/gpu_lease.sh      # only some steps (the next lease: the trials per hour)
 #
 # .gpu/ (git-ignored) holds what that machine lacks: site312.tar.xz (Ray 2.60 without its Java, RLlib, Serve, LLM
 # and dashboard front end, Optuna, transformers 5.25, datasets and their missing dependencies, for its Python 3.12;
@@ -27,8 +28,10 @@ import opdf_ray.tune, opdf_ray.engine; print(sys.version.split()[0], torch.__ver
 transformers.__version__, optuna.__version__, torch.cuda.get_device_name())"; } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
+STEPS=${STEPS:-"epochs share capture bert-base"}      # e.g. STEPS="epochs share": the share step needs epochs' teacher
 step() {   # step NAME SECONDS COMMAND...: run it under a time limit, its log in $OUT/NAME.log
     local name=$1 limit=$2; shift 2
+    case " $STEPS " in *" $name "*) ;; *) echo "== $name: skipped (STEPS)"; return ;; esac
     local started=$SECONDS
     timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
     echo "== $name: exit $?, $((SECONDS - started)) s"
