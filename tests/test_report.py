@@ -128,6 +128,28 @@ def test_verdicts_pair_seeds_per_task_and_over_tasks(tmp_path):
     assert kd["overall"].mean == pytest.approx((1.5 + 0.5 + 2.0) / 3) and kd["overall"].seeds == 3
 
 
+def test_pooled_cores_give_one_opdf_row_per_method_whatever_cores_each_task_chose(tmp_path):
+    """Searches that chose their cores: each task's best OPDF configuration (6 cores on MRPC, 3 on RTE) pairs with
+    the dense one in one row, so the method gets an all-tasks verdict; without pooling they are two rows."""
+    root = tmp_path / "board"
+    for seed, (mrpc, rte) in {1: (2.0, 1.0), 2: (1.0, 0.0), 3: (3.0, 1.0)}.items():
+        put(root, f"md{seed}", "mrpc", "kd", 0, seed, 80, 80 + seed)
+        put(root, f"mo{seed}", "mrpc", "kd", 6, seed, 81, 80 + seed + mrpc)
+        put(root, f"mw{seed}", "mrpc", "kd", 4, seed, 79, 99)            # lower selection: not the arm's best
+        put(root, f"rd{seed}", "rte", "kd", 0, seed, 60, 60 - seed)
+        put(root, f"ro{seed}", "rte", "kd", 3, seed, 60, 60 - seed + rte)
+    assert main([str(root), "--pool-cores", "--out", str(tmp_path / "pooled")]) == 0
+    md = (tmp_path / "pooled" / "report.md").read_text()
+    assert "| + OPDF (searched: 3, 6 cores) | **84.0 ± 1.7 (3)** |" in md        # MRPC F1: 80 + seed + Δ, not 99
+    assert "| KD + OPDF (searched: 3, 6 cores) | +2.0 ± 2.5 (3) no gain or loss | +0.7 ± 1.4 (3) no gain or loss " \
+           "| +1.3 ± 1.9 (3) | **no gain or loss** |" in md
+    assert (tmp_path / "pooled" / "dev_vs_cores.png").exists()                 # plotted at the true core counts
+    page = render(str(root), tmp_path / "per-cores")
+    labels = [line.split(" | ")[0] for line in page.with_suffix(".md").read_text().splitlines()
+              if line.startswith("| KD + OPDF")]
+    assert labels == ["| KD + OPDF (3 cores)", "| KD + OPDF (4 cores)", "| KD + OPDF (6 cores)"]
+
+
 def test_an_ablation_compares_hyperparameter_values_across_leaderboards(tmp_path, capsys):
     main_board, ablations = tmp_path / "main", tmp_path / "ablations"
     for seed in (1, 2, 3):

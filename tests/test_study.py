@@ -79,3 +79,40 @@ def test_ablations_of_the_best_opdf_configuration_drop_only_what_they_ablate(tmp
     for space in (align_off, dense):
         RunSpec.from_dict({"task": "sst2", "seed": 1, **space.fixed})            # a valid run, as a trial gets it
         assert [p.name for p in space.params] == ["seed"]
+
+
+def test_the_ablation_report_sets_the_best_opdf_configuration_against_its_own_dense_control(tmp_path):
+    """equal-report's ablations: KD's best OPDF configuration on the task (its seed re-runs) and its ablations only;
+    the dense search's best and other tasks stay out, so the dense row of the verdict is the dense control."""
+    from rows import completed_result
+
+    from opdf_ray.config import RunSpec
+    from opdf_ray.leaderboard import make_row, write_row
+    from opdf_ray.report import render
+
+    study = load("run.py")
+    seeds, ablations = tmp_path / "equal-seeds", tmp_path / "equal-ablations"
+    best = dict(method="kd", lr=3e-4, opdf_cores=5, opdf_train_cores="central")
+    runs = [(seeds, "study-best-kd-opdf-s0", "sst2", best, 80.0),
+            (seeds, "study-best-kd-s0", "sst2", dict(method="kd", lr=1e-4), 90.0),      # the dense search's best
+            (seeds, "study-best-kd-opdf-s0", "mrpc", best, 80.0),                       # another task
+            (ablations, "study-kd-opdf-sst2-align-off-s0", "sst2",
+             dict(best, opdf_train_cores="all", opdf_align_weight=0.0, opdf_align_ratio=0.0), 78.0),
+            (ablations, "study-kd-opdf-sst2-dense-control-s0", "sst2", dict(method="kd", lr=3e-4), 79.0)]
+    for board, run, task, settings, dev in runs:
+        for seed in (1, 2, 3):
+            spec = RunSpec(task=task, seed=seed, **settings).to_dict()
+            result = completed_result(task, dev, dev + seed / 10 * (run.endswith("opdf-s0")))
+            write_row(str(board), make_row(f"{run}-{task}", f"{run}-{seed}", "completed", spec, result))
+    view = study.ablation_view(seeds, ablations, "sst2", tmp_path / "view")
+    assert sorted(p.name.split("--")[0] for p in view.rglob("*.parquet")) == sorted(
+        ["study-best-kd-opdf-s0-sst2"] * 3 + ["study-kd-opdf-sst2-align-off-s0-sst2"] * 3
+        + ["study-kd-opdf-sst2-dense-control-s0-sst2"] * 3)
+    page = render(str(view), tmp_path / "report", by=("opdf_train_cores", "opdf_align_ratio", "opdf_align_weight"))
+    md = page.with_suffix(".md").read_text()
+    assert "| KD + OPDF (5 cores) [opdf_train_cores central, opdf_align_ratio 0.0, opdf_align_weight 1.0] | " \
+           "+1.2 ± 0.2 (3) gain | **gain** |" in md               # 80 + seed/10 against the control's 79
+    assert "| KD + OPDF (5 cores) [opdf_train_cores all, opdf_align_ratio 0.0, opdf_align_weight 0.0] | " \
+           "-1.0 ± 0.0 (3) loss | **loss** |" in md
+    assert study.ablation_view(seeds, ablations, "sst2", view) == view                 # rebuilt, not appended to
+    assert len(list(view.rglob("*.parquet"))) == 9

@@ -15,6 +15,7 @@ configuration re-run on seeds 1-3 (``spaces/best/``, written from the leaderboar
     python benchmarks/study/run.py equal [--tasks sst2 mrpc stsb] [--methods kd theseus] [--arms dense opdf]
     python benchmarks/study/run.py equal-seeds [--tasks ...]
     python benchmarks/study/run.py equal-ablations --task sst2   # KD's best OPDF: alignment off, dense control
+    python benchmarks/study/run.py equal-report --task sst2 --out docs/study   # docs/study/equal/: verdicts, searches/, ablations/
 
 Each step has its own Parquet leaderboard under ``--storage`` (not committed) and its committed text copy
 ``benchmarks/study/results/<step>.csv`` (every leaderboard column, one row per trial), from which the leaderboard is
@@ -129,6 +130,38 @@ def ablation_spaces(task: str) -> list[Path]:
                         + yaml.safe_dump(body, sort_keys=False))
         out.append(path)
     return out
+
+
+def equal_report(out: Path, storage: Path, task: str) -> None:
+    """Issue 23 §2's reports under ``out``: the OPDF − dense verdicts from the seed re-runs, one OPDF row per method
+    (each task's searched best, whatever its cores); ``searches/``, each search's best trial and its cost in
+    trial-epochs; ``ablations/``, KD's best OPDF configuration on ``task`` against its ablations."""
+    report = [sys.executable, "-m", "opdf_ray.report"]
+    seeds = leaderboard_of("equal-seeds", storage)
+    if seeds.exists():
+        subprocess.run([*report, str(seeds), "--pool-cores", "--out", str(out)], check=True, cwd=REPO)
+    subprocess.run([*report, str(leaderboard_of("equal", storage)), "--pool-cores", "--out", str(out / "searches")],
+                   check=True, cwd=REPO)
+    ablations = leaderboard_of("equal-ablations", storage)
+    if seeds.exists() and ablations.exists():
+        view = ablation_view(seeds, ablations, task, storage / "leaderboards" / "equal-ablations-view")
+        subprocess.run([*report, str(view), "--compare", "opdf_train_cores", "opdf_align_ratio", "opdf_align_weight",
+                        "--out", str(out / "ablations")], check=True, cwd=REPO)
+
+
+def ablation_view(seeds: Path, ablations: Path, task: str, view: Path) -> Path:
+    """A leaderboard of KD's best OPDF configuration on ``task`` (its seed re-runs) and its ablations, nothing else:
+    its dense row is the dense control (the same settings without OPDF), not the dense search's best. Rebuilt from
+    the two leaderboards' row files at every call."""
+    import shutil
+
+    shutil.rmtree(view, ignore_errors=True)
+    rows = [*seeds.glob(f"task={task}/study-best-kd-opdf-s{EQUAL_SEED}-{task}--*.parquet"),
+            *ablations.glob(f"task={task}/*.parquet")]
+    for row in rows:
+        (view / row.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(row, view / row.parent.name / row.name)
+    return view
 
 
 def grid_size(space: Path) -> int:
@@ -249,10 +282,12 @@ def drop_checkpoints(experiment: Path) -> int:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("step", choices=["lr", "lr-opdf", "main", "ablations", "report", "equal", "equal-seeds",
-                                    "equal-ablations"])
+                                    "equal-ablations", "equal-report"])
     p.add_argument("--out", default=str(REPO / "docs" / "study"), help="report: where it goes")
     p.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "stsb"])
-    p.add_argument("--task", default="mrpc", help="ablations: the task (its step-2 KD rows are the baselines)")
+    p.add_argument("--task", default=None,
+                   help="ablations: the task (its step-2 KD rows are the baselines; default mrpc); equal-ablations, "
+                        "equal-report: KD's best OPDF configuration's task (default sst2)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--methods", nargs="+", default=None,
                    help="default: kd theseus prokt lgtm (equal, equal-seeds: kd theseus)")
@@ -274,9 +309,13 @@ def main() -> None:
                              best_space(method, arm, task, storage))
         return
     if a.step == "equal-ablations":               # on --task: KD's best OPDF configuration, its ablations
-        for space in ablation_spaces(a.task):
-            grid("equal-ablations", space.stem, a.task, 0, storage, space)
+        for space in ablation_spaces(a.task or "sst2"):
+            grid("equal-ablations", space.stem, a.task or "sst2", 0, storage, space)
         return
+    if a.step == "equal-report":
+        equal_report(Path(a.out) / "equal", storage, a.task or "sst2")
+        return
+    a.task = a.task or "mrpc"
     a.methods = a.methods or ["kd", "theseus", "prokt", "lgtm"]
     if a.step in ("lr", "lr-opdf"):               # both write the lr leaderboard (results/lr.csv)
         for space in (a.step, f"{a.step}-theseus"):

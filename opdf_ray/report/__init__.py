@@ -2,6 +2,7 @@
 
     python -m opdf_ray.report outputs/search/leaderboard --out outputs/report [--select-by dev] [--protocol all]
     python -m opdf_ray.report main/ ablations/ --tasks mrpc --methods kd --compare opdf_align_weight   # an ablation
+    python -m opdf_ray.report seeds/ --pool-cores     # one OPDF row per method: searches that chose their cores
 
 Two reference rows come first: the majority class and the task-fine-tuned teacher. Then the methods (KD, ProKT,
 LGTM, Theseus, fine-tuning), each followed by one ``+OPDF (n cores)`` row per core count present (and ``+ MPO
@@ -32,7 +33,7 @@ from opdf_ray.leaderboard import duplicate_runs, read_leaderboard
 from opdf_ray.report.plots import param_importance, plot_cores, plot_curves, plot_importance, plot_lr
 from opdf_ray.report.summary import config_block, run_summary
 from opdf_ray.report.tables import (PROTOCOLS, SELECT_BY, best_configs, build_table, check_compare, majority_metrics,
-                                    table_html, table_markdown)
+                                    pool_cores, table_html, table_markdown)
 from opdf_ray.report.verdicts import opdf_verdicts, paired_difference, verdicts_html, verdicts_markdown
 
 __all__ = ["best_configs", "build_table", "config_block", "main", "majority_metrics", "opdf_verdicts",
@@ -75,9 +76,11 @@ def read_boards(leaderboards: list[str], tasks: list[str] | None = None,
 
 
 def render(leaderboard: str | list[str], out: str | Path, select_by: str = "selection", protocol: str = "selection",
-           by: tuple[str, ...] = (), tasks: list[str] | None = None, methods: list[str] | None = None) -> Path:
+           by: tuple[str, ...] = (), tasks: list[str] | None = None, methods: list[str] | None = None,
+           pooled: bool = False) -> Path:
     """Write ``report.md``, ``report.html`` (self-contained) and the PNG plots to ``out``; returns the HTML path.
-    ``by``: one table row per value of these hyperparameters (an ablation); ``tasks``/``methods``: only those."""
+    ``by``: one table row per value of these hyperparameters (an ablation); ``tasks``/``methods``: only those;
+    ``pooled``: one OPDF row per method, its best configuration per task whatever its core count."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; pass a folder for report.md, report.html and the plots")
@@ -99,9 +102,11 @@ def render(leaderboard: str | list[str], out: str | Path, select_by: str = "sele
                          f"{' of the tasks/methods asked for' if tasks or methods else ' yet'}; run a search first "
                          f"(python tune_main.py --task rte)")
     out.mkdir(parents=True, exist_ok=True)
-    table = build_table(board, select_by, protocol, by)
-    chosen = best_configs(board, select_by, protocol, by)
-    plots = [p for p in (plot_cores(board, chosen, out / "dev_vs_cores.png"),
+    rows = pool_cores(board) if pooled else board
+    table = build_table(rows, select_by, protocol, by)
+    chosen = best_configs(rows, select_by, protocol, by)
+    true_cores = chosen.assign(opdf_cores=chosen["cores_used"]) if pooled else chosen
+    plots = [p for p in (plot_cores(board, true_cores, out / "dev_vs_cores.png"),
                          plot_lr(board, out / "lr_sensitivity.png"), plot_curves(board, out / "learning_curves.png"),
                          plot_importance(param_importance(board), out / "param_importance.png")) if p]
     rule = ("best mean selection score (held-out slice of train)" if select_by == "selection"
@@ -109,6 +114,7 @@ def render(leaderboard: str | list[str], out: str | Path, select_by: str = "sele
     truncated = int(board["teacher_truncated"].fillna(False).astype(bool).sum())
     intro = (f"{len(board)} trials from {board['run_id'].nunique()} run(s); protocol filter: {protocol}; "
              + (f"one row per value of {', '.join(by)}; " if by else "")
+             + ("one OPDF row per method, its best configuration per task whatever its core count; " if pooled else "")
              + f"configuration chosen by {rule}. Cells: dev mean ± std (seeds). Reference rows (italic): the "
              f"majority class (the training split's most frequent label; STS-B: its mean score) and the task-fine-"
              f"tuned teacher the students start from (± std over its seeds)."
@@ -152,13 +158,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m opdf_ray.report")
     parser.add_argument("--compare", nargs="+", default=[], metavar="HYPERPARAMETER",
                         help="an ablation: one row per value of these hyperparameters (e.g. opdf_align_weight) "
                              "instead of each variant's best configuration")
+    parser.add_argument("--pool-cores", action="store_true",
+                        help="one OPDF row per method: its best configuration per task whatever its core count (for "
+                             "searches that chose the cores) instead of a row per core count")
     parser.add_argument("--tasks", nargs="+", help="only these tasks (sst2,mrpc or sst2 mrpc)")
     parser.add_argument("--methods", nargs="+", help="only these methods (kd,theseus or kd theseus)")
     args = parser.parse_args(argv)
     args.tasks, args.methods, args.compare = split_list(args.tasks), split_list(args.methods), split_list(args.compare)
     try:
         page = render(args.leaderboard, args.out, args.select_by, args.protocol, tuple(args.compare), args.tasks,
-                      args.methods)
+                      args.methods, args.pool_cores)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ from opdf_ray.leaderboard import VARIANT, usable
 METRIC_NAMES = {"accuracy": "Acc", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman"}
 SELECT_BY = ("selection", "dev")
 PROTOCOLS = ("selection", "dev", "all")
+POOLED = -1       # the table-row cores of a pooled OPDF row (``pool_cores``): its true count is in ``cores_used``
 
 
 @dataclass(frozen=True)
@@ -158,17 +159,32 @@ def reference_rows(board: pd.DataFrame, columns: list[Column]) -> list[dict]:
     return [r | {"train_params": "–", "inference_params": "–"} for r in rows]
 
 
+def pool_cores(board: pd.DataFrame) -> pd.DataFrame:
+    """``board`` with every over-parameterised (full-rank OPDF) row in one table row per method, whatever its core
+    count: its best configuration per task competes with the dense one (a search's OPDF arm, which searched the
+    cores). The true count moves to ``cores_used``; compression rows (bond > 0) keep theirs."""
+    board = board.assign(cores_used=board["opdf_cores"])
+    board.loc[(board["opdf_cores"] > 0) & (board["opdf_bond_dim"].fillna(0) == 0), "opdf_cores"] = POOLED
+    return board
+
+
 def variants(rows: pd.DataFrame, by: tuple[str, ...] = ()) -> list[tuple[tuple, pd.DataFrame]]:
     """One method's rows split by table row: (cores, bond, *``by`` values), dense first, compression last."""
     keys = ["opdf_cores", "mpo_bond", *by]
     groups = [(tuple(k), part) for k, part in rows.groupby(keys, observed=True, dropna=False, sort=False)]
-    return sorted(groups, key=lambda g: (g[0][1] > 0, g[0][0], g[0][1], tuple(map(str, g[0][2:]))))
+    return sorted(groups, key=lambda g: (g[0][1] > 0, g[0][0] != 0, g[0][0], g[0][1], tuple(map(str, g[0][2:]))))
 
 
-def variant_label(method: str, key: tuple, by: tuple[str, ...], method_first: bool = False) -> str:
+def variant_label(method: str, key: tuple, by: tuple[str, ...], method_first: bool = False,
+                  part: pd.DataFrame | None = None) -> str:
+    """The row's name; a pooled OPDF row (``pool_cores``) names the core counts its tasks chose, from ``part``."""
     cores, bond = int(key[0]), int(key[1])
-    label = (METHOD_TITLES[method] if cores == 0 else f"+ OPDF ({cores} cores)" if bond == 0
-             else f"+ MPO compression ({cores} cores, bond {bond})")      # truncated: not over-parameterised
+    if cores == POOLED:
+        used = sorted(set(part["cores_used"].astype(int))) if part is not None else []
+        label = f"+ OPDF (searched: {', '.join(map(str, used))} cores)" if used else "+ OPDF (searched cores)"
+    else:
+        label = (METHOD_TITLES[method] if cores == 0 else f"+ OPDF ({cores} cores)" if bond == 0
+                 else f"+ MPO compression ({cores} cores, bond {bond})")      # truncated: not over-parameterised
     if method_first and cores:
         label = f"{METHOD_TITLES[method]} {label}"
     extras = ", ".join(f"{name} {_plain(value)}" for name, value in zip(by, key[2:]) if not pd.isna(value))
@@ -202,7 +218,7 @@ def build_table(board: pd.DataFrame, select_by: str = "selection", protocol: str
                 values = part.loc[part["task"].astype(str) == col.task, col.metric].dropna()
                 if len(values):
                     cells[col.label] = _stats(values)
-            rows.append({"label": variant_label(method, key, by), "method": method, "cores": int(key[0]),
+            rows.append({"label": variant_label(method, key, by, part=part), "method": method, "cores": int(key[0]),
                          "bond": int(key[1]), "cells": _with_average(cells, columns),
                          "train_params": _params(part, "trainable_params"),
                          "inference_params": _params(part, "inference_params")})

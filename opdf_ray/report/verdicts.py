@@ -84,7 +84,7 @@ def opdf_verdicts(chosen: pd.DataFrame, by: tuple[str, ...] = ()) -> list[dict]:
                                             dict.fromkeys(common, 0.0))
             elif len(tasks) == 1:
                 overall = per_task[tasks[0]]
-            out.append({"label": variant_label(method, key, by, method_first=True), "tasks": per_task,
+            out.append({"label": variant_label(method, key, by, method_first=True, part=part), "tasks": per_task,
                         "overall": overall})
     return out
 
