@@ -136,17 +136,21 @@ def equal_report(out: Path, storage: Path, task: str) -> None:
     """Issue 23 §2's reports under ``out``: the OPDF − dense verdicts from the seed re-runs, one OPDF row per method
     (each task's searched best, whatever its cores); ``searches/``, each search's best trial and its cost in
     trial-epochs; ``ablations/``, KD's best OPDF configuration on ``task`` against its ablations."""
-    report = [sys.executable, "-m", "opdf_ray.report"]
     seeds = leaderboard_of("equal-seeds", storage)
     if seeds.exists():
-        subprocess.run([*report, str(seeds), "--pool-cores", "--out", str(out)], check=True, cwd=REPO)
-    subprocess.run([*report, str(leaderboard_of("equal", storage)), "--pool-cores", "--out", str(out / "searches")],
-                   check=True, cwd=REPO)
+        report(seeds, "--pool-cores", "--out", out)
+    report(leaderboard_of("equal", storage), "--pool-cores", "--out", out / "searches")
     ablations = leaderboard_of("equal-ablations", storage)
     if seeds.exists() and ablations.exists():
         view = ablation_view(seeds, ablations, task, storage / "leaderboards" / "equal-ablations-view")
-        subprocess.run([*report, str(view), "--compare", "opdf_train_cores", "opdf_align_ratio", "opdf_align_weight",
-                        "--out", str(out / "ablations")], check=True, cwd=REPO)
+        report(view, "--compare", "opdf_train_cores", "opdf_align_ratio", "opdf_align_weight", "--out", out / "ablations")
+
+
+def report(*args) -> None:
+    """``python -m opdf_ray.report`` with these arguments; its one-line error ends the step (no traceback here)."""
+    done = subprocess.run([sys.executable, "-m", "opdf_ray.report", *map(str, args)], cwd=REPO)
+    if done.returncode:
+        raise SystemExit(f"the report of {args[0]} failed (above)")
 
 
 def ablation_view(seeds: Path, ablations: Path, task: str, view: Path) -> Path:
@@ -296,6 +300,7 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=EQUAL_TRIALS, help="equal: trials per search")
     p.add_argument("--storage", default=str(REPO / "outputs" / "study"), help="Tune experiments (not committed)")
     a = p.parse_args()
+    a.task = a.task or ("sst2" if a.step.startswith("equal") else "mrpc")
     storage = Path(a.storage)
     arms = [ARMS[["dense", "opdf"].index(arm)] for arm in a.arms]
     if a.step in ("equal", "equal-seeds"):
@@ -309,13 +314,12 @@ def main() -> None:
                              best_space(method, arm, task, storage))
         return
     if a.step == "equal-ablations":               # on --task: KD's best OPDF configuration, its ablations
-        for space in ablation_spaces(a.task or "sst2"):
-            grid("equal-ablations", space.stem, a.task or "sst2", 0, storage, space)
+        for space in ablation_spaces(a.task):
+            grid("equal-ablations", space.stem, a.task, 0, storage, space)
         return
     if a.step == "equal-report":
-        equal_report(Path(a.out) / "equal", storage, a.task or "sst2")
+        equal_report(Path(a.out) / "equal", storage, a.task)
         return
-    a.task = a.task or "mrpc"
     a.methods = a.methods or ["kd", "theseus", "prokt", "lgtm"]
     if a.step in ("lr", "lr-opdf"):               # both write the lr leaderboard (results/lr.csv)
         for space in (a.step, f"{a.step}-theseus"):
@@ -328,16 +332,15 @@ def main() -> None:
                     if (SPACES / f"{method}-opdf.yaml").exists():      # Theseus: one lr, one grid for both
                         grid("main", f"{method}-opdf", task, seed, storage)
     elif a.step == "report":
-        report = [sys.executable, "-m", "opdf_ray.report"]
         board = leaderboard_of("main", storage)
-        subprocess.run([*report, str(board), "--out", a.out], check=True, cwd=REPO)
+        report(board, "--out", a.out)
         first = leaderboard_of("first-pass", storage)
         if first.exists():                        # the record of the obsolete first pass, apart from the study
-            subprocess.run([*report, str(first), "--out", str(Path(a.out) / "first-pass")], check=True, cwd=REPO)
+            report(first, "--out", Path(a.out) / "first-pass")
         ablations = leaderboard_of("ablations", storage)
         if ablations.exists():
-            subprocess.run([*report, str(board), str(ablations), "--tasks", a.task, "--methods", "kd", "--compare",
-                            "opdf_align_weight", "--out", str(Path(a.out) / "ablations")], check=True, cwd=REPO)
+            report(board, ablations, "--tasks", a.task, "--methods", "kd", "--compare", "opdf_align_weight", "--out",
+                   Path(a.out) / "ablations")
     else:
         for seed in a.seeds:
             for space in ("ablation-cores", "ablation-align", "ablation-bond"):

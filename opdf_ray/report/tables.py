@@ -180,8 +180,8 @@ def variant_label(method: str, key: tuple, by: tuple[str, ...], method_first: bo
     """The row's name; a pooled OPDF row (``pool_cores``) names the core counts its tasks chose, from ``part``."""
     cores, bond = int(key[0]), int(key[1])
     if cores == POOLED:
-        used = sorted(set(part["cores_used"].astype(int))) if part is not None else []
-        label = f"+ OPDF (searched: {', '.join(map(str, used))} cores)" if used else "+ OPDF (searched cores)"
+        used = sorted(set(part["cores_used"].astype(int)))
+        label = f"+ OPDF (searched: {', '.join(map(str, used))} cores)"
     else:
         label = (METHOD_TITLES[method] if cores == 0 else f"+ OPDF ({cores} cores)" if bond == 0
                  else f"+ MPO compression ({cores} cores, bond {bond})")      # truncated: not over-parameterised
