@@ -187,8 +187,18 @@ def variant_label(method: str, key: tuple, by: tuple[str, ...], method_first: bo
                  else f"+ MPO compression ({cores} cores, bond {bond})")      # truncated: not over-parameterised
     if method_first and cores:
         label = f"{METHOD_TITLES[method]} {label}"
-    extras = ", ".join(f"{name} {_plain(value)}" for name, value in zip(by, key[2:]) if not pd.isna(value))
+    inert = _alignment_inert(part)
+    extras = ", ".join(f"{name} {_plain(value)}" for name, value in zip(by, key[2:])
+                       if not pd.isna(value) and not (inert and name.startswith("opdf_align")))
     return f"{label} [{extras}]" if extras else label
+
+
+def _alignment_inert(part: pd.DataFrame | None) -> bool:
+    """Whether the row's alignment settings name nothing: central-only training freezes the auxiliary cores the
+    alignment would act on (``methods.base.Method.aligns``), so a label listing its weight would mislead."""
+    if part is None or not {"opdf_train_cores", "opdf_align_cores"} <= set(part.columns):
+        return False
+    return bool(((part["opdf_train_cores"] == "central") & (part["opdf_align_cores"] == "auxiliary")).all())
 
 
 def check_compare(by: tuple[str, ...]) -> None:
