@@ -127,15 +127,21 @@ def calibrate(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_schedu
         kappa = step_ratio(*of_layer[id(group["params"][0])])
         if not kappa > 0:                               # no gradient reached these cores: wait for one
             continue
-        base = scheduler.base_lrs[index]
-        factor = group["lr"] / base                     # where the schedule is now (0 during a warm-up's start)
-        scale = 1 / kappa
-        scheduler.base_lrs[index] = group["initial_lr"] = base * scale
-        group["lr"] = base * scale * factor
-        group["weight_decay"] = group["weight_decay"] / scale
-        group["kappa"], group["core_lr_scale"] = kappa, scale
+        group["core_lr_scale"] = _scale_lr(group, index, scheduler, 1 / kappa)
+        group["kappa"] = kappa
         found[group["mpo_matrix"]] = kappa
     return found
+
+
+def _scale_lr(group: dict, index: int, scheduler: torch.optim.lr_scheduler.LRScheduler, scale: float) -> float:
+    """Multiply group ``index``'s lr by ``scale`` where the schedule is now and in its base (so warm-up and decay
+    apply to the new lr), and divide its decoupled decay by ``scale`` (AdamW shrinks by lr·wd: unchanged)."""
+    base = scheduler.base_lrs[index]
+    factor = group["lr"] / base                         # where the schedule is now (0 during a warm-up's start)
+    scheduler.base_lrs[index] = group["initial_lr"] = base * scale
+    group["lr"] = base * scale * factor
+    group["weight_decay"] = group["weight_decay"] / scale
+    return scale
 
 
 def pending_dense_groups(optimizer: torch.optim.Optimizer) -> list[dict]:
@@ -162,12 +168,7 @@ def calibrate_dense(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_
         kappa = step_ratio(layer, grad, list(vjp(grad)))
         if not kappa > 0:
             continue
-        base = scheduler.base_lrs[index]
-        factor = group["lr"] / base
-        scheduler.base_lrs[index] = group["initial_lr"] = base * kappa
-        group["lr"] = base * kappa * factor
-        group["weight_decay"] = group["weight_decay"] / kappa
-        group["kappa"], group["lr_scale"] = kappa, kappa
+        group["kappa"] = group["lr_scale"] = _scale_lr(group, index, scheduler, kappa)
         found[group["dense_matrix"]] = kappa
     return found
 
