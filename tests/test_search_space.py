@@ -138,7 +138,7 @@ def test_the_study_grids_are_valid_grids(path):
     assert grid_of(load_space(path))
 
 
-@pytest.mark.parametrize("method", ["kd", "theseus"])
+@pytest.mark.parametrize("method", ["kd", "theseus", "prokt", "lgtm"])
 def test_the_equal_budget_arms_differ_only_by_the_opdf_knobs(method):
     """Issue 23 §2: the OPDF arm searches the dense arm's parameters over the same ranges, plus its own knobs."""
     from opdf_ray.search_space import load_space

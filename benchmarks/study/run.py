@@ -12,7 +12,7 @@ The equal-budget study (issue 23 §2): per task, method (KD, BERT-of-Theseus) an
 search on seed 0, 16 trials of at most 3 epochs for both arms (``spaces/eq-*.yaml``), then each search's best
 configuration re-run on seeds 1-3 (``spaces/best/``, written from the leaderboard):
 
-    python benchmarks/study/run.py equal [--tasks sst2 mrpc stsb] [--methods kd theseus] [--arms dense opdf]
+    python benchmarks/study/run.py equal [--tasks sst2 mrpc stsb] [--methods kd theseus | prokt lgtm] [--arms dense opdf]
     python benchmarks/study/run.py equal-seeds [--tasks ...]
     python benchmarks/study/run.py equal-ablations --task sst2   # KD's best OPDF: alignment off, dense control
     python benchmarks/study/run.py equal-report --task sst2 --out docs/study   # docs/study/equal/: verdicts, searches/, ablations/
