@@ -104,7 +104,7 @@ def test_the_ablation_report_sets_the_best_opdf_configuration_against_its_own_de
             spec = RunSpec(task=task, seed=seed, **settings).to_dict()
             result = completed_result(task, dev, dev + seed / 10 * (run.endswith("opdf-s0")))
             write_row(str(board), make_row(f"{run}-{task}", f"{run}-{seed}", "completed", spec, result))
-    view = study.ablation_view(seeds, ablations, "sst2", tmp_path / "view")
+    view = study.ablation_view(seeds, ablations, ["sst2"], tmp_path / "view")
     assert sorted(p.name.split("--")[0] for p in view.rglob("*.parquet")) == sorted(
         ["study-best-kd-opdf-s0-sst2"] * 3 + ["study-kd-opdf-sst2-align-off-s0-sst2"] * 3
         + ["study-kd-opdf-sst2-dense-control-s0-sst2"] * 3)
@@ -115,5 +115,8 @@ def test_the_ablation_report_sets_the_best_opdf_configuration_against_its_own_de
     # frozen auxiliary cores leave the alignment nothing to act on: its (default) weight is not named
     assert "| KD + OPDF (5 cores) [opdf_train_cores all, opdf_align_ratio 0.0, opdf_align_weight 0.0] | " \
            "-1.0 ± 0.0 (3) loss | **loss** |" in md
-    assert study.ablation_view(seeds, ablations, "sst2", view) == view                 # rebuilt, not appended to
+    assert study.ablation_view(seeds, ablations, ["sst2"], view) == view               # rebuilt, not appended to
     assert len(list(view.rglob("*.parquet"))) == 9
+    both = study.ablation_view(seeds, ablations, ["sst2", "mrpc"], tmp_path / "both")  # each task's best OPDF rows
+    assert len(list(both.glob("task=mrpc/study-best-kd-opdf-s0-mrpc--*.parquet"))) == 3
+    assert len(list(both.rglob("*.parquet"))) == 12

@@ -15,7 +15,7 @@ configuration re-run on seeds 1-3 (``spaces/best/``, written from the leaderboar
     python benchmarks/study/run.py equal [--tasks sst2 mrpc stsb] [--methods kd theseus | prokt lgtm] [--arms dense opdf]
     python benchmarks/study/run.py equal-seeds [--tasks ...]
     python benchmarks/study/run.py equal-ablations --task sst2   # KD's best OPDF: alignment off, dense control
-    python benchmarks/study/run.py equal-report --task sst2 --out docs/study   # docs/study/equal/: verdicts, searches/, ablations/
+    python benchmarks/study/run.py equal-report --out docs/study   # docs/study/equal/: verdicts, searches/, ablations/
 
 Each step has its own Parquet leaderboard under ``--storage`` (not committed) and its committed text copy
 ``benchmarks/study/results/<step>.csv`` (every leaderboard column, one row per trial), from which the leaderboard is
@@ -132,17 +132,18 @@ def ablation_spaces(task: str) -> list[Path]:
     return out
 
 
-def equal_report(out: Path, storage: Path, task: str) -> None:
+def equal_report(out: Path, storage: Path) -> None:
     """Issue 23 §2's reports under ``out``: the OPDF − dense verdicts from the seed re-runs, one OPDF row per method
     (each task's searched best, whatever its cores); ``searches/``, each search's best trial and its cost in
-    trial-epochs; ``ablations/``, KD's best OPDF configuration on ``task`` against its ablations."""
+    trial-epochs; ``ablations/``, KD's best OPDF configuration against its ablations on every task that has them."""
     seeds = leaderboard_of("equal-seeds", storage)
     if seeds.exists():
         report(seeds, "--pool-cores", "--out", out)
     report(leaderboard_of("equal", storage), "--pool-cores", "--out", out / "searches")
     ablations = leaderboard_of("equal-ablations", storage)
     if seeds.exists() and ablations.exists():
-        view = ablation_view(seeds, ablations, task, storage / "leaderboards" / "equal-ablations-view")
+        tasks = sorted(folder.name.split("=", 1)[1] for folder in ablations.glob("task=*"))
+        view = ablation_view(seeds, ablations, tasks, storage / "leaderboards" / "equal-ablations-view")
         report(view, "--compare", "opdf_train_cores", "opdf_align_ratio", "opdf_align_weight", "--out", out / "ablations")
 
 
@@ -153,15 +154,15 @@ def report(*args) -> None:
         raise SystemExit(f"the report of {args[0]} failed (above)")
 
 
-def ablation_view(seeds: Path, ablations: Path, task: str, view: Path) -> Path:
-    """A leaderboard of KD's best OPDF configuration on ``task`` (its seed re-runs) and its ablations, nothing else:
-    its dense row is the dense control (the same settings without OPDF), not the dense search's best. Rebuilt from
-    the two leaderboards' row files at every call."""
+def ablation_view(seeds: Path, ablations: Path, tasks: list[str], view: Path) -> Path:
+    """A leaderboard of KD's best OPDF configuration on each of ``tasks`` (its seed re-runs) and its ablations,
+    nothing else: its dense row is the dense control (the same settings without OPDF), not the dense search's best.
+    Rebuilt from the two leaderboards' row files at every call."""
     import shutil
 
     shutil.rmtree(view, ignore_errors=True)
-    rows = [*seeds.glob(f"task={task}/study-best-kd-opdf-s{EQUAL_SEED}-{task}--*.parquet"),
-            *ablations.glob(f"task={task}/*.parquet")]
+    rows = [row for task in tasks for row in (*seeds.glob(f"task={task}/study-best-kd-opdf-s{EQUAL_SEED}-{task}--*"
+                                                          ".parquet"), *ablations.glob(f"task={task}/*.parquet"))]
     for row in rows:
         (view / row.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy2(row, view / row.parent.name / row.name)
@@ -290,8 +291,8 @@ def main() -> None:
     p.add_argument("--out", default=str(REPO / "docs" / "study"), help="report: where it goes")
     p.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "stsb"])
     p.add_argument("--task", default=None,
-                   help="ablations: the task (its step-2 KD rows are the baselines; default mrpc); equal-ablations, "
-                        "equal-report: KD's best OPDF configuration's task (default sst2)")
+                   help="ablations: the task (its step-2 KD rows are the baselines; default mrpc); equal-ablations: "
+                        "KD's best OPDF configuration's task (default sst2)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--methods", nargs="+", default=None,
                    help="default: kd theseus prokt lgtm (equal, equal-seeds: kd theseus)")
@@ -318,7 +319,7 @@ def main() -> None:
             grid("equal-ablations", space.stem, a.task, 0, storage, space)
         return
     if a.step == "equal-report":
-        equal_report(Path(a.out) / "equal", storage, a.task)
+        equal_report(Path(a.out) / "equal", storage)
         return
     a.methods = a.methods or ["kd", "theseus", "prokt", "lgtm"]
     if a.step in ("lr", "lr-opdf"):               # both write the lr leaderboard (results/lr.csv)
