@@ -282,3 +282,32 @@ def test_every_block_of_the_committed_study_reports_rebuilds_its_configuration(r
         (seed,) = next(p.choices for p in space.params if p.name == "seed")
         rebuilt = trial_spec(RunSpec(task=header[2], preset=header[3]), space, {"seed": seed}, settings)
         assert config_id(rebuilt.to_dict()) == header[1], block
+
+
+
+def test_parameter_importances_do_not_depend_on_the_order_of_the_rows():
+    """Committed reports are re-rendered from their CSVs, whose rows come back in any order: with tasks of equal
+    size, the plot must still describe the same task."""
+    import numpy as np
+    import pandas as pd
+
+    from opdf_ray.report.plots import SEARCHED, param_importance
+
+    rng = np.random.default_rng(0)
+    lr, temperature = rng.uniform(1e-5, 1e-3, 24), rng.uniform(1, 4, 24)
+    score = np.where(np.arange(24) < 12, 70 + 3 * temperature, 70 + 3 * np.log10(lr))    # mrpc: T; sst2: lr
+    board = pd.DataFrame({"status": "completed", "task": ["mrpc"] * 12 + ["sst2"] * 12, "lr": lr,
+                          "temperature": temperature, "selection_score": score + rng.normal(0, 0.1, 24)})
+    board = board.reindex(columns=[*board.columns, *(p for p in SEARCHED if p not in board)])   # not searched: NaN
+    first = param_importance(board)
+    assert first["temperature"] > 0.8                          # mrpc's landscape (the first by name), not sst2's
+    assert param_importance(board.iloc[::-1]) == first
+
+
+def test_a_searched_float_in_a_row_label_is_short_and_a_set_one_stays_as_given():
+    from opdf_ray.report.tables import variant_label
+
+    by = ("opdf_align_ratio", "opdf_align_weight")
+    assert variant_label("kd", (4, 0, 0.08562913278818232, 1.0), by) == \
+        "+ OPDF (4 cores) [opdf_align_ratio 0.0856, opdf_align_weight 1.0]"
+    assert variant_label("kd", (4, 0, 0.0, 3e-05), by) == "+ OPDF (4 cores) [opdf_align_ratio 0.0, opdf_align_weight 3e-05]"

@@ -81,13 +81,14 @@ SEARCHED = tuple(f.name for f in dataclasses.fields(RunSpec) if f.name in RunSpe
 
 def param_importance(board: pd.DataFrame) -> dict[str, float]:
     """Optuna's parameter importances (its default evaluator) of the searched numeric parameters for the selection
-    score, from the completed trials of the largest task; empty when fewer than 4 trials or nothing varied."""
+    score, from the completed trials of the largest task (the first by name of equals); empty when fewer than 4 trials or nothing varied."""
     import optuna
 
     done = board[board["status"] == "completed"].dropna(subset=["selection_score"])
     if done.empty:
         return {}
-    task = done["task"].astype(str).value_counts().index[0]
+    counts = done["task"].astype(str).value_counts()
+    task = min(counts[counts == counts.max()].index)       # ties by name, not row order: the same plot at every render
     done = done[done["task"].astype(str) == task]
     params = [p for p in SEARCHED if done[p].notna().all() and done[p].nunique() > 1]
     if len(done) < 4 or not params:

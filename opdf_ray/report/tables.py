@@ -188,7 +188,7 @@ def variant_label(method: str, key: tuple, by: tuple[str, ...], method_first: bo
     if method_first and cores:
         label = f"{METHOD_TITLES[method]} {label}"
     inert = _alignment_inert(part)
-    extras = ", ".join(f"{name} {_plain(value)}" for name, value in zip(by, key[2:])
+    extras = ", ".join(f"{name} {_short(_plain(value))}" for name, value in zip(by, key[2:])
                        if not pd.isna(value) and not (inert and name.startswith("opdf_align")))
     return f"{label} [{extras}]" if extras else label
 
@@ -239,6 +239,11 @@ def _plain(value):
     if hasattr(value, "item"):
         value = value.item()
     return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _short(value):
+    """A searched float in three significant digits (0.0856, not 0.08562913278818232); set values stay as given."""
+    return f"{value:.3g}" if isinstance(value, float) and len(repr(value)) > 8 else value
 
 
 def task_label(task: str) -> str:
