@@ -104,13 +104,13 @@ def efficiency(out: Path, method: str = "prokt", task: str = "rte", samples: int
     runs += [(f"{tpe}-s{seed}", tpe_space, dict(seed=seed, tpe_startup_trials=startup))   # ASHA stops the hopeless
              for seed in search_seeds]
     walls = {}
-    for name, space, kw in runs:             # a search already in the leaderboard is not run again (rerunnable)
+    for name, space, kw in runs:             # a finished search is not run again, a cut one resumes (rerunnable)
         done = read_leaderboard(str(out / "board")) if (out / "board").exists() else None
         if done is not None and (done["run_id"] == f"{name}-{task}").sum() >= n_grid:
             walls[name] = round(done.loc[done["run_id"] == f"{name}-{task}", "wall_seconds"].sum())
             continue
         t0 = time.time()
-        run_search(base, space, settings(out, name, num_samples=n_grid, **kw))
+        run_search(base, space, settings(out, name, num_samples=n_grid, **kw), resume=True)
         walls[name] = round(time.time() - t0)
     board = read_leaderboard(str(out / "board")).sort_values("finished_at")
     grid = board[board["run_id"] == f"grid-{task}"]
