@@ -161,8 +161,10 @@ def ablation_view(seeds: Path, ablations: Path, tasks: list[str], view: Path) ->
     import shutil
 
     shutil.rmtree(view, ignore_errors=True)
-    rows = [row for task in tasks for row in (*seeds.glob(f"task={task}/study-best-kd-opdf-s{EQUAL_SEED}-{task}--*"
-                                                          ".parquet"), *ablations.glob(f"task={task}/*.parquet"))]
+    rows = []
+    for task in tasks:
+        rows += seeds.glob(f"task={task}/study-best-kd-opdf-s{EQUAL_SEED}-{task}--*.parquet")
+        rows += ablations.glob(f"task={task}/*.parquet")
     for row in rows:
         (view / row.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy2(row, view / row.parent.name / row.name)
