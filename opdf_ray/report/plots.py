@@ -104,10 +104,7 @@ def param_importance(board: pd.DataFrame) -> dict[str, float]:
                                                   value=float(r["selection_score"])))
     with warnings.catch_warnings():          # "importances will be equal" on flat scores: the plot shows it
         warnings.simplefilter("ignore")
-        # fANOVA's forest is random (unseeded, it differs from one process to the next): seeded, a committed
-        # report re-renders to the same plot
-        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-        return optuna.importance.get_param_importances(study, evaluator=evaluator)
+        return optuna.importance.get_param_importances(study)
 
 
 def plot_importance(importance: dict[str, float], path: Path) -> Path | None:
