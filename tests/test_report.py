@@ -285,9 +285,12 @@ def test_every_block_of_the_committed_study_reports_rebuilds_its_configuration(r
 
 
 
-def test_parameter_importances_do_not_depend_on_the_order_of_the_rows():
+def test_parameter_importances_do_not_depend_on_the_order_of_the_rows_or_the_process(tmp_path):
     """Committed reports are re-rendered from their CSVs, whose rows come back in any order: with tasks of equal
-    size, the plot must still describe the same task."""
+    size, the plot must still describe the same task, with the same bars in the same order in any process."""
+    import subprocess
+    import sys
+
     import numpy as np
     import pandas as pd
 
@@ -296,12 +299,21 @@ def test_parameter_importances_do_not_depend_on_the_order_of_the_rows():
     rng = np.random.default_rng(0)
     lr, temperature = rng.uniform(1e-5, 1e-3, 24), rng.uniform(1, 4, 24)
     score = np.where(np.arange(24) < 12, 70 + 3 * temperature, 70 + 3 * np.log10(lr))    # mrpc: T; sst2: lr
-    board = pd.DataFrame({"status": "completed", "task": ["mrpc"] * 12 + ["sst2"] * 12, "lr": lr,
-                          "temperature": temperature, "selection_score": score + rng.normal(0, 0.1, 24)})
+    tied = {"temperature": temperature, "alpha_kd": temperature / 4, "warmup_ratio": temperature / 40,
+            "replacing_rate": temperature / 8}                          # four knobs that move as one: equal importances
+    board = pd.DataFrame({"status": "completed", "task": ["mrpc"] * 12 + ["sst2"] * 12, "lr": lr, **tied,
+                          "selection_score": score + rng.normal(0, 0.1, 24)})
     board = board.reindex(columns=[*board.columns, *(p for p in SEARCHED if p not in board)])   # not searched: NaN
-    first = param_importance(board)
-    assert first["temperature"] > 0.8                          # mrpc's landscape (the first by name), not sst2's
-    assert param_importance(board.iloc[::-1]) == first
+    first = list(param_importance(board).items())
+    assert [name for name, _ in first[:4]] == sorted(tied) and first[0][1] == first[3][1] > 0.2   # mrpc's T; by name
+    assert list(param_importance(board.iloc[::-1]).items()) == first
+    assert list(param_importance(board.sample(frac=1, random_state=1)).items()) == first   # a random forest would differ
+    board.to_csv(tmp_path / "board.csv", index=False)
+    script = (f"import pandas as pd; from opdf_ray.report.plots import param_importance; "
+              f"print(list(param_importance(pd.read_csv({str(tmp_path / 'board.csv')!r})).items()))")
+    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": "7"})              # another order of Python's sets
+    assert other.stdout.strip() == repr(first)
 
 
 def test_a_searched_float_in_a_row_label_is_short_and_a_set_one_stays_as_given():

@@ -30,7 +30,7 @@ import pyarrow.fs as pafs
 from opdf_ray.config import METHODS
 from opdf_ray.data import TASKS
 from opdf_ray.leaderboard import duplicate_runs, read_leaderboard
-from opdf_ray.report.plots import param_importance, plot_cores, plot_curves, plot_importance, plot_lr
+from opdf_ray.report.plots import plot_cores, plot_curves, plot_importance, plot_lr
 from opdf_ray.report.summary import config_block, run_summary
 from opdf_ray.report.tables import (PROTOCOLS, SELECT_BY, best_configs, build_table, check_compare, majority_metrics,
                                     pool_cores, table_html, table_markdown)
@@ -108,7 +108,7 @@ def render(leaderboard: str | list[str], out: str | Path, select_by: str = "sele
     true_cores = chosen.assign(opdf_cores=chosen["cores_used"]) if pooled else chosen
     plots = [p for p in (plot_cores(board, true_cores, out / "dev_vs_cores.png"),
                          plot_lr(board, out / "lr_sensitivity.png"), plot_curves(board, out / "learning_curves.png"),
-                         plot_importance(param_importance(board), out / "param_importance.png")) if p]
+                         plot_importance(board, out / "param_importance.png")) if p]
     rule = ("best mean selection score (held-out slice of train)" if select_by == "selection"
             else "best mean dev score (the papers' rule: optimistic)")
     truncated = int(board["teacher_truncated"].fillna(False).astype(bool).sum())

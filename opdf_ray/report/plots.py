@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from opdf_ray.config import METHOD_TITLES, RunSpec
+from opdf_ray.report.tables import task_label
 
 def _figure():
     import matplotlib
@@ -79,17 +80,26 @@ SEARCHED = tuple(f.name for f in dataclasses.fields(RunSpec) if f.name in RunSpe
                  and (f.metadata["type"] or type(f.default)) in (int, float))   # numeric hyperparameters
 
 
-def param_importance(board: pd.DataFrame) -> dict[str, float]:
-    """Optuna's parameter importances (its default evaluator) of the searched numeric parameters for the selection
-    score, from the completed trials of the largest task (the first by name of equals); empty when fewer than 4 trials or nothing varied."""
-    import optuna
-
+def importance_trials(board: pd.DataFrame) -> pd.DataFrame:
+    """The completed trials the importance plot describes: those of the largest task (the first by name of equals,
+    not by row order, so every render describes the same task)."""
     done = board[board["status"] == "completed"].dropna(subset=["selection_score"])
     if done.empty:
-        return {}
+        return done
     counts = done["task"].astype(str).value_counts()
-    task = min(counts[counts == counts.max()].index)       # ties by name, not row order: the same plot at every render
-    done = done[done["task"].astype(str) == task]
+    return done[done["task"].astype(str) == min(counts[counts == counts.max()].index)]
+
+
+def param_importance(board: pd.DataFrame) -> dict[str, float]:
+    """Optuna's PED-ANOVA importances of the searched numeric parameters for the selection score, over
+    ``importance_trials``; empty when fewer than 4 trials or nothing varied.
+
+    PED-ANOVA (Optuna 5's default) is named, not left to the default: it has no random forest, so a
+    committed report re-renders to the same plot in any process and row order; fANOVA would need a seed and
+    still depend on the order of the rows. Sorted by importance, then name."""
+    import optuna
+
+    done = importance_trials(board)
     params = [p for p in SEARCHED if done[p].notna().all() and done[p].nunique() > 1]
     if len(done) < 4 or not params:
         return {}
@@ -104,17 +114,25 @@ def param_importance(board: pd.DataFrame) -> dict[str, float]:
                                                   value=float(r["selection_score"])))
     with warnings.catch_warnings():          # "importances will be equal" on flat scores: the plot shows it
         warnings.simplefilter("ignore")
-        return optuna.importance.get_param_importances(study)
+        found = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), params=params)
+    # params named: without them Optuna builds the space from a set, whose order (string hashes) differs per process
+    # and reorders equal bars. Rounded and tied by name, the order cannot hang on the last bits of a float sum.
+    return dict(sorted(((p, round(v, 12)) for p, v in found.items()), key=lambda item: (-item[1], item[0])))
 
 
-def plot_importance(importance: dict[str, float], path: Path) -> Path | None:
+def plot_importance(board: pd.DataFrame, path: Path) -> Path | None:
+    """The importances as bars, titled with the task and the trials they come from (a board may hold several)."""
+    importance = param_importance(board)
     if not importance:
         return None
+    done = importance_trials(board)
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6, 3))
     names = list(importance)[::-1]
     ax.barh(names, [importance[n] for n in names])
-    ax.set(xlabel="importance (Optuna)", title="Which hyperparameters mattered")
+    ax.set(xlabel="importance for the selection score (Optuna PED-ANOVA)",
+           title=f"Which hyperparameters mattered: {task_label(str(done['task'].iloc[0]))}, {len(done)} trials")
     return _save(fig, path)
 
 
