@@ -316,6 +316,20 @@ def test_parameter_importances_do_not_depend_on_the_order_of_the_rows_or_the_pro
     assert other.stdout.strip() == repr(first)
 
 
+def test_a_row_aligned_by_a_gradient_ratio_does_not_name_the_raw_weight_it_never_reads():
+    import pandas as pd
+
+    from opdf_ray.report.tables import variant_label
+
+    by = ("opdf_align_ratio", "opdf_align_weight")
+    part = pd.DataFrame({"opdf_train_cores": ["all"] * 2, "opdf_align_cores": ["auxiliary"] * 2,
+                         "opdf_align_ratio": [0.086, 0.086], "opdf_align_weight": [1.0, 1.0]})
+    assert variant_label("kd", (4, 0, 0.086, 1.0), by, part=part) == "+ OPDF (4 cores) [opdf_align_ratio 0.086]"
+    by_weight = part.assign(opdf_align_ratio=0.0)                       # a raw weight: it is the strength
+    assert variant_label("kd", (4, 0, 0.0, 1.0), by, part=by_weight) == \
+        "+ OPDF (4 cores) [opdf_align_ratio 0.0, opdf_align_weight 1.0]"
+
+
 def test_a_searched_float_in_a_row_label_is_short_and_a_set_one_stays_as_given():
     from opdf_ray.report.tables import variant_label
 

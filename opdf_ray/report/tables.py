@@ -188,8 +188,10 @@ def variant_label(method: str, key: tuple, by: tuple[str, ...], method_first: bo
     if method_first and cores:
         label = f"{METHOD_TITLES[method]} {label}"
     inert = _alignment_inert(part)
+    by_ratio = _aligned_by_ratio(part)
     extras = ", ".join(f"{name} {_short(_plain(value))}" for name, value in zip(by, key[2:])
-                       if not pd.isna(value) and not (inert and name.startswith("opdf_align")))
+                       if not pd.isna(value) and not (inert and name.startswith("opdf_align"))
+                       and not (by_ratio and name == "opdf_align_weight"))
     return f"{label} [{extras}]" if extras else label
 
 
@@ -199,6 +201,14 @@ def _alignment_inert(part: pd.DataFrame | None) -> bool:
     if part is None or not {"opdf_train_cores", "opdf_align_cores"} <= set(part.columns):
         return False
     return bool(((part["opdf_train_cores"] == "central") & (part["opdf_align_cores"] == "auxiliary")).all())
+
+
+def _aligned_by_ratio(part: pd.DataFrame | None) -> bool:
+    """Whether the row's alignment strength is a gradient ratio (``opdf_align_ratio`` > 0): its raw
+    ``opdf_align_weight`` is then never read (``methods.base.Method.add_alignment``), so a label leaves it out."""
+    if part is None or "opdf_align_ratio" not in part.columns:
+        return False
+    return bool((part["opdf_align_ratio"].fillna(0) > 0).all())
 
 
 def check_compare(by: tuple[str, ...]) -> None:
