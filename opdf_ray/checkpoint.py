@@ -34,6 +34,7 @@ class Progress:
     best_score: float = -math.inf
     best_step: int = 0
     best_state: dict | None = None            # the best student's trainable tensors
+    best_metrics: dict | None = None          # its evaluation on the selection split (what ``finalize`` reports)
     history: list = field(default_factory=list)
     train_seconds: float = 0.0
     examples: int = 0

@@ -157,7 +157,7 @@ def fit(method: Method, spec, data: Data, device: torch.device, plan: Plan, desc
                 log.info("step %d: %s %s = %.2f", progress.step, select_name, task.selection_metric, score)
                 if score > progress.best_score:
                     progress.best_score, progress.best_step = score, progress.step
-                    progress.best_state = method.trainable_state()
+                    progress.best_state, progress.best_metrics = method.trainable_state(), metrics
                 if on_evaluate is not None:
                     on_evaluate(progress, metrics)
             elif on_log is not None and progress.step % spec.log_steps == 0:

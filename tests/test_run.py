@@ -40,6 +40,27 @@ def test_kd_with_opdf_runs_end_to_end_and_saves_a_stock_student(tmp_path):
     assert again["teacher_finetune"]["seconds"] == results["teacher_finetune"]["seconds"]
 
 
+@pytest.mark.parametrize("method", ["kd", "theseus", "prokt", "lgtm"])
+def test_the_reported_selection_scores_are_the_restored_students_own(method, tmp_path_factory):
+    """``finalize`` reports the loop's evaluation of the best step instead of a second pass over the selection
+    split: the student restored to that step must score exactly that. Evaluated every step at a high lr, KD's and
+    ProKT's best step is the first of three, so reporting any other step's metrics fails here."""
+    from opdf_ray.engine import finalize, prepare, train
+    from opdf_ray.loop import evaluate
+
+    cache = tmp_path_factory.getbasetemp() / "selection-cache"          # one teacher fine-tune for the four
+    spec = RunSpec(task="rte", method=method, opdf_cores=3, cache_dir=str(cache), save_model=False, eval_steps=1,
+                   lr=1e-3, **QUICK)
+    job = prepare(spec)
+    fitted = train(job)
+    results, _ = finalize(job, fitted)
+    again = evaluate(job.method.eval_model(), job.data.loader("selection", spec.eval_batch_size, False),
+                     job.data.task, job.device, job.parallel, spec.bf16_on(job.device))
+    assert results["selection"] == again and fitted.best_metrics is results["selection"]
+    assert results["selection_score"] == fitted.best_score
+    assert method not in ("kd", "prokt") or fitted.best_step < fitted.step         # the restore is exercised
+
+
 def test_a_frozen_teacher_is_not_evaluated_again_and_a_trained_one_is(tmp_path):
     """KD's teacher ends the run as its fine-tune left it, so its dev scores are the fine-tune's (marked here);
     ProKT trains its teacher, so its end is measured."""
