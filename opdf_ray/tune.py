@@ -383,12 +383,9 @@ def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resu
     run_config = tune.RunConfig(name=name, storage_path=join(settings.storage),
                                 callbacks=_callbacks(name, settings, train_storage),
                                 failure_config=tune.FailureConfig(max_failures=0))
-    # reuse_actors: a finished trial's driver process runs the next trial (same resources), which spares each
-    # trial a process start and its imports (the quick start: 140 → 133 s, docs/benchmarks.md). A trial ASHA stops
-    # is still running trainer.fit(), so Tune cannot reset its process and ends it, with its Ray Train actors.
     tune_config = tune.TuneConfig(search_alg=search, scheduler=scheduler,
                                   num_samples=settings.num_samples, max_concurrent_trials=settings.max_concurrent,
-                                  trial_dirname_creator=lambda trial: trial.trial_id, reuse_actors=True)
+                                  trial_dirname_creator=lambda trial: trial.trial_id)
     if resume and tune.Tuner.can_restore(exp_dir):
         log.info("restoring %s", exp_dir)
         tuner = tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True)

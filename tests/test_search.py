@@ -98,9 +98,8 @@ def test_searches_in_one_storage_share_the_fine_tuned_teacher_of_the_same_settin
     # first seed's is the one above, reused: the same settings pay for a teacher once), never from the search's
     grid = {name: {"type": "categorical", "choices": choices} for name, choices in
             (("method", ["kd"]), ("opdf", [True]), ("opdf_cores", [3]), ("lr", [1e-4]), ("seed", [42, 7]))}
-    seeds = run_search(tiny_base(tmp_path), tiny_space(**grid), settings(tmp_path, name="seeds", num_samples=2,
-                                                                         sampler="grid", early_stopping=False))
-    assert len({result.metrics["pid"] for result in seeds}) == 1   # the second trial reused the first's driver
+    run_search(tiny_base(tmp_path), tiny_space(**grid), settings(tmp_path, name="seeds", num_samples=2,
+                                                                 sampler="grid", early_stopping=False))
     assert len(list((tmp_path / "storage" / "teachers").iterdir())) == 2
     rows = read_leaderboard(str(tmp_path / "board")).query("run_id == 'seeds-rte'").set_index("seed")
     assert rows.loc[42, "finetuned_teacher_dev_accuracy"] == 12.5
