@@ -383,6 +383,8 @@ def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resu
     run_config = tune.RunConfig(name=name, storage_path=join(settings.storage),
                                 callbacks=_callbacks(name, settings, train_storage),
                                 failure_config=tune.FailureConfig(max_failures=0))
+    # not reuse_actors: Tune caches a trial ASHA stopped while its trainer.fit() still runs, and the next trial's
+    # reset then fails that trial (measured: docs/benchmarks.md, "The quick start on a slower CPU")
     tune_config = tune.TuneConfig(search_alg=search, scheduler=scheduler,
                                   num_samples=settings.num_samples, max_concurrent_trials=settings.max_concurrent,
                                   trial_dirname_creator=lambda trial: trial.trial_id)
