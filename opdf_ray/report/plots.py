@@ -97,9 +97,12 @@ def param_importance(board: pd.DataFrame) -> dict[str, float]:
     PED-ANOVA (Optuna 5's default) is named, not left to the default: it has no random forest, so a
     committed report re-renders to the same plot in any process and row order; fANOVA would need a seed and
     still depend on the order of the rows. Sorted by importance, then name."""
+    return _importances(importance_trials(board))
+
+
+def _importances(done: pd.DataFrame) -> dict[str, float]:
     import optuna
 
-    done = importance_trials(board)
     params = [p for p in SEARCHED if done[p].notna().all() and done[p].nunique() > 1]
     if len(done) < 4 or not params:
         return {}
@@ -123,10 +126,10 @@ def param_importance(board: pd.DataFrame) -> dict[str, float]:
 
 def plot_importance(board: pd.DataFrame, path: Path) -> Path | None:
     """The importances as bars, titled with the task and the trials they come from (a board may hold several)."""
-    importance = param_importance(board)
+    done = importance_trials(board)
+    importance = _importances(done)
     if not importance:
         return None
-    done = importance_trials(board)
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6, 3))
     names = list(importance)[::-1]
