@@ -1,6 +1,7 @@
 """Operators one training step dispatches, OPDF / dense: the CPU proxy for a launch-bound GPU step.
 
     python benchmarks/bench_ops.py [--methods kd prokt lgtm theseus] [--cores 5] [--seq 32]
+    python benchmarks/bench_ops.py --host [--repeats 3]     # host time per step instead of operators
 
 On a GPU every ATen operator a step dispatches is (at least) one kernel launch, and a MiniLM step is bound by
 launches, not FLOPs (docs/benchmarks.md), so the ratio of operators counted here, eager on CPU, predicts the
@@ -9,6 +10,11 @@ GPU's OPDF / dense step-time ratio without a GPU. Counted with a ``TorchDispatch
 counted) of real ``Method`` objects on the minilm preset (6-layer all-MiniLM-L6-v2 teacher → 3-layer student),
 with each method's defaults. Views and metadata-only operators are counted too (each is a dispatch; on a GPU a
 host-side cost though not a kernel), and listed separately.
+
+``--host`` times the same steps on a model of MiniLM's shape but width 32 (6 layers, 2 heads, FFN 128; student
+layers 0, 2, 4; batch 2 × 8 tokens; one thread), whose arithmetic is negligible: what is left is the host's
+work per step (Python, dispatch, autograd's bookkeeping), which is what a launch-bound GPU step waits on. Median
+ms of 60 steps after 5 warm-up steps, the fastest of ``--repeats`` interleaved rounds.
 """
 
 from __future__ import annotations
@@ -59,6 +65,49 @@ def count_step(method, batch, held, warmup: int = 2) -> OpCounter:
     return counter
 
 
+def tiny_minilm_teacher():
+    """MiniLM's shape (6 layers, 12 → 2 heads) at width 32: every product is tiny, so a step's time is host time."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    return BertForSequenceClassification(BertConfig(hidden_size=32, num_hidden_layers=6, num_attention_heads=2,
+                                                    intermediate_size=128, max_position_embeddings=64,
+                                                    num_labels=2))
+
+
+def host_ms(method, batch, held, steps: int = 60, warmup: int = 5) -> float:
+    import statistics
+    import time
+
+    for _ in range(warmup):
+        method.train_step(batch, held)
+    method.log_details = False
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        method.train_step(batch, held)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def host_table(methods: list[str], cores: int, repeats: int) -> None:
+    torch.set_num_threads(1)
+    print(f"# bench_ops --host\n\ntorch {torch.__version__}; eager, CPU, 1 thread; MiniLM's shape at width 32, "
+          f"batch 2 × 8 tokens; median ms per train_step, fastest of {repeats} interleaved rounds\n")
+    print(f"| method | dense ms | OPDF-{cores} ms | **OPDF / dense** | OPDF adds (ms) |")
+    print("|---|---|---|---|---|", flush=True)
+    teacher = tiny_minilm_teacher()
+    batch, held = batch_of(8, 2, 0), batch_of(8, 2, 1)
+    for name in methods:
+        best = {0: float("inf"), cores: float("inf")}
+        for _ in range(repeats):
+            for n in best:
+                torch.manual_seed(0)
+                best[n] = min(best[n], host_ms(make_method(name, n, "per-step", teacher, 2), batch, held))
+        print(f"| {name} | {best[0]:.2f} | {best[cores]:.2f} | **{best[cores] / best[0]:.2f}×** | "
+              f"{best[cores] - best[0]:.2f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=["kd", "prokt", "lgtm", "theseus"])
@@ -66,7 +115,11 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--top", type=int, default=0, help="also list the N operators OPDF adds most of")
+    parser.add_argument("--host", action="store_true", help="time the host's work per step (a tiny model)")
+    parser.add_argument("--repeats", type=int, default=3, help="--host: interleaved rounds, the fastest kept")
     args = parser.parse_args()
+    if args.host:
+        return host_table(args.methods, args.cores, args.repeats)
     print(f"# bench_ops\n\ntorch {torch.__version__}; eager, CPU; batch {args.batch_size} × {args.seq} tokens; "
           f"one steady-state train_step per method (after 2 warm-up steps)\n")
     print(f"| method | dense ops | OPDF-{args.cores} ops | **ratio** | compute ops (no views): dense → OPDF | ratio |")

@@ -43,6 +43,7 @@ class MPOLinear(nn.Module):
         # is contiguous; fused AdamW needs the two laid out alike
         self.cores = nn.ParameterList(nn.Parameter(c.detach().clone(memory_format=torch.contiguous_format))
                                       for c in cores)
+        self._core_keys = tuple(str(k) for k in range(len(self.cores)))    # their names in ``self.cores``
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=bias.requires_grad)
         self._cache: tuple[tuple, torch.Tensor] | None = None
         self.per_step = False
@@ -92,12 +93,19 @@ class MPOLinear(nn.Module):
         """The cores OPDF's tensor-alignment loss pulls toward the teacher's (all but the central one)."""
         return [c for k, c in enumerate(self.cores) if k != self.central_index]
 
+    def core_list(self) -> list[torch.Tensor]:
+        """The cores as the module holds them now (a tensor ``functional_call`` swapped in included), read from the
+        list's registry: iterating ``self.cores`` costs ~1 µs a core in ``ParameterList.__getitem__``, a tenth of
+        an OPDF step's host time, and a GPU step waits on its host."""
+        params = self.cores._parameters
+        return [params[k] for k in self._core_keys]
+
     def weight(self) -> torch.Tensor:
         """The dense weight ``W: (out, in)`` the cores represent (differentiable)."""
-        return mpo.contract(list(self.cores), self.row_shape, self.col_shape)
+        return mpo.contract(self.core_list(), self.row_shape, self.col_shape)
 
     def _weight_for_forward(self) -> torch.Tensor:
-        cores = list(self.cores)
+        cores = self.core_list()
         registered = all(isinstance(c, nn.Parameter) for c in cores)
         if self.per_step and registered:
             step = self.step_weight(build=not torch.is_inference_mode_enabled())
@@ -121,7 +129,8 @@ class MPOLinear(nn.Module):
         contracted on first use after the cores change (``build=False``: None instead). Raises ``RuntimeError``
         when the cores changed while the previous weight still held a gradient not pushed into them (it would
         be lost)."""
-        key = _version_key(self.cores)
+        cores = self.core_list()
+        key = _version_key(cores)
         if self._step is not None and self._step.key == key:
             return self._step.leaf
         self._check_no_pending_gradient()
@@ -130,7 +139,6 @@ class MPOLinear(nn.Module):
         if self._group is not None:
             self._group.build()
             return self._step.leaf
-        cores = list(self.cores)
         needs_graph = any(c.requires_grad for c in cores)
         # under the ambient autocast, as a per-forward contraction would be; kept in the cores' dtype (fp32), so
         # the gradient it collects (and all-reduces) is the dense student's
@@ -161,7 +169,7 @@ class MPOLinear(nn.Module):
 
     def trainable_cores(self) -> list[nn.Parameter]:
         """The cores that train (``opdf_train_cores=central`` freezes the auxiliary ones)."""
-        return [c for c in self.cores if c.requires_grad]
+        return [c for c in self.core_list() if c.requires_grad]
 
     def core_gradients(self, dense_grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``∂⟨W, dense_grad⟩/∂cores`` for ``trainable_cores()``: the VJP of the contraction of the current step
@@ -225,13 +233,14 @@ class StepWeightGroup:
         for m in layers:
             m._check_no_pending_gradient()
             m._step = None              # the last step's weights are dead before a captured contraction reuses them
-        keys = [_version_key(m.cores) for m in layers]
+        cores = [m.core_list() for m in layers]
+        keys = [_version_key(c) for c in cores]
         first = layers[0]
-        needs_graph = any(c.requires_grad for c in first.cores)
+        needs_graph = any(c.requires_grad for c in cores[0])
         with torch.enable_grad() if needs_graph else torch.no_grad():
-            stacks = [torch.stack([m.cores[k] for m in layers]) for k in range(first.n_cores)]
-            built = mpo.contract_stacked(stacks, first.row_shape, first.col_shape).to(first.cores[0].dtype)
-        trained = tuple(stack for stack, core in zip(stacks, first.cores) if core.requires_grad)
+            stacks = [torch.stack(same_place) for same_place in zip(*cores)]
+            built = mpo.contract_stacked(stacks, first.row_shape, first.col_shape).to(cores[0][0].dtype)
+        trained = tuple(stack for stack, core in zip(stacks, cores[0]) if core.requires_grad)
         for i, (m, key, leaf) in enumerate(zip(layers, keys, built.detach().unbind(0))):
             m._step = _StepWeight(key, built, leaf.requires_grad_(needs_graph), i, trained)
 
@@ -258,7 +267,7 @@ def core_gradients(layers: Sequence[MPOLinear], dense_grads: Sequence[torch.Tens
     batches: dict[int, list[tuple[int, MPOLinear, torch.Tensor]]] = {}
     for pos, (m, grad) in enumerate(zip(layers, dense_grads)):
         step = m._step
-        if step is None or step.key != _version_key(m.cores):
+        if step is None or step.key != _version_key(m.core_list()):
             raise RuntimeError("no per-step weight for the cores' current version to back-propagate through")
         batches.setdefault(id(step.built), []).append((pos, m, grad))
     for members in batches.values():
