@@ -149,8 +149,8 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
         ["max_train_samples"] if args.max_train_samples is not None else [])
     clash = sorted(k for k in given if k in space.fixed or any(p.name == k for p in space.params))
     if clash:
-        raise ValueError(f"{clash} set on the command line and by the search space ({space.source}); keep each "
-                         f"setting in one place")
+        raise ValueError(f"{clash} set for every trial (--config, --set or a budget flag) and by the search space "
+                         f"({space.source}); keep each setting in one place")
     resolve_num_samples(args, space)
     for name in ("num_samples", "workers_per_trial", "grace_epochs", "tpe_startup_trials"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -168,7 +168,10 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
         load_glue(task, spec.data_dir, spec.selection_fraction, spec.selection_cap, spec.seed,
                   spec.max_train_samples)            # missing data fails here; logs the trials' split sizes
     base = as_trials[tasks[0]]
-    check_spec_against_models(base, teacher_source(base.preset, base.teacher, base.cache_dir or default_cache_dir()))
+    source = teacher_source(base.preset, base.teacher, base.cache_dir or default_cache_dir())
+    drawn_lengths = space.values_of("max_length") if args.max_length is None else ()   # --max-length wins
+    for task in tasks:                   # a length a task's examples do not fit depends on its number of texts
+        check_spec_against_models(as_trials[task], source, drawn_lengths)
     check_teacher_storage(base, space, args.storage)
     if starts_from_finetuned_teacher(base, space):
         teacher_variants(space)          # a teacher per distinct seed or data setting: their values must be a list

@@ -31,9 +31,10 @@ from opdf_ray.teacher import starting_models, teacher_from_finetuned, teacher_so
 log = logging.getLogger(__name__)
 
 
-def check_spec_against_models(spec: RunSpec, source: str) -> None:
+def check_spec_against_models(spec: RunSpec, source: str, lengths: tuple[int, ...] = ()) -> None:
     """Errors that would otherwise surface after minutes of teacher fine-tuning, or in every trial: a teacher that
-    does not load, student layers it does not have, a length beyond its positions, shapes MPO cannot factor."""
+    does not load, student layers it does not have, a length its examples do not fit (``spec.max_length`` and
+    ``lengths``, the values a search space may draw), shapes MPO cannot factor."""
     from transformers import AutoConfig
 
     check_checkpoint(source, "teacher")                   # a missing source: the clear, specific error
@@ -46,10 +47,15 @@ def check_spec_against_models(spec: RunSpec, source: str) -> None:
     if spec.method == "theseus" and depth % len(layer_ids):
         raise ValueError(f"BERT-of-Theseus needs the teacher depth ({depth}) to be a multiple of the student's "
                          f"({len(layer_ids)})")
-    positions = getattr(config, "max_position_embeddings", None)
-    if positions and spec.max_length > positions:
-        raise ValueError(f"max_length={spec.max_length} is invalid for {source}; allowed: 1..{positions} (its "
-                         f"position embeddings)")
+    texts = len(TASKS[spec.task].text_keys)
+    least = load_tokenizer(source).num_special_tokens_to_add(pair=texts == 2) + texts
+    most = getattr(config, "max_position_embeddings", None)
+    for length in sorted({spec.max_length, *lengths}):
+        if length < least or (most and length > most):
+            # below ``least`` the tokenizer cannot truncate and returns whole examples, which overflow the positions
+            raise ValueError(f"max_length={length} is invalid for {spec.task} with {source}; allowed: "
+                             f"{least}..{most or ''} (its special tokens and a token of each of the task's {texts} "
+                             f"text(s), up to its position embeddings)")
     if spec.opdf:
         for rows, cols in {(config.hidden_size, config.hidden_size), (config.intermediate_size, config.hidden_size)}:
             mpo.factor_shapes(rows, cols, spec.opdf_cores, spec.opdf_style)

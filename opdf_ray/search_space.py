@@ -164,6 +164,14 @@ class SearchSpace:
     def epochs_for(self, task: str) -> int:
         return self.epochs.get(task, self.epochs.get("default", RunSpec.epochs))
 
+    def values_of(self, name: str) -> tuple:
+        """The extremes of what the space draws for ``name`` (a range's bounds, a categorical's non-null choices;
+        empty when it is not searched): what checks before a search must accept."""
+        for p in self.params:
+            if p.name == name:
+                return tuple(c for c in p.choices if c is not None) if p.type == "categorical" else (p.low, p.high)
+        return ()
+
     def methods(self) -> tuple[str, ...]:
         for p in self.params:
             if p.name == "method":

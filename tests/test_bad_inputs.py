@@ -61,10 +61,24 @@ def test_an_optuna_storage_that_is_not_a_url_fails_before_ray_starts(tmp_path):
 
 
 def test_a_length_beyond_the_models_positions_and_an_empty_wandb_project_fail_before_ray_starts(tmp_path):
-    with pytest.raises(ValueError, match=r"max_length=100000 is invalid for .*; allowed: 1..512"):
+    with pytest.raises(ValueError, match=r"max_length=100000 is invalid for rte .*; allowed: 5..512"):
         validate(tmp_path, "--max-length", "100000")
     with pytest.raises(ValueError, match="wandb_project='' is invalid; allowed: a W&B project name"):
         validate(tmp_path, "--wandb", "")
+
+
+def test_a_length_too_short_for_the_tasks_texts_fails_before_ray_starts_also_when_a_space_draws_it(tmp_path):
+    """Below its special tokens plus a token of each text the tokenizer cannot truncate and returns whole examples,
+    which overflowed the model's positions inside every trial (RTE at max_length 2: 785 tokens, after Ray)."""
+    with pytest.raises(ValueError, match=r"max_length=4 is invalid for rte .*; allowed: 5..512 \(its special tokens"):
+        validate(tmp_path, "--max-length", "4")
+    validate(tmp_path, "--max-length", "5")
+    validate(tmp_path, "--task", "sst2", "--max-length", "3")                 # one text: [CLS] x [SEP]
+    space = tmp_path / "space.yaml"
+    space.write_text("fixed: {method: kd}\nparams:\n  max_length: {type: categorical, choices: [64, 3]}\n")
+    with pytest.raises(ValueError, match="max_length=3 is invalid for rte"):
+        validate(tmp_path, "--space", str(space))
+    validate(tmp_path, "--space", str(space), "--max-length", "64")          # the flag replaces what the space draws
 
 
 def test_seed_teacher_and_missing_model_package_fail_before_ray_starts(tmp_path, monkeypatch):

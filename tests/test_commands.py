@@ -57,9 +57,9 @@ def test_any_run_setting_reaches_a_search_with_set(tmp_path):
     (["--set", "task=sst2"], "a search sets it itself"),
     (["--set", "batch_size=big"], "--set batch_size='big': not a int"),
     (["--set", "cudnn_attention=maybe"], "not a bool"),
-    (["--set", "lr=1e-4"], r"\['lr'\] set on the command line and by the search space"),
-    (["--set", "max_length=64"], r"\['max_length'\] set on the command line and by the search space"),
-    (["--max-train-samples", "100", "--space", "SPACE"], r"\['max_train_samples'\] set on the command line"),
+    (["--set", "lr=1e-4"], r"\['lr'\] set for every trial \(--config, --set .* and by the search space"),
+    (["--set", "max_length=64"], r"\['max_length'\] set for every trial .* and by the search space"),
+    (["--max-train-samples", "100", "--space", "SPACE"], r"\['max_train_samples'\] set for every trial \(--config"),
     (["--set", "mpo_weight=sometimes"], "mpo_weight='sometimes' is invalid"),
 ])
 def test_a_setting_given_twice_or_badly_is_refused_before_ray_starts(tmp_path, flags, message):
@@ -167,7 +167,7 @@ def test_the_python_api_refuses_what_the_command_line_refuses_before_ray_starts(
         opdf_ray.search(["rte", "rtee"], storage=str(tmp_path))
     with pytest.raises(ValueError, match=r"settings sets \['epochs'\]: a search sets it itself"):
         opdf_ray.search("rte", settings={"epochs": 3})
-    with pytest.raises(ValueError, match=r"\['lr'\] set on the command line and by the search space"):
+    with pytest.raises(ValueError, match=r"\['lr'\] set for every trial \(--config, --set .* and by the search space"):
         opdf_ray.search("rte", preset="tiny", storage=str(tmp_path), settings={"lr": "1e-4"})
     with pytest.raises(ValueError, match="settings: 'learning_rate' is not a run setting"):
         opdf_ray.search("rte", settings={"learning_rate": 1e-4})
