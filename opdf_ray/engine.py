@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import platform
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,11 +205,27 @@ def save_student(results: dict, exported: torch.nn.Module, tokenizer, out_dir: P
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
 
 
+def check_output_dir(out_dir: Path) -> None:
+    """Fail now if the student could not be saved to ``out_dir`` after the run (a file there, or a folder that
+    cannot be made or written), without making it: a run that fails later leaves nothing behind."""
+    existing = next(p for p in (out_dir, *out_dir.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"output_dir={str(out_dir)!r} is invalid: {existing} is a file; allowed: a folder that "
+                         f"can be made and written")
+    try:
+        tempfile.TemporaryDirectory(dir=existing).cleanup()        # what saving does first: make a folder there
+    except OSError as e:
+        raise ValueError(f"output_dir={str(out_dir)!r} is invalid: no folder can be made in {existing} "
+                         f"({e.strerror}); allowed: a folder that can be made and written") from None
+
+
 def run(spec: RunSpec) -> dict:
     """Train one configuration in this process, evaluate on selection and dev, save the merged student."""
+    out_dir = Path(spec.resolved_output_dir())
+    if spec.save_model:
+        check_output_dir(out_dir)
     job = prepare(spec)
     results, exported = finalize(job, train(job))
-    out_dir = Path(spec.resolved_output_dir())
     results["output_dir"] = str(out_dir) if spec.save_model else None
     if spec.save_model:
         save_student(results, exported, job.data.tokenizer, out_dir)

@@ -81,6 +81,23 @@ def test_a_length_too_short_for_the_tasks_texts_fails_before_ray_starts_also_whe
     validate(tmp_path, "--space", str(space), "--max-length", "64")          # the flag replaces what the space draws
 
 
+def test_a_single_run_whose_student_cannot_be_saved_fails_before_any_work(tmp_path):
+    """It used to fine-tune the teacher and train, then fail saving the student."""
+    from pathlib import Path
+
+    from opdf_ray.api import distill
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match=r"output_dir='.*afile/student' is invalid: .*afile is a file; allowed"):
+        distill("rte", preset="tiny", cache_dir=str(cache), output_dir=str(blocker / "student"))
+    if Path("/proc/self").is_dir():                  # Linux: no folder can be made in /proc, even by root
+        with pytest.raises(ValueError, match=r"no folder can be made in /proc \("):
+            distill("rte", preset="tiny", cache_dir=str(cache), output_dir="/proc/opdf-ray-student")
+    assert not cache.exists()                        # refused before the models were even built
+
+
 def test_seed_teacher_and_missing_model_package_fail_before_ray_starts(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="seed=-1 is invalid"):
         validate(tmp_path, "--seed", "-1")
