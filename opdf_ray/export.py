@@ -78,7 +78,11 @@ def export(leaderboard: str, out: str | Path, task: str | None = None, trial: st
     if fs.get_file_info(f"{path}/config.json").type != pafs.FileType.File:
         raise ValueError(f"trial {row['trial_id']}'s student is gone from {source} (deleted, or storage that "
                          f"this machine cannot see)")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {out}: the folder cannot be made ({e.strerror}); pass a folder that can be "
+                         f"made and written") from None
     if isinstance(fs, pafs.LocalFileSystem):
         shutil.copytree(path, out, dirs_exist_ok=True)
     else:

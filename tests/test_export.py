@@ -94,6 +94,8 @@ def test_export_never_writes_into_a_folder_that_holds_something(tmp_path, capsys
     (tmp_path / "out" / "mine.txt").write_text("keep")
     assert main([root, "--out", str(tmp_path / "out")]) == 2
     assert "exists and is not an empty folder" in capsys.readouterr().err
+    assert main([root, "--out", str(tmp_path / "out" / "mine.txt" / "best")]) == 2      # under a file: no traceback
+    assert "the folder cannot be made (Not a directory)" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["mine.txt"]
 
 
