@@ -94,6 +94,7 @@ def prepare(spec: RunSpec, parallel: Parallel | None = None, finetuned_teacher: 
         torch.set_num_threads(spec.threads)
     device = run_device(spec)
     cache_dir = Path(spec.cache_dir or default_cache_dir())
+    check_folder("cache_dir", cache_dir)
     method_cls = get_method(spec.method)
     source = teacher_source(spec.preset, spec.teacher, cache_dir)
     check_spec_against_models(spec, source)
@@ -205,17 +206,18 @@ def save_student(results: dict, exported: torch.nn.Module, tokenizer, out_dir: P
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
 
 
-def check_output_dir(out_dir: Path) -> None:
-    """Fail now if the student could not be saved to ``out_dir`` after the run (a file there, or a folder that
-    cannot be made or written), without making it: a run that fails later leaves nothing behind."""
-    existing = next(p for p in (out_dir, *out_dir.parents) if p.exists())
+def check_folder(setting: str, folder: str | Path) -> None:
+    """Fail now if files could not be written under ``folder`` later (a file there or above it, or a place where
+    no folder can be made), without making it: a run that fails later leaves nothing behind."""
+    folder = Path(folder).expanduser()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir():
-        raise ValueError(f"output_dir={str(out_dir)!r} is invalid: {existing} is a file; allowed: a folder that "
-                         f"can be made and written")
+        raise ValueError(f"{setting}={str(folder)!r} is invalid: {existing} is a file; allowed: a folder that can "
+                         f"be made and written")
     try:
-        tempfile.TemporaryDirectory(dir=existing).cleanup()        # what saving does first: make a folder there
+        tempfile.TemporaryDirectory(dir=existing).cleanup()        # what writing there does first: make a folder
     except OSError as e:
-        raise ValueError(f"output_dir={str(out_dir)!r} is invalid: no folder can be made in {existing} "
+        raise ValueError(f"{setting}={str(folder)!r} is invalid: no folder can be made in {existing} "
                          f"({e.strerror}); allowed: a folder that can be made and written") from None
 
 
@@ -223,7 +225,7 @@ def run(spec: RunSpec) -> dict:
     """Train one configuration in this process, evaluate on selection and dev, save the merged student."""
     out_dir = Path(spec.resolved_output_dir())
     if spec.save_model:
-        check_output_dir(out_dir)
+        check_folder("output_dir", out_dir)
     job = prepare(spec)
     results, exported = finalize(job, train(job))
     results["output_dir"] = str(out_dir) if spec.save_model else None

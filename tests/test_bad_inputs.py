@@ -98,6 +98,18 @@ def test_a_single_run_whose_student_cannot_be_saved_fails_before_any_work(tmp_pa
     assert not cache.exists()                        # refused before the models were even built
 
 
+def test_a_cache_dir_that_is_a_file_is_a_one_line_error_for_a_run_and_a_search(tmp_path):
+    """It was a pyarrow traceback (``FileExistsError: Cannot create directory``) from building the teacher."""
+    from opdf_ray.api import distill
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match=r"cache_dir='.*afile' is invalid: .*afile is a file; allowed: a folder"):
+        distill("rte", preset="tiny", cache_dir=str(blocker), save_model=False)
+    with pytest.raises(ValueError, match=r"cache_dir='.*afile' is invalid: .*afile is a file; allowed: a folder"):
+        validate(tmp_path, "--cache-dir", str(blocker))
+
+
 def test_seed_teacher_and_missing_model_package_fail_before_ray_starts(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="seed=-1 is invalid"):
         validate(tmp_path, "--seed", "-1")
