@@ -274,31 +274,45 @@ def _contraction_plan(bonds: tuple[int, ...], legs: tuple[int, ...]) -> tuple:
     return tree(0, n - 1)
 
 
-def _contract_tree(node, cores: Sequence[torch.Tensor]) -> torch.Tensor:
+def _contract_tree(node, cores: Sequence[torch.Tensor], batch: tuple[int, ...]) -> tuple[torch.Tensor, tuple]:
     """Contract a plan node into ``(*batch, d_left, P, d_right)`` with P the merged legs in core order; cores are
-    ``(*batch, d, i, j, d')`` (``batch`` empty for one matrix, ``(G,)`` for G stacked matrices of one chain shape)."""
+    ``(*batch, d, i, j, d')`` (``batch`` empty for one matrix, ``(G,)`` for G stacked matrices of one chain shape).
+
+    Returns the tensor in whatever contiguous shape it came (a core, or a product ``(*batch, d_l·P_l, P_r·d_r)``)
+    with its ``(d_left, P, d_right)``: its consumer views it once, as the product needs it. Every view is an
+    operator dispatched forward and backward, host work that a launch-bound GPU step waits on."""
     if isinstance(node, int):
         c = cores[node]
-        return c.reshape(*c.shape[:-3], -1, c.shape[-1])                 # (*batch, d_{k-1}, i_k·j_k, d_k)
-    left, right = _contract_tree(node[0], cores), _contract_tree(node[1], cores)
-    *batch, dl, pl, db = left.shape
-    pr, dr = right.shape[-2:]
-    out = left.reshape(*batch, dl * pl, db) @ right.reshape(*batch, db, pr * dr)   # (*batch, d_l·P_l, P_r·d_r)
-    return out.reshape(*batch, dl, pl * pr, dr)
+        return c, (c.shape[-4], c.shape[-3] * c.shape[-2], c.shape[-1])
+    left, (dl, pl, db) = _contract_tree(node[0], cores, batch)
+    right, (_, pr, dr) = _contract_tree(node[1], cores, batch)
+    # bmm, not @: matmul of 3-D tensors adds two expands and a view around the same bmm kernel (the same products,
+    # bit for bit)
+    product = torch.bmm if len(batch) == 1 else torch.matmul
+    out = product(_view(left, (*batch, dl * pl, db)), _view(right, (*batch, db, pr * dr)))
+    return out, (dl, pl * pr, dr)                                   # out: (*batch, d_l·P_l, P_r·d_r)
+
+
+def _view(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    return t if t.shape == shape else t.reshape(shape)
 
 
 def check_cores(cores: Sequence[torch.Tensor], row_shape: Sequence[int], col_shape: Sequence[int]) -> None:
     """Raise ``ValueError`` unless ``cores`` form a chain ``(d_{k-1}, i_k, j_k, d_k)`` matching the shapes."""
-    n = len(cores)
+    _check_core_shapes([tuple(c.shape) for c in cores], row_shape, col_shape)
+
+
+def _check_core_shapes(shapes: Sequence[tuple[int, ...]], row_shape: Sequence[int], col_shape: Sequence[int]) -> None:
+    n = len(shapes)
     if n != len(row_shape) or n != len(col_shape):
         raise ValueError(f"got {n} cores for shapes {tuple(row_shape)} × {tuple(col_shape)}; need one core per leg")
     _check_n_cores(n)
-    for k, c in enumerate(cores):
-        if c.ndim != 4 or c.shape[1] != row_shape[k] or c.shape[2] != col_shape[k] or \
-                (k > 0 and c.shape[0] != cores[k - 1].shape[3]):
-            raise ValueError(f"core {k} has shape {tuple(c.shape)}; expected (d_{k}, {row_shape[k]}, {col_shape[k]}, "
+    for k, shape in enumerate(shapes):
+        if len(shape) != 4 or shape[1] != row_shape[k] or shape[2] != col_shape[k] or \
+                (k > 0 and shape[0] != shapes[k - 1][3]):
+            raise ValueError(f"core {k} has shape {shape}; expected (d_{k}, {row_shape[k]}, {col_shape[k]}, "
                              f"d_{k + 1}) chained to its neighbours")
-    if cores[0].shape[0] != 1 or cores[-1].shape[3] != 1:
+    if shapes[0][0] != 1 or shapes[-1][3] != 1:
         raise ValueError("the first core's left bond and the last core's right bond must be 1")
 
 
@@ -324,7 +338,7 @@ def contract_stacked(stacks: Sequence[torch.Tensor], row_shape: Sequence[int],
     if not stacks or any(s.ndim != 5 or s.shape[0] != stacks[0].shape[0] for s in stacks):
         raise ValueError(f"stacks must be (G, d, i, j, d') tensors with one G, got "
                          f"{[tuple(s.shape) for s in stacks]}")
-    check_cores([s[0] for s in stacks], row_shape, col_shape)
+    _check_core_shapes([tuple(s.shape[1:]) for s in stacks], row_shape, col_shape)   # shapes only: no select ops
     return _stacked_chain(list(stacks), tuple(row_shape), tuple(col_shape))
 
 
@@ -343,7 +357,7 @@ def _contract_chain(cores: Sequence[torch.Tensor], row_shape: Sequence[int], col
     batch = tuple(cores[0].shape[:-4])
     bonds = tuple(int(c.shape[-4]) for c in cores) + (1,)
     legs = tuple(i * j for i, j in zip(row_shape, col_shape))
-    t = _contract_tree(_contraction_plan(bonds, legs), cores)     # (*batch, 1, Π i_k j_k, 1), interleaved legs
+    t, _ = _contract_tree(_contraction_plan(bonds, legs), cores, batch)   # (*batch, 1, Π i_k j_k, 1): interleaved legs
     inter = [a for ij in zip(row_shape, col_shape) for a in ij]
     b = len(batch)
     t = t.reshape(*batch, *inter).permute(*range(b), *range(b, b + 2 * n, 2), *range(b + 1, b + 2 * n, 2))
