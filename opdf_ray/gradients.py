@@ -24,11 +24,15 @@ class OptimizerGradients:
     """The parameters of one optimiser, split into the per-step MPO layers whose cores they hold and the rest.
 
     A gradient here is a list aligned with ``targets()``: the other parameters, then each layer's dense weight,
-    then each layer's cores (direct gradients only).
+    then, with ``direct_cores``, each layer's cores (direct gradients only). Without it (no loss reaches these
+    cores but through their dense weights: no alignment on them) the list has no core entries, rather than one
+    zero tensor per core, each a kernel launch and an add on a GPU (LGTM's teacher: 180 cores, 3 lists a step).
     """
 
-    def __init__(self, params: Iterable[nn.Parameter], modules: Iterable[MPOLinear], batched: bool = True):
+    def __init__(self, params: Iterable[nn.Parameter], modules: Iterable[MPOLinear], batched: bool = True,
+                 direct_cores: bool = True):
         self.params = list(params)
+        self.direct_cores = direct_cores
         ids = {id(p) for p in self.params}
         self.layers = [m for m in modules if m.per_step and (trained := m.trainable_cores())
                        and all(id(c) in ids for c in trained)]
@@ -91,7 +95,7 @@ class OptimizerGradients:
     # -- the autograd path (LGTM: gradients as values, combined before they are set) -------------------------------
     def targets(self) -> list[torch.Tensor]:
         dense = [m.step_weight() for m in self.layers]
-        return self.others + dense + self.cores
+        return self.others + dense + (self.cores if self.direct_cores else [])
 
     def raw_grad(self, loss: torch.Tensor) -> list[torch.Tensor]:
         """``∂loss/∂targets()`` (zeros where unused); build the step weights (a forward) before the loss."""
@@ -107,10 +111,12 @@ class OptimizerGradients:
         """``(layer, dense part, its trained cores' total gradient)`` per layer of a raw gradient: the dense part
         pushed into the cores (one VJP) and added to their direct part."""
         n_other, n_layer = len(self.others), len(self.layers)
-        direct = iter(raw[n_other + n_layer:])
         dense = raw[n_other:n_other + n_layer]
-        return [(m, d, [next(direct) + g for g in grads])
-                for m, d, grads in zip(self.layers, dense, core_gradients(self.layers, dense))]
+        pushed = core_gradients(self.layers, dense)
+        if not self.direct_cores:
+            return [(m, d, list(grads)) for m, d, grads in zip(self.layers, dense, pushed)]
+        direct = iter(raw[n_other + n_layer:])
+        return [(m, d, [next(direct) + g for g in grads]) for m, d, grads in zip(self.layers, dense, pushed)]
 
     def to_params(self, raw: list[torch.Tensor], layer_grads: list | None = None) -> list[torch.Tensor]:
         """Gradients aligned with ``self.params`` (``layer_grads``: ``layer_gradients(raw)``, if already made)."""
@@ -126,6 +132,6 @@ class OptimizerGradients:
             p.grad = g
         for m, g in zip(self.layers, raw[n_other:n_other + n_layer]):
             m.set_dense_gradient(g)
-        for c, g in zip(self.cores, raw[n_other + n_layer:]):
+        for c, g in zip(self.cores, raw[n_other + n_layer:]):      # none without direct_cores: push_ sets them
             c.grad = g
 

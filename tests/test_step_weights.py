@@ -286,3 +286,26 @@ def test_the_parameter_side_work_compiles_as_one_graph_without_host_syncs():
     torch.testing.assert_close(captured[0], eager[0])
     for a, b in zip(captured[1], eager[1]):
         torch.testing.assert_close(a, b)
+
+
+def test_a_gradient_without_direct_core_entries_sets_the_same_core_gradients():
+    """LGTM's teacher: no loss reaches its cores but through their dense weights, so its gradients as values carry
+    no core entries (one zero tensor per core before); setting and pushing one gives the same ``.grad``."""
+    from opdf_ray.gradients import OptimizerGradients
+
+    grads = {}
+    for direct in (True, False):
+        torch.manual_seed(0)
+        model = nn.Sequential(MPOLinear.from_linear(nn.Linear(12, 8), n_cores=3), nn.Tanh(), nn.Linear(8, 2))
+        model[0].per_step = True
+        g = OptimizerGradients(list(model.parameters()), [model[0]], direct_cores=direct)
+        model[0].step_weight()
+        raw = g.raw_grad(model(torch.randn(4, 12)).square().sum())
+        assert len(raw) == len(g.others) + 1 + (3 if direct else 0)
+        g.zero_grad()
+        g.set_grad(raw)
+        g.push_()
+        grads[direct] = [p.grad.clone() for p in model.parameters()]
+        assert [len(cores) for _, _, cores in g.layer_gradients(raw)] == [3]
+    for with_zeros, without in zip(grads[True], grads[False], strict=True):
+        assert torch.equal(with_zeros, without)

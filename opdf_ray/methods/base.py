@@ -270,7 +270,9 @@ class Method:
             layers = [m for model in (self.eval_model(), self.teacher) if model is not None
                       for m in mpo_modules(model).values()]
             params = [p for g in optimizer.param_groups for p in g["params"]]
-            self._gradients[key] = OptimizerGradients(params, layers, batched=self.batch_step_weights)
+            aligned = self.aligns and optimizer is self.student_opt    # the alignment: the only direct core loss
+            self._gradients[key] = OptimizerGradients(params, layers, batched=self.batch_step_weights,
+                                                      direct_cores=aligned)
         return self._gradients[key]
 
     def reduce_gradients(self, optimizer) -> None:
