@@ -38,9 +38,12 @@ def adamw_lookahead(optimizer: torch.optim.AdamW, params, grads) -> list[torch.T
     hundred-odd tensors costs a few dozen kernel launches, not a dozen per tensor."""
     group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     batches: dict[tuple, list[int]] = {}
+    # the step counts read back at once: fused AdamW keeps them on the device, where each read is a sync
+    stepped = [optimizer.state[p]["step"] for p in params if "step" in optimizer.state.get(p, {})]
+    counts = iter(torch.stack(stepped).tolist() if stepped else [])
     for i, p in enumerate(params):
         state = optimizer.state.get(p, {})
-        step = float(state["step"]) + 1 if "step" in state else 1.0
+        step = float(next(counts)) + 1 if "step" in state else 1.0
         batches.setdefault((id(group_of[id(p)]), step, bool(state)), []).append(i)
     out: list[torch.Tensor | None] = [None] * len(params)
     for (_, step, has_state), members in batches.items():
