@@ -52,6 +52,12 @@ class OpCounter(TorchDispatchMode):
         return sum(self.counts.values())
 
     @property
+    def read_backs(self) -> int:
+        """``.item()``, ``float()``, ``bool()`` of a tensor: each a device sync on a GPU (a ``.tolist()`` is one more
+        there, not counted: on a CPU it dispatches nothing)."""
+        return self.counts["_local_scalar_dense"]
+
+    @property
     def compute(self) -> int:
         return sum(n for op, n in self.counts.items() if op not in VIEW_OPS)
 
@@ -122,8 +128,9 @@ def main() -> None:
         return host_table(args.methods, args.cores, args.repeats)
     print(f"# bench_ops\n\ntorch {torch.__version__}; eager, CPU; batch {args.batch_size} × {args.seq} tokens; "
           f"one steady-state train_step per method (after 2 warm-up steps)\n")
-    print(f"| method | dense ops | OPDF-{args.cores} ops | **ratio** | compute ops (no views): dense → OPDF | ratio |")
-    print("|---|---|---|---|---|---|", flush=True)
+    print(f"| method | dense ops | OPDF-{args.cores} ops | **ratio** | compute ops (no views): dense → OPDF | ratio | "
+          f"read-backs: dense → OPDF |")
+    print("|---|---|---|---|---|---|---|", flush=True)
     teacher = minilm_teacher()
     batch, held = batch_of(args.seq, args.batch_size, 0), batch_of(args.seq, args.batch_size, 1)
     for name in args.methods:
@@ -132,7 +139,8 @@ def main() -> None:
         torch.manual_seed(0)
         opdf = count_step(make_method(name, args.cores, "per-step", teacher, args.batch_size), batch, held)
         print(f"| {name} | {dense.total} | {opdf.total} | **{opdf.total / dense.total:.2f}×** | "
-              f"{dense.compute} → {opdf.compute} | {opdf.compute / dense.compute:.2f}× |", flush=True)
+              f"{dense.compute} → {opdf.compute} | {opdf.compute / dense.compute:.2f}× | "
+              f"{dense.read_backs} → {opdf.read_backs} |", flush=True)
         if args.top:
             extra = opdf.counts - dense.counts
             print("  OPDF adds: " + ", ".join(f"{op} {n}" for op, n in extra.most_common(args.top)), flush=True)
