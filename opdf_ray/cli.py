@@ -155,7 +155,8 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     for name in ("num_samples", "workers_per_trial", "grace_epochs", "tpe_startup_trials"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
-    from opdf_ray.engine import check_folder, check_spec_against_models
+    from opdf_ray.engine import check_spec_against_models
+    from opdf_ray.storage import check_folder
     from opdf_ray.teacher import teacher_source
     from opdf_ray.tune import check_teacher_storage, experiment_name, starts_from_finetuned_teacher, teacher_variants
 
@@ -168,8 +169,9 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
         load_glue(task, spec.data_dir, spec.selection_fraction, spec.selection_cap, spec.seed,
                   spec.max_train_samples)            # missing data fails here; logs the trials' split sizes
     base = as_trials[tasks[0]]
-    check_folder("cache_dir", base.cache_dir or default_cache_dir())
-    source = teacher_source(base.preset, base.teacher, base.cache_dir or default_cache_dir())
+    cache_dir = base.cache_dir or default_cache_dir()
+    check_folder("cache_dir", cache_dir)
+    source = teacher_source(base.preset, base.teacher, cache_dir)
     drawn_lengths = space.values_of("max_length") if args.max_length is None else ()   # --max-length wins
     for task in tasks:                   # a length a task's examples do not fit depends on its number of texts
         check_spec_against_models(as_trials[task], source, drawn_lengths)

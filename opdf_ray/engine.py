@@ -10,7 +10,6 @@ import dataclasses
 import json
 import logging
 import platform
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from opdf_ray.methods import Method, get_method
 from opdf_ray.methods.base import model_inputs
 from opdf_ray.models import check_checkpoint, from_pretrained, keep_layers, load_classifier, load_tokenizer, run_device
 from opdf_ray.parallel import Parallel
+from opdf_ray.storage import check_folder
 from opdf_ray.teacher import starting_models, teacher_from_finetuned, teacher_source
 
 log = logging.getLogger(__name__)
@@ -204,21 +204,6 @@ def save_student(results: dict, exported: torch.nn.Module, tokenizer, out_dir: P
     exported.save_pretrained(out_dir / "model")
     tokenizer.save_pretrained(out_dir / "model")
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
-
-
-def check_folder(setting: str, folder: str | Path) -> None:
-    """Fail now if files could not be written under ``folder`` later (a file there or above it, or a place where
-    no folder can be made), without making it: a run that fails later leaves nothing behind."""
-    folder = Path(folder).expanduser()
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir():
-        raise ValueError(f"{setting}={str(folder)!r} is invalid: {existing} is a file; allowed: a folder that can "
-                         f"be made and written")
-    try:
-        tempfile.TemporaryDirectory(dir=existing).cleanup()        # what writing there does first: make a folder
-    except OSError as e:
-        raise ValueError(f"{setting}={str(folder)!r} is invalid: no folder can be made in {existing} "
-                         f"({e.strerror}); allowed: a folder that can be made and written") from None
 
 
 def run(spec: RunSpec) -> dict:

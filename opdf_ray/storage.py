@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -59,6 +60,21 @@ def delete_dir(root: str) -> None:
     fs, path = filesystem(root)
     if fs.get_file_info(path).type != pafs.FileType.NotFound:
         fs.delete_dir(path)
+
+
+def check_folder(setting: str, folder: str | Path) -> None:
+    """Fail now if files could not be written under ``folder`` later (a file there or above it, or a place where
+    no folder can be made), without making it: a run that fails later leaves nothing behind."""
+    folder = Path(folder).expanduser()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{setting}={str(folder)!r} is invalid: {existing} is a file; allowed: a folder that can "
+                         f"be made and written")
+    try:
+        tempfile.TemporaryDirectory(dir=existing).cleanup()        # what writing there does first: make a folder
+    except OSError as e:
+        raise ValueError(f"{setting}={str(folder)!r} is invalid: no folder can be made in {existing} "
+                         f"({e.strerror}); allowed: a folder that can be made and written") from None
 
 
 @contextlib.contextmanager

@@ -43,7 +43,7 @@ def adamw_lookahead(optimizer: torch.optim.AdamW, params, grads) -> list[torch.T
     counts = iter(torch.stack(stepped).tolist() if stepped else [])
     for i, p in enumerate(params):
         state = optimizer.state.get(p, {})
-        step = float(next(counts)) + 1 if "step" in state else 1.0
+        step = next(counts) + 1 if "step" in state else 1.0
         batches.setdefault((id(group_of[id(p)]), step, bool(state)), []).append(i)
     out: list[torch.Tensor | None] = [None] * len(params)
     for (_, step, has_state), members in batches.items():
