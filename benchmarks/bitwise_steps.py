@@ -4,7 +4,7 @@
     python benchmarks/bitwise_steps.py save after.pt           # on the new code
     python benchmarks/bitwise_steps.py compare before.pt after.pt
 
-Each of KD, ProKT, LGTM and BERT-of-Theseus, with 3 and 5 cores, on a model of MiniLM's shape at width 32
+Each of KD, ProKT, LGTM and BERT-of-Theseus, dense and with 3 and 5 cores, on a model of MiniLM's shape at width 32
 (``bench_ops.tiny_minilm_teacher``), trains 3 steps of batch 4 × 16 tokens; the student's and the teacher's state
 are saved. A host-side change (fewer operators, fewer syncs) must leave every tensor bit for bit the same.
 """
@@ -25,7 +25,7 @@ def trained_states(steps: int = 3) -> dict[str, dict[str, torch.Tensor]]:
     teacher = tiny_minilm_teacher()
     out = {}
     for name in ("kd", "prokt", "lgtm", "theseus"):
-        for cores in (3, 5):
+        for cores in (0, 3, 5):                  # 0: the dense student
             torch.manual_seed(0)
             method = make_method(name, cores, "per-step", teacher, 4)
             for step in range(steps):

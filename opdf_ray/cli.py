@@ -168,6 +168,14 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
         spec = as_trials[task] = RunSpec.from_dict(bases[task].to_dict() | space.fixed | overrides(args))
         load_glue(task, spec.data_dir, spec.selection_fraction, spec.selection_cap, spec.seed,
                   spec.max_train_samples)            # missing data fails here; logs the trials' split sizes
+    for task in tasks:                   # a value that cannot act there: an error alone, a warning among tasks
+        inert = space.inert_given(as_trials[task].to_dict(), tuple(given))
+        if inert:
+            message = (f"{', '.join(inert)} set by the search space ({space.source}) or for every trial cannot act "
+                       f"on {task} for its method(s) {', '.join(space.methods())} (config.inert_settings)")
+            if len(tasks) == 1:
+                raise ValueError(f"{message}; remove it")
+            log.warning("%s: not used there, stored empty", message)
     base = as_trials[tasks[0]]
     cache_dir = base.cache_dir or default_cache_dir()
     check_folder("cache_dir", cache_dir)

@@ -139,6 +139,12 @@ class RunSpec:
     scheduler_linear_k: float = _knob(6e-4, "Theseus: slope k of the linear replacement scheduler")
     steps_for_replacing: int | None = _knob(None, "Theseus constant scheduler: steps of phase 1 before p=1 "
                                             "(default: never)", type=int)
+    # the dense anchor (L2-SP, Li et al. 2018): the baseline every OPDF verdict is read against
+    l2sp_ratio: float = _knob(0.0, "L2-SP: pull every encoder matrix toward its starting weights W0 with the strength "
+                              "that makes ‖∇ pull‖ / ‖∇ rest‖ this ratio on the pulled matrices, re-chosen every "
+                              "step as --opdf-align-ratio does for cores (OPDF: on the merged weight; 0 = off)")
+    l2sp_weight: float = _knob(0.0, "L2-SP: a fixed weight λ on Σ‖W − W0‖² / Σ‖W0‖² over the encoder matrices "
+                               "(OPDF: the merged weights; 0 = off; exclusive with --l2sp-ratio)")
     # OPDF
     opdf_cores: int = _knob(0, "MPO cores per matrix (0 = OPDF off; the paper uses 3–7)")
     opdf_bond_dim: int | None = _knob(None, "truncate MPO bonds (default: full rank, exact)", type=int)
@@ -245,9 +251,16 @@ class RunSpec:
             raise ValueError("opdf_core_lr='matched' is calibrated on the dense gradient the per-step path all-reduces; "
                              "mpo_weight='per-forward' has none: use --mpo-weight per-step or a number for "
                              "--opdf-core-lr (1.0: the dense lr)")
-        for name in ("weight_decay", "max_grad_norm", "scheduler_linear_k", "opdf_align_weight", "opdf_align_ratio"):
-            if not getattr(self, name) >= 0:
-                bad(name, "a number ≥ 0")
+        for name in ("weight_decay", "max_grad_norm", "scheduler_linear_k", "opdf_align_weight", "opdf_align_ratio",
+                     "l2sp_ratio", "l2sp_weight"):
+            if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
+                bad(name, "a finite number ≥ 0")
+        if self.l2sp_ratio > 0 and self.l2sp_weight > 0:
+            raise ValueError(f"l2sp_ratio={self.l2sp_ratio!r} and l2sp_weight={self.l2sp_weight!r} are both set; the "
+                             f"pull's strength is one or the other (set the unused one to 0)")
+        if self.opdf and self.l2sp and self.mpo_weight == "per-forward":
+            raise ValueError("l2sp_ratio/l2sp_weight pull the merged weight an OPDF layer builds once per step; "
+                             "mpo_weight='per-forward' builds none: use --mpo-weight per-step")
         if self.opdf_cores == 1 or self.opdf_cores < 0:
             bad("opdf_cores", "0 (off) or an int ≥ 2")
         if self.opdf_bond_dim is not None and not self.opdf_cores:
@@ -267,6 +280,11 @@ class RunSpec:
     @property
     def opdf(self) -> bool:
         return self.opdf_cores >= 2
+
+    @property
+    def l2sp(self) -> bool:
+        """Whether the L2-SP pull toward the starting weights acts (by ratio or by weight)."""
+        return self.l2sp_ratio > 0 or self.l2sp_weight > 0
 
     @property
     def core_lr_multiplier(self) -> float | None:
@@ -330,6 +348,60 @@ class RunSpec:
         if unknown:
             raise ValueError(f"unknown RunSpec key(s) {unknown}; known keys: {', '.join(sorted(known))}")
         return cls(**values)
+
+
+# What each method's losses read (``opdf_ray.methods`` implements them; tests/test_inert.py checks they agree)
+KD_LOSS_METHODS = ("kd", "prokt", "lgtm")          # the student's loss is α·KD + (1−α)·CE: T, T², α act
+TEACHER_TRAINING_METHODS = ("prokt", "lgtm")       # the teacher trains: its lr, loss mix, start and head act
+OPDF_SETTINGS = ("opdf_bond_dim", "opdf_style", "opdf_align_weight", "opdf_align_cores", "opdf_align_map",
+                 "opdf_align_ratio", "opdf_core_lr", "opdf_train_cores", "opdf_teacher")
+ALIGNMENT_SETTINGS = ("opdf_align_weight", "opdf_align_cores", "opdf_align_map", "opdf_align_ratio")
+
+
+def inert_settings(values: dict) -> tuple[str, ...]:
+    """The hyperparameters that cannot change what a run with these settings trains (``values``: ``RunSpec`` fields;
+    a deciding field that is missing counts as unknown, and then nothing it decides is called inert).
+
+    A search does not draw them, the leaderboard stores them empty and ``config_id`` leaves them out, so two runs
+    that differ only in a knob that does nothing are one configuration. Examples: the KD temperature on a
+    regression task (its loss is an MSE on the one output, before any T), the teacher's lr where the teacher is
+    frozen, OPDF's settings with OPDF off."""
+    def known(*names):
+        return all(values.get(n) is not None for n in names)
+
+    inert = set()
+    method, task = values.get("method"), values.get("task")
+    if task in TASKS and TASKS[task].is_regression:
+        inert |= {"temperature", "t2_scaling"}
+    if values.get("temperature") == 1:
+        inert.add("t2_scaling")                # T² = 1
+    if method in METHODS:
+        if method not in KD_LOSS_METHODS:
+            inert |= {"temperature", "t2_scaling", "alpha_kd"}
+        if method not in TEACHER_TRAINING_METHODS:
+            inert |= {"teacher_lr", "t_alpha_kd", "teacher_init", "init_classifier_to_zero"}
+        if method != "lgtm":
+            inert |= {"lgtm_variant", "lgtm_feedback"}
+        if method != "kd":
+            inert.add("cache_teacher_logits")
+        if method != "theseus":
+            inert |= {"replacing_rate", "replacing_scheduler", "scheduler_linear_k", "steps_for_replacing"}
+        elif values.get("replacing_scheduler") == "linear":
+            inert.add("steps_for_replacing")
+        elif values.get("replacing_scheduler") == "constant":
+            inert.add("scheduler_linear_k")
+    if known("opdf_cores") and values["opdf_cores"] < 2:
+        inert |= set(OPDF_SETTINGS)
+    elif known("opdf_cores", "method", "opdf_teacher", "opdf_train_cores", "opdf_align_cores"):
+        no_teacher = method == "finetune" or not values["opdf_teacher"]
+        untrained = values["opdf_train_cores"] == "central" and values["opdf_align_cores"] == "auxiliary"
+        if no_teacher or untrained:            # nothing to align with, or nothing the alignment could move
+            inert |= set(ALIGNMENT_SETTINGS) | ({"opdf_teacher"} if method == "finetune" else set())
+        elif known("opdf_align_ratio") and values["opdf_align_ratio"] > 0:
+            inert.add("opdf_align_weight")     # the ratio re-chooses the weight every step
+        elif known("opdf_align_ratio", "opdf_align_weight") and values["opdf_align_weight"] == 0:
+            inert |= {"opdf_align_cores", "opdf_align_map"}          # the alignment is off
+    return tuple(name for name in RunSpec.hyperparameters() if name in inert)
 
 
 SET_BY_THE_SEARCH = ("task", "epochs", "threads", "progress", "save_model")   # per task / per trial, not --set

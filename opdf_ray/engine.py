@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from opdf_ray import __version__, mpo
+from opdf_ray import trial_metrics as tm
 from opdf_ray.batches import Data, on_device, prepare_data, to_device
 from opdf_ray.checkpoint import Progress
 from opdf_ray.config import RunSpec
@@ -157,6 +158,7 @@ def finalize(job: Job, fitted: Progress) -> tuple[dict, torch.nn.Module]:
     probe = to_device(next(iter(data.loader(task.dev_splits[0], spec.eval_batch_size, False))), device)
     with torch.inference_mode():
         merge_diff = (exported(**model_inputs(probe)).logits - model(**model_inputs(probe)).logits).abs().max().item()
+    results |= selected_drift(fitted)
     selected = results["selection"] if select_split == "selection" else results["dev"][select_split]
     results.update({
         "spec": spec.to_dict(), "task": task.name, "method": spec.method, "opdf": spec.opdf,
@@ -174,6 +176,13 @@ def finalize(job: Job, fitted: Progress) -> tuple[dict, torch.nn.Module]:
         "device": str(device),
     })
     return results, exported
+
+
+def selected_drift(fitted: Progress) -> dict[str, float]:
+    """``drift_deployed`` (and, for OPDF, ``drift_cores``) of the selected student: measured at each evaluation
+    (``loop.fit``), read at the best step, whose weights the student now holds."""
+    at_best = next((h for h in fitted.history if h["step"] == fitted.best_step), {})
+    return {k: at_best[k] for k in (tm.DRIFT_DEPLOYED, tm.DRIFT_CORES) if k in at_best}
 
 
 def frozen_teacher_dev(job: Job) -> dict | None:

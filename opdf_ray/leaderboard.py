@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from opdf_ray import __version__
 from opdf_ray import trial_metrics as tm
-from opdf_ray.config import EXECUTION, SEED, RunSpec
+from opdf_ray.config import EXECUTION, SEED, RunSpec, inert_settings
 from opdf_ray.data import TASKS
 from opdf_ray.storage import filesystem, join, published
 
@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 #    init_classifier_to_zero may be null (auto); cores decay as their deployed matrix would (wd was 0 in every study)
 # 8: student_path (the merged student of a completed trial, for ``opdf-ray export``; empty before 8)
 # 9: dense_lr_as_cores (the dense control for OPDF at one lr; 0 before 9)
-SCHEMA_VERSION = 9
+# 10: l2sp_ratio, l2sp_weight (0 before 10), drift_deployed, drift_cores, drift_curve; a setting that cannot act
+#     for the row's task and method (``config.inert_settings``) is stored empty and left out of ``config_id``
+SCHEMA_VERSION = 10
 STATUSES = ("completed", "pruned", "failed")
 METRICS = tuple(dict.fromkeys(m for t in TASKS.values() for m in t.metrics))   # accuracy, f1, mcc, …
 _ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
@@ -94,6 +96,9 @@ SCHEMA = pa.schema([
     pa.field("restored_at_step", pa.int64()),
     pa.field("bytes_all_reduced", pa.int64()),
     pa.field("merge_max_abs_logit_diff", pa.float64()),
+    pa.field("drift_deployed", pa.float64()),                  # mean ‖W − W0‖/‖W0‖, encoder matrices, selected step
+    pa.field("drift_cores", pa.float64()),                     # the same over the trained MPO cores (OPDF)
+    pa.field("drift_curve", pa.string()),                      # JSON [[epoch, drift_deployed], …]
     pa.field("student_path", pa.string()),                     # the merged student (a Hugging Face folder)        # merged (deployed) vs trained student, on a batch
     pa.field("curve", pa.string()),                            # JSON [[epoch, selection score], …]
     pa.field("opdf_ray_version", pa.string()),
@@ -106,8 +111,10 @@ SCHEMA = pa.schema([
 
 
 def config_id(spec: dict) -> str:
-    """Identity of a configuration across seeds: a hash of its hyperparameters (seed and paths left out)."""
-    values = {k: v for k, v in sorted(spec.items()) if k not in _NOT_CONFIG}
+    """Identity of a configuration across seeds: a hash of the hyperparameters that act (seed, paths and the
+    settings that cannot act for its task and method, ``inert_settings``, left out)."""
+    inert = set(inert_settings(spec))
+    values = {k: v for k, v in sorted(spec.items()) if k not in _NOT_CONFIG and k not in inert}
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -123,6 +130,9 @@ def spec_of(row) -> dict:
         elif (f.metadata.get("type") or type(f.default)) is int and not isinstance(value, bool):
             value = int(value)
         out[f.name] = value
+    for name in inert_settings(out):      # stored empty: any value trains the same, so the declared default
+        if out[name] is None and getattr(RunSpec, name) is not None:
+            out[name] = getattr(RunSpec, name)
     return out
 
 
@@ -149,6 +159,7 @@ def make_row(run_id: str, trial_id: str, status: str, spec: dict, result: dict |
     dev_split = task.dev_splits[0]
     row = {name: None for name in SCHEMA.names}
     row |= {k: spec.get(k) for k in (f.name for f in dataclasses.fields(RunSpec))}
+    row |= dict.fromkeys(inert_settings(spec))                     # settings that cannot act: stored empty
     row |= {
         "schema_version": SCHEMA_VERSION, "run_id": run_id, "trial_id": trial_id, "status": status, "error": error,
         "opdf": spec["opdf_cores"] >= 2, "teacher_truncated": False, "config_id": config_id(spec),
@@ -166,6 +177,8 @@ def make_row(run_id: str, trial_id: str, status: str, spec: dict, result: dict |
         "workers": result.get(tm.WORKERS), "nodes": result.get(tm.NODES),
         "restored_at_step": result.get(tm.RESTORED_AT_STEP), "bytes_all_reduced": result.get(tm.BYTES_ALL_REDUCED),
         "merge_max_abs_logit_diff": result.get(tm.MERGE_DIFF), "student_path": student_path,
+        "drift_deployed": result.get(tm.DRIFT_DEPLOYED), "drift_cores": result.get(tm.DRIFT_CORES),
+        "drift_curve": result.get(tm.DRIFT_CURVE),
         "curve": result.get(tm.CURVE), "hardware": result.get(tm.HARDWARE),
         "opdf_ray_version": __version__, "ray_version": ray.__version__, "torch_version": torch.__version__,
         "python_version": platform.python_version(), "finished_at": pd.Timestamp.now(tz="UTC").floor("s"),
@@ -271,6 +284,8 @@ def _opdf_settings_before_v7(frame: pd.DataFrame) -> None:
     for column, value in (("opdf_core_lr", "1.0"), ("opdf_align_ratio", 0.0), ("opdf_train_cores", "all")):
         frame.loc[old & frame[column].isna(), column] = value
     frame.loc[(frame["schema_version"] < 9) & frame["dense_lr_as_cores"].isna(), "dense_lr_as_cores"] = 0
+    for column in ("l2sp_ratio", "l2sp_weight"):          # before 10: no L2-SP
+        frame.loc[(frame["schema_version"] < 10) & frame[column].isna(), column] = 0.0
 
 
 def _truncated_before_v3(frame: pd.DataFrame) -> pd.Series:
@@ -342,8 +357,12 @@ def best_per_cell(df: pd.DataFrame, pruned_too: bool = False) -> pd.DataFrame:
 
 
 def seed_summary(df: pd.DataFrame, metric: str = "dev_score") -> pd.DataFrame:
-    """Mean ± std of ``metric`` over seeds for every configuration (completed rows), with the seed count."""
+    """Mean and std of ``metric`` over seeds for every configuration (completed rows), the half-width of the mean's
+    95% t-interval (``ci95``; NaN with one seed) and the seed count."""
+    from scipy.stats import t
+
     grouped = usable(df).groupby([*VARIANT, "config_id"])
     out = grouped[metric].agg(["mean", "std", "count"]).rename(columns={"count": "seeds"})
+    out["ci95"] = t.ppf(0.975, out["seeds"] - 1) * out["std"] / out["seeds"] ** 0.5
     out["selection_mean"] = grouped["selection_score"].mean()
     return out.reset_index()

@@ -152,8 +152,9 @@ def fit(method: Method, spec, data: Data, device: torch.device, plan: Plan, desc
                 metrics = evaluate(method.eval_model(), select_loader, task, device, parallel,
                                    spec.bf16_on(device))
                 score = metrics[task.selection_metric]
+                drift = method.start.drift() if method.start is not None else {}   # how far from the start
                 progress.history.append({"step": progress.step, "epoch": progress.step / per_epoch, **logs,
-                                         **{f"{select_name}_{k}": v for k, v in metrics.items()}})
+                                         **{f"{select_name}_{k}": v for k, v in metrics.items()}, **drift})
                 log.info("step %d: %s %s = %.2f", progress.step, select_name, task.selection_metric, score)
                 if score > progress.best_score:
                     progress.best_score, progress.best_step = score, progress.step

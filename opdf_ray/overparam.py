@@ -72,6 +72,14 @@ def find_targets(model: nn.Module, targets: Sequence[str] | str | None = None) -
     return [name for name, _ in matches]
 
 
+def encoder_matrices(layers: nn.Module) -> dict[str, nn.Linear | MPOLinear]:
+    """The six encoder matrices of every layer of ``layers`` (a layer list or a model), dense or over-parameterised,
+    by name: what OPDF decomposes and what L2-SP and drift measure, in module order."""
+    patterns = _compile(LAYER_LIST_TARGETS if isinstance(layers, nn.ModuleList) else DEFAULT_TARGETS)
+    return {name: m for name, m in layers.named_modules()
+            if name and isinstance(m, (nn.Linear, MPOLinear)) and any(p.fullmatch(name) for p in patterns)}
+
+
 def overparameterize(model: nn.Module, n_cores: int, bond_dim: int | None = None,
                      targets: Sequence[str] | str | None = None, style: str = "paper") -> nn.Module:
     """Replace, in place, every target ``nn.Linear`` of ``model`` by an ``MPOLinear`` with ``n_cores`` cores.

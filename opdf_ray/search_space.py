@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from opdf_ray import shipped_path
-from opdf_ray.config import EXECUTION, TARGET, RunSpec, UniqueKeyLoader
+from opdf_ray.config import EXECUTION, TARGET, RunSpec, UniqueKeyLoader, inert_settings
 
 TYPES = ("loguniform", "uniform", "int", "categorical")
 TOP_KEYS = ("fixed", "epochs", "params")
@@ -154,12 +154,32 @@ class SearchSpace:
     def __call__(self, trial) -> dict:
         return self.draw(trial)
 
-    def draw(self, trial) -> dict:
+    def draw(self, trial, context: dict | None = None) -> dict:
+        """One configuration. ``context``: the settings of the trials (their task, the base settings): a parameter
+        that cannot act under them and the values drawn before it (``config.inert_settings``, e.g. the KD
+        temperature on a regression task) is not drawn, so no trial of the search spends a draw on it."""
+        known = self.known_settings(context) if context is not None else None
         drawn = {}
         for p in self.params:
-            if p.active(drawn):
+            if p.active(drawn) and (known is None or p.name not in inert_settings(known | spec_values(drawn))):
                 drawn[p.name] = p.suggest(trial)
         return drawn
+
+    def known_settings(self, context: dict) -> dict:
+        """What every trial's settings are before anything is drawn: ``context`` and ``fixed``, without the
+        parameters the space searches (their values are not known until drawn)."""
+        searched = {p.name for p in self.params} | ({"opdf_cores"} if any(p.name == "opdf" for p in self.params)
+                                                     else set())
+        return {k: v for k, v in (context | self.fixed).items() if k not in searched}
+
+    def inert_given(self, context: dict, given: tuple[str, ...] = ()) -> list[str]:
+        """The settings fixed by the space (or ``given`` for every trial: ``--set``, ``--config``) that cannot act
+        for any method the space draws, under ``context`` (a task's trial settings): a value that does nothing."""
+        known = self.known_settings(context)
+        inert = set.intersection(*(set(inert_settings(known | {"method": m})) for m in self.methods()))
+        searched = {p.name for p in self.params}
+        inert -= {switch for switch, qualified in QUALIFIERS.items() if qualified in searched}
+        return [name for name in RunSpec.hyperparameters() if name in inert and (name in self.fixed or name in given)]
 
     def epochs_for(self, task: str) -> int:
         return self.epochs.get(task, self.epochs.get("default", RunSpec.epochs))
@@ -200,6 +220,9 @@ class SearchSpace:
         return dataclasses.replace(self, params=params, fixed=fixed)
 
 
+# a fixed switch that says what a searched parameter means (``parse_space`` requires T² with a searched temperature):
+# it belongs to that parameter's definition, so it is never reported as a value that cannot act
+QUALIFIERS = {"t2_scaling": "temperature"}
 CELL_PARAMS = ("method", "opdf")      # what a report's table rows are: each pair is a cell worth seeing early
 
 

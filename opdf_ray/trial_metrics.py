@@ -26,12 +26,16 @@ TRAINING_STARTED_AT = "training_started_at"       # wall clock when data and mod
 STEPS, TRAIN_SECONDS, WORKERS = "steps", "train_seconds", "workers"
 TRAINABLE_PARAMS, INFERENCE_PARAMS = "trainable_params", "inference_params"
 MERGE_DIFF, BYTES_ALL_REDUCED = "merge_max_abs_logit_diff", "bytes_all_reduced"
+# mean ‖W − W0‖ / ‖W0‖ at the selected step: the deployed encoder matrices, and (OPDF) the trained cores
+DRIFT_DEPLOYED, DRIFT_CORES, DRIFT_CURVE = "drift_deployed", "drift_cores", "drift_curve"
 # added by Tune itself to every result
 TRAINING_ITERATION, TIME_TOTAL_S = "training_iteration", "time_total_s"
 
 # the final numbers a run produces (``engine.finalize``) that travel as they are
 RUN_SCALARS = (BEST_STEP, STEPS, TRAINABLE_PARAMS, INFERENCE_PARAMS, TRAIN_SECONDS, EXAMPLES_PER_SECOND, MERGE_DIFF,
                BYTES_ALL_REDUCED, WORKERS)
+# drift_cores: OPDF runs only; both absent when a run resumed from a checkpoint written before drift was measured
+OPTIONAL_RUN_SCALARS = (DRIFT_DEPLOYED, DRIFT_CORES)
 # what the final result of a completed trial must carry (besides the per-split metrics, see ``missing_keys``)
 REQUIRED_WHEN_COMPLETED = (FINISHED, BEST_SCORE, STEP, EPOCH, EVALUATIONS, CURVE, *RUN_SCALARS)
 # what a trial that failed on a NaN/inf loss reports (the scheduler needs its metric; -inf ranks it last)
@@ -78,10 +82,11 @@ def evaluation_metrics(progress, score: float | None, selection_metric: str, sel
     ``score`` is that evaluation's selection metric (``None``: report the best so far)."""
     last = progress.history[-1] if progress.history else {}
     curve = [[round(h[EPOCH], 4), h[f"{select_split}_{selection_metric}"]] for h in progress.history]
+    drift = [[round(h[EPOCH], 4), h[DRIFT_DEPLOYED]] for h in progress.history if DRIFT_DEPLOYED in h]
     out = {STEP: progress.step, EPOCH: last.get(EPOCH, 0.0), EVALUATIONS: len(progress.history),
            SCORE: progress.best_score if score is None else score, BEST_SCORE: progress.best_score,
            BEST_STEP: progress.best_step, EXAMPLES_PER_SECOND: progress.examples_per_second,
-           CURVE: json.dumps(curve)}
+           CURVE: json.dumps(curve), DRIFT_CURVE: json.dumps(drift)}
     return out | {train_key(k): v for k, v in last.items() if k not in (STEP, EPOCH) and isinstance(v, float)}
 
 
@@ -96,7 +101,8 @@ def final_metrics(results: dict) -> dict[str, float]:
     out |= {finetuned_teacher_dev_key(split, k): v
             for split, metrics in (results.get("teacher_finetune") or {}).get("dev", {}).items()
             for k, v in metrics.items()}
-    return out | {key: results[key] for key in RUN_SCALARS}
+    out |= {key: results[key] for key in RUN_SCALARS}
+    return out | {key: results[key] for key in OPTIONAL_RUN_SCALARS if key in results}
 
 
 def missing_keys(result: dict, metrics: tuple[str, ...], dev_splits: tuple[str, ...]) -> list[str]:

@@ -141,7 +141,8 @@ class TrialSampler:
     def __call__(self, trial) -> dict:
         from opdf_ray.teacher import teacher_settings_key
 
-        spec = trial_spec(self.base, self.space, self.space.draw(trial), self.settings, self.overrides)
+        context = self.base.to_dict() | (self.overrides or {})
+        spec = trial_spec(self.base, self.space, self.space.draw(trial, context), self.settings, self.overrides)
         teacher = None
         if self.finetuned_teachers:
             key = teacher_settings_key(spec)

@@ -1,5 +1,6 @@
 """Reports: exact cells from a synthetic leaderboard, clear errors, and a real headless-Chromium render."""
 
+import math
 import os
 import shutil
 import subprocess
@@ -51,15 +52,17 @@ def test_table_cells_follow_the_selection_rule(board):
     rows = {r["label"]: r for r in table.rows}
     assert list(rows) == ["KD", "+ OPDF (5 cores)", "ProKT"]
     kd, opdf = rows["KD"]["cells"], rows["+ OPDF (5 cores)"]["cells"]
-    assert kd["MRPC F1"] == (70.0, 0.0, 1)                       # config B wins on selection
-    assert opdf["MRPC F1"][0] == 87.0 and opdf["MRPC F1"][1] == pytest.approx(2 ** 0.5) and opdf["MRPC F1"][2] == 2
+    assert kd["MRPC F1"] == (70.0, math.inf, 1)                  # config B wins on selection; one seed: no interval
+    t_2seeds = 12.7062                                            # t(0.975, 1 df): 95% half-width = t·sd/√n
+    assert opdf["MRPC F1"][0] == 87.0 and opdf["MRPC F1"][1] == pytest.approx(t_2seeds * 2 ** 0.5 / 2 ** 0.5,
+                                                                               rel=1e-4) and opdf["MRPC F1"][2] == 2
     assert kd["Avg"][0] == pytest.approx(((70 + 60) / 2 + 61) / 2)   # per task mean of its metrics, then tasks
     assert opdf["Avg"][0] == pytest.approx(((87 + 77) / 2 + 58) / 2)
     assert "Avg" not in rows["ProKT"]["cells"]                    # ProKT has no RTE row: no average
     assert rows["+ OPDF (5 cores)"]["train_params"] == "26.8M" and rows["KD"]["inference_params"] == "17.4M"
     md = table_markdown(table)
-    assert "| **87.0 ± 1.4 (2)** | **77.0 ± 1.4 (2)** | 58.0 ± 0.0 (1) |" in md
-    assert "| KD | 70.0 ± 0.0 (1) | 60.0 ± 0.0 (1) | **61.0 ± 0.0 (1)** | 63.0 | 17.4M | 17.4M |" in md
+    assert "| **87.0 ± 12.7 (2)** | **77.0 ± 12.7 (2)** | 58.0 (1) |" in md          # ± is a 95% interval, not sd
+    assert "| KD | 70.0 (1) | 60.0 (1) | **61.0 (1)** | 63.0 | 17.4M | 17.4M |" in md
 
 
 def test_parameter_counts_print_one_value_when_they_round_alike(tmp_path):
@@ -75,8 +78,8 @@ def test_parameter_counts_print_one_value_when_they_round_alike(tmp_path):
 
 def test_dev_rule_picks_the_papers_configuration(board):
     rows = {r["label"]: r for r in build_table(read_leaderboard(str(board)), select_by="dev").rows}
-    mean, std, n = rows["KD"]["cells"]["MRPC F1"]
-    assert (mean, n) == (82.0, 2) and std == pytest.approx(8 ** 0.5)
+    mean, half, n = rows["KD"]["cells"]["MRPC F1"]
+    assert (mean, n) == (82.0, 2) and half == pytest.approx(12.7062 * 8 ** 0.5 / 2 ** 0.5, rel=1e-4)
 
 
 def test_majority_class_rows_come_from_the_glue_data():
@@ -94,7 +97,7 @@ def test_reference_rows_are_the_majority_class_and_each_distinct_finetuned_teach
     table = build_table(read_leaderboard(str(root)))
     majority, teacher = table.references
     assert majority["label"] == "Majority class" and round(majority["cells"]["MRPC F1"][0], 1) == 81.2
-    assert teacher["cells"]["MRPC F1"] == (89.0, pytest.approx(2 ** 0.5), 2)
+    assert teacher["cells"]["MRPC F1"] == (89.0, pytest.approx(12.7062, rel=1e-4), 2)   # sd √2, 2 seeds
     assert teacher["cells"]["MRPC Acc"][:1] == (85.0,) and teacher["cells"]["Avg"][0] == 87.0
     md = table_markdown(table)
     assert "| *Majority class* | 81.2 | 68.4 | 74.8 | – | – |" in md
@@ -108,7 +111,8 @@ def test_paired_difference_and_its_verdict():
     assert gain.half_width == pytest.approx(4.3027 * 0.11547 / 3 ** 0.5, rel=1e-3) and gain.verdict == "gain"
     assert paired_difference({1: 70.0, 2: 71.0}, {1: 80.0, 2: 80.5}).verdict == "loss"
     noisy = paired_difference({1: 85.0, 2: 75.0, 3: 80.0}, {1: 80.0, 2: 80.0, 3: 80.0})
-    assert noisy.verdict == "no gain or loss" and noisy.text() == "+0.0 ± 12.4 (3)"
+    assert noisy.verdict == "no gain or loss" and noisy.text() == "+0.0 ± 12.4 (3)" and noisy.p == 1.0
+    assert gain.p == pytest.approx(0.00388, rel=1e-2)     # t = 1.0667 / (0.11547/√3) = 16.0, 2 df
     one = paired_difference({1: 90.0, 9: 1.0}, {1: 80.0})       # only seed 1 is paired; one seed has no noise
     assert one.seeds == 1 and one.verdict == "no gain or loss" and one.text() == "+10.0 (1 seed: no interval)"
     assert paired_difference({1: 90.0}, {2: 80.0}) is None
@@ -140,9 +144,10 @@ def test_pooled_cores_give_one_opdf_row_per_method_whatever_cores_each_task_chos
         put(root, f"ro{seed}", "rte", "kd", 3, seed, 60, 60 - seed + rte)
     assert main([str(root), "--pool-cores", "--out", str(tmp_path / "pooled")]) == 0
     md = (tmp_path / "pooled" / "report.md").read_text()
-    assert "| + OPDF (searched: 3, 6 cores) | **84.0 ± 1.7 (3)** |" in md        # MRPC F1: 80 + seed + Δ, not 99
-    assert "| KD + OPDF (searched: 3, 6 cores) | +2.0 ± 2.5 (3) no gain or loss | +0.7 ± 1.4 (3) no gain or loss " \
-           "| +1.3 ± 1.9 (3) | **no gain or loss** |" in md
+    assert "| + OPDF (searched: 3, 6 cores) | **84.0 ± 4.3 (3)** |" in md        # MRPC F1: 80 + seed + Δ, not 99
+    # three cells (MRPC, RTE, all tasks): p 0.074, 0.184, 0.094, Holm ×3, ×2 (kept monotone), ×1
+    assert "| KD + OPDF (searched: 3, 6 cores) | +2.0 ± 2.5 (3) no gain or loss (p 0.074, Holm 0.223) | +0.7 ± 1.4 " \
+           "(3) no gain or loss (p 0.184, Holm 0.223) | +1.3 ± 1.9 (3) (p 0.094, Holm 0.223) | **no gain or loss** |" in md
     assert (tmp_path / "pooled" / "dev_vs_cores.png").exists()                 # plotted at the true core counts
     page = render(str(root), tmp_path / "per-cores")
     labels = [line.split(" | ")[0] for line in page.with_suffix(".md").read_text().splitlines()
@@ -167,9 +172,10 @@ def test_an_ablation_compares_hyperparameter_values_across_leaderboards(tmp_path
                       "+ OPDF (5 cores) [opdf_align_weight 0.0]", "+ OPDF (5 cores) [opdf_align_weight 1.0]",
                       "+ MPO compression (5 cores, bond 128) [opdf_align_weight 1.0]"]
     assert "SST-2" not in md and "one row per value of opdf_align_weight" in md
-    assert "| KD + OPDF (5 cores) [opdf_align_weight 0.0] | +1.0 ± 0.0 (3) gain | **gain** |" in md
-    assert "| KD + OPDF (3 cores) [opdf_align_weight 1.0] | +0.2 ± 0.2 (3) no gain or loss |" in md   # 0.1 .. 0.3
-    assert "| KD + MPO compression (5 cores, bond 128) [opdf_align_weight 1.0] | -1.0 ± 0.0 (3) loss |" in md
+    assert "| KD + OPDF (5 cores) [opdf_align_weight 0.0] | +1.0 ± 0.0 (3) gain (p <0.001, Holm <0.001) |" in md
+    assert "| KD + OPDF (3 cores) [opdf_align_weight 1.0] | +0.2 ± 0.2 (3) no gain or loss (p 0.074, Holm 0.074) " \
+           "|" in md                                    # 0.1 .. 0.3; the largest of four p: Holm leaves it
+    assert "| KD + MPO compression (5 cores, bond 128) [opdf_align_weight 1.0] | -1.0 ± 0.0 (3) loss (p <0.001" in md
     assert main([str(main_board), "--compare", "lr_typo", "--out", str(tmp_path / "o")]) == 2
     assert "--compare lr_typo: not a hyperparameter; allowed: " in capsys.readouterr().err
     assert main([str(main_board), "--tasks", "mrcp", "--out", str(tmp_path / "o")]) == 2

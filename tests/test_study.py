@@ -111,10 +111,10 @@ def test_the_ablation_report_sets_the_best_opdf_configuration_against_its_own_de
     page = render(str(view), tmp_path / "report", by=("opdf_train_cores", "opdf_align_ratio", "opdf_align_weight"))
     md = page.with_suffix(".md").read_text()
     assert "| KD + OPDF (5 cores) [opdf_train_cores central] | " \
-           "+1.2 ± 0.2 (3) gain | **gain** |" in md               # 80 + seed/10 against the control's 79
+           "+1.2 ± 0.2 (3) gain (p " in md               # 80 + seed/10 against the control's 79
     # frozen auxiliary cores leave the alignment nothing to act on: its (default) weight is not named
     assert "| KD + OPDF (5 cores) [opdf_train_cores all, opdf_align_ratio 0.0, opdf_align_weight 0.0] | " \
-           "-1.0 ± 0.0 (3) loss | **loss** |" in md
+           "-1.0 ± 0.0 (3) loss (p <0.001, Holm <0.001) | **loss** |" in md
     assert study.ablation_view(seeds, ablations, ["sst2"], view) == view               # rebuilt, not appended to
     assert len(list(view.rglob("*.parquet"))) == 9
     both = study.ablation_view(seeds, ablations, ["sst2", "mrpc"], tmp_path / "both")  # each task's best OPDF rows

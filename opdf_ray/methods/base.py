@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from opdf_ray import optim
+from opdf_ray.anchor import StartingPoint
 from opdf_ray.gradients import OptimizerGradients
+from opdf_ray.layers import MPOLinear
 from opdf_ray.losses import TensorAlignment, kd_loss, tensor_alignment_loss
 from opdf_ray.models import encoder_layer_list
 from opdf_ray.optim import linear_schedule, make_optimizer
@@ -43,7 +45,8 @@ class Method:
     Life cycle (driven by ``opdf_ray.engine`` and ``opdf_ray.loop.fit``), each hook called once, in this order:
 
     1. construct with the spec, student and teacher;
-    2. ``apply_opdf()``: over-parameterise the layers the method trains (and the teacher's, for alignment);
+    2. ``apply_opdf()``: over-parameterise the layers the method trains (and the teacher's, for alignment), then
+       note the student's starting point (L2-SP's anchor, drift's origin);
     3. ``cache_teacher_logits(batches, n)``, only when ``caches_teacher_logits`` and the spec ask for it;
     4. ``setup(total_steps)``: optimisers and schedules (``optimizers()`` returns them from then on);
     5. ``train_step(batch, held_batch)`` per batch; ``eval_model()`` whenever the loop evaluates;
@@ -68,6 +71,7 @@ class Method:
         self._gradients: dict[int, OptimizerGradients] = {}           # by id(optimizer), see gradients_of
         self.core_step_ratios: dict[str, float] = {}                  # κ per calibrated MPO matrix (matched lr)
         self.alignment: TensorAlignment | None = None                   # set by apply_opdf() when aligning
+        self.start: StartingPoint | None = None                          # set by apply_opdf()
         self.log_details = True     # the loop clears it on steps whose logs nobody reads (diagnostics skipped)
         self.batch_step_weights = True   # False: contract and back-propagate MPO layers one by one (the reference)
 
@@ -100,6 +104,11 @@ class Method:
         return dict(enumerate(self.spec.student_layer_ids()))
 
     def apply_opdf(self) -> None:
+        """Over-parameterise (``_decompose``), then keep the student's starting point (``StartingPoint``)."""
+        self._decompose()
+        self.start = StartingPoint(self.student_layers())
+
+    def _decompose(self) -> None:
         """Over-parameterise the student's encoder matrices; OPDF off: no-op.
 
         The teacher's forward stays exact: a frozen teacher (KD, Theseus) stays dense, a trained one (ProKT, LGTM,
@@ -251,7 +260,7 @@ class Method:
         self.gradients_of(self.student_opt).zero_grad()
         if loss.requires_grad:          # Theseus: False when every block drew its frozen predecessors
             loss.backward()
-        self.reduce_gradients(self.student_opt)
+        logs = self.reduce_gradients(self.student_opt, logs)
         if self.aligns:
             logs = self.add_alignment(logs)
         self.clip_and_step(self.student_opt, self.student_sched)
@@ -275,17 +284,44 @@ class Method:
                                                       direct_cores=aligned)
         return self._gradients[key]
 
-    def reduce_gradients(self, optimizer) -> None:
+    def reduce_gradients(self, optimizer, logs: dict | None = None) -> dict | None:
         """Average the gradients in ``.grad`` across data-parallel workers (MPO layers: their dense weight's
-        gradient) and push the dense gradients into the cores; see ``OptimizerGradients.reduce_``. A matched core
-        lr still waiting for its first gradient is calibrated in between, from the averaged dense gradients."""
+        gradient) and push the dense gradients into the cores; see ``OptimizerGradients.reduce_``. In between, a
+        matched core lr still waiting for its first gradient is calibrated from the averaged dense gradients, and
+        the student's optimiser (``logs`` given) gets the L2-SP pull on those dense gradients (``add_l2sp``: the
+        same on every worker, so added after the average). Returns ``logs`` with the pull's terms."""
         grads = self.gradients_of(optimizer)
         grads.average_(self.parallel)
         if optim.pending_groups(optimizer):
             self.calibrate_core_lr(optimizer, grads.layer_gradients_in_grad())
         if optim.pending_dense_groups(optimizer):
             self.calibrate_dense_lr(optimizer)
+        if logs is not None and optimizer is self.student_opt and self.spec.l2sp:
+            logs = self.add_l2sp(logs)
         grads.push_()
+        return logs
+
+    def add_l2sp(self, logs: dict) -> dict:
+        """L2-SP (``anchor``): pull the student's encoder matrices toward their start, by ``l2sp_weight`` (then
+        also part of ``loss``) or to the gradient ratio ``l2sp_ratio``."""
+        s = self.spec
+        terms = self.start.pull_(s.l2sp_ratio, s.l2sp_weight)
+        if terms and s.l2sp_ratio == 0:
+            logs = logs | {"loss": logs["loss"] + terms["l2sp"]}
+        return logs | terms
+
+    def add_l2sp_to(self, gradients: OptimizerGradients, raw: list[torch.Tensor]) -> None:
+        """Add the fixed-weight L2-SP gradient to a raw gradient (LGTM's look-ahead), as ``add_l2sp`` adds it to
+        ``.grad`` (under ``l2sp_ratio``, the look-ahead leaves it out, as it does the alignment's)."""
+        s = self.spec
+        if s.l2sp_weight == 0:
+            return
+        position = {id(p): k for k, p in enumerate(gradients.others)}
+        position |= {id(m): len(gradients.others) + k for k, m in enumerate(gradients.layers)}   # dense parts
+        for m, g in zip(self.start.matrices, self.start.gradient()):
+            k = position.get(id(m) if isinstance(m, MPOLinear) else id(m.weight))
+            if k is not None:
+                raw[k] = raw[k] + s.l2sp_weight * g
 
     def calibrate_dense_lr(self, optimizer) -> None:
         """``dense_lr_as_cores``: each encoder matrix's lr becomes κ × lr (``optim.calibrate_dense``); log κ."""

@@ -96,6 +96,7 @@ class LGTM(ProKT):
         raw = s_grads.raw_grad(loss_s)
         s_grads.average_dense_(raw, self.parallel)   # the look-ahead the real (all-reduced) student step would take
         self.add_alignment_to(s_grads, raw)
+        self.add_l2sp_to(s_grads, raw)
         layer_grads = s_grads.layer_gradients(raw)
         self.calibrate_core_lr(self.student_opt, layer_grads)   # the look-ahead steps as the real step will
         theta_prime = adamw_lookahead(self.student_opt, s_grads.params, s_grads.to_params(raw, layer_grads))

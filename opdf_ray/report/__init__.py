@@ -9,7 +9,7 @@ LGTM, Theseus, fine-tuning), each followed by one ``+OPDF (n cores)`` row per co
 compression (n cores, bond r)`` rows for truncated, i.e. compressed, students; rows distilled from a truncated
 teacher — leaderboards written before that was fixed — are left out); columns are
 the tasks present with their metrics, the average, and the train/inference parameter counts. A cell is the mean
-± std over seeds of the *best configuration's* dev metric and its seed count; the best configuration is the one
+± the half-width of its 95% t-interval over seeds of the *best configuration's* dev metric and its seed count; the best configuration is the one
 with the highest mean selection score (the honest rule) or, with ``--select-by dev``, the highest mean dev score
 (the papers' way). The best value per column is in bold. "Does OPDF help?" then compares each method's OPDF
 student with its dense one, paired by seed, with a 95% interval and a verdict.
@@ -115,9 +115,10 @@ def render(leaderboard: str | list[str], out: str | Path, select_by: str = "sele
     intro = (f"{len(board)} trials from {board['run_id'].nunique()} run(s); protocol filter: {protocol}; "
              + (f"one row per value of {', '.join(by)}; " if by else "")
              + ("one OPDF row per method, its best configuration per task whatever its core count; " if pooled else "")
-             + f"configuration chosen by {rule}. Cells: dev mean ± std (seeds). Reference rows (italic): the "
-             f"majority class (the training split's most frequent label; STS-B: its mean score) and the task-fine-"
-             f"tuned teacher the students start from (± std over its seeds)."
+             + f"configuration chosen by {rule}. Cells: dev mean ± half-width of its 95% t-interval (seeds; one "
+             f"seed: no interval). Reference rows (italic): the majority class (the training split's most frequent "
+             f"label; STS-B: its mean score) and the task-fine-tuned teacher the students start from (± 95% "
+             f"t-interval over its seeds)."
              + (f" {truncated} trial(s) distilled from a truncated teacher (written before opdf-ray fixed it) are "
                 f"left out." if truncated else ""))
     repeats = duplicate_runs(board)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import yaml
 
-from opdf_ray.config import RunSpec
+from opdf_ray.config import RunSpec, inert_settings
 from opdf_ray.leaderboard import spec_of
 
 def run_summary(board: pd.DataFrame) -> str:
@@ -31,8 +31,9 @@ def config_block(row) -> str:
     """A row's configuration as a complete, typed search space: a grid over its seed (one trial) that trains the
     same configuration (the same ``config_id``) on the task and preset the first line names."""
     spec, defaults = spec_of(row), RunSpec().to_dict()
+    inert = set(inert_settings(spec))          # cannot act for this task and method: not part of the configuration
     fixed = {k: spec[k] for k in RunSpec.hyperparameters()
-             if k != "epochs" and (k == "method" or spec[k] != defaults[k])}
+             if k != "epochs" and k not in inert and (k == "method" or spec[k] != defaults[k])}
     space = {"fixed": fixed, "epochs": {spec["task"]: spec["epochs"]},
              "params": {"seed": {"type": "categorical", "choices": [spec["seed"]]}}}
     target = " ".join(f"--{k} {spec[k]}" for k in ("task", "preset", "teacher", "student") if spec[k] is not None)

@@ -14,6 +14,7 @@ import pandas as pd
 from opdf_ray.config import METHOD_TITLES, METHODS, RunSpec
 from opdf_ray.data import TASKS
 from opdf_ray.leaderboard import VARIANT, usable
+from opdf_ray.report.stats import mean_interval
 
 METRIC_NAMES = {"accuracy": "Acc", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman"}
 SELECT_BY = ("selection", "dev")
@@ -73,7 +74,7 @@ def best_configs(board: pd.DataFrame, select_by: str = "selection", protocol: st
 @dataclass
 class Table:
     columns: list[Column]
-    rows: list[dict]      # {"label", "method", "cores", "bond", "cells": {label: (mean, std, n) | None}, "params"}
+    rows: list[dict]      # {"label", "method", "cores", "bond", "cells": {label: (mean, ±95%, n) | None}, "params"}
     references: list[dict] = dataclasses.field(default_factory=list)   # majority class, teacher: never bold
 
     def bold(self) -> dict[str, float]:
@@ -88,7 +89,8 @@ class Table:
 
 
 def _stats(values: pd.Series) -> tuple[float, float, int]:
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0, int(len(values))
+    """``(mean, half-width of its 95% t-interval, seeds)`` (``stats.mean_interval``)."""
+    return mean_interval(values.tolist())
 
 
 def _with_average(cells: dict, columns: list[Column]) -> dict:
@@ -133,7 +135,7 @@ def _local_data_dir(done: pd.DataFrame, task: str) -> str | None:
 
 def reference_rows(board: pd.DataFrame, columns: list[Column]) -> list[dict]:
     """The rows every method is read against: the majority class (from the GLUE data itself) and the task-fine-
-    tuned teacher the trials started from (mean ± std over the distinct teachers, i.e. seeds)."""
+    tuned teacher the trials started from (mean ± 95% t-interval over the distinct teachers, i.e. seeds)."""
     done = usable(board)
     rows, cells = [], {}
     for task in dict.fromkeys(c.task for c in columns):
@@ -271,8 +273,8 @@ def _params(part: pd.DataFrame, column: str) -> str:
 def _cell(value, best: float | None, markdown: bool) -> str:
     if value is None:
         return "–"
-    mean, std, n = value
-    text = f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f} ({n})"
+    mean, half, n = value
+    text = f"{mean:.1f}" if half is None else f"{mean:.1f} ({n})" if n == 1 else f"{mean:.1f} ± {half:.1f} ({n})"
     if best is not None and math.isclose(mean, best, abs_tol=1e-9):
         return f"**{text}**" if markdown else f"<b>{html.escape(text)}</b>"
     return text if markdown else html.escape(text)

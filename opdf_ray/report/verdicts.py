@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ import pandas as pd
 
 from opdf_ray.config import METHODS
 from opdf_ray.data import TASKS
+from opdf_ray.report.stats import holm, mean_interval, t_test_p
 from opdf_ray.report.tables import METRIC_NAMES, task_label, variant_label, variants
 
 
@@ -20,6 +22,8 @@ class Difference:
     mean: float
     half_width: float        # of the 95% t-interval of the mean; inf with one seed (no noise estimate)
     seeds: int
+    p: float = math.nan      # two-sided paired t-test of mean 0 (nan with one seed)
+    p_holm: float = math.nan     # ``p`` Holm-adjusted over every cell of its verdict table
 
     @property
     def verdict(self) -> str:
@@ -34,19 +38,40 @@ class Difference:
             return f"{self.mean:+.1f} (1 seed: no interval)"
         return f"{self.mean:+.1f} ± {self.half_width:.1f} ({self.seeds})"
 
+    def p_text(self) -> str:
+        """``(p …, Holm …)``: the paired t-test's p, Holm-adjusted beside it in a table of several cells."""
+        if math.isnan(self.p):
+            return ""
+        return f" (p {_p(self.p)}" + (f", Holm {_p(self.p_holm)})" if not math.isnan(self.p_holm) else ")")
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
 
 def paired_difference(opdf: dict, dense: dict) -> Difference | None:
     """``opdf`` and ``dense``: seed → score. None when no seed has both."""
-    from scipy.stats import t
-
     seeds = sorted(set(opdf) & set(dense))
     if not seeds:
         return None
-    diffs = pd.Series([opdf[k] - dense[k] for k in seeds], dtype=float)
-    if len(diffs) < 2:
-        return Difference(float(diffs.mean()), math.inf, 1)
-    half = float(t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / math.sqrt(len(diffs)))
-    return Difference(float(diffs.mean()), half, len(diffs))
+    diffs = [opdf[k] - dense[k] for k in seeds]
+    return Difference(*mean_interval(diffs), p=t_test_p(diffs))
+
+
+def adjust_holm(verdicts: list[dict]) -> list[dict]:
+    """Every difference of a verdict table (each task cell and each "all tasks" cell) with its Holm-adjusted p,
+    the family being the table: with several cells, some interval excludes 0 by chance alone."""
+    cells = [(v, "tasks", t) for v in verdicts for t in v["tasks"] if v["tasks"][t] is not None]
+    cells += [(v, "overall", None) for v in verdicts if v["overall"] is not None and len(v["tasks"]) > 1]
+    if len(cells) < 2:
+        return verdicts
+    found = [v[kind][t] if t is not None else v[kind] for v, kind, t in cells]
+    for (v, kind, t), d, adjusted in zip(cells, found, holm([d.p for d in found])):
+        if t is None:
+            v[kind] = dataclasses.replace(d, p_holm=adjusted)
+        else:
+            v[kind] = v[kind] | {t: dataclasses.replace(d, p_holm=adjusted)}
+    return verdicts
 
 
 def opdf_verdicts(chosen: pd.DataFrame, by: tuple[str, ...] = ()) -> list[dict]:
@@ -86,14 +111,16 @@ def opdf_verdicts(chosen: pd.DataFrame, by: tuple[str, ...] = ()) -> list[dict]:
                 overall = per_task[tasks[0]]
             out.append({"label": variant_label(method, key, by, method_first=True, part=part), "tasks": per_task,
                         "overall": overall})
-    return out
+    return adjust_holm(out)
 
 
 VERDICT_NOTE = ("Δ = OPDF − dense student, on the dev score each task selects by ({metrics}), paired by seed "
                 "(the same training subset, selection slice and teacher); mean ± half-width of its 95% t-interval "
-                "(seeds). Verdict: *gain* when the interval lies above 0, *loss* when below, otherwise *no gain or "
-                "loss*: the difference is within the seed noise. All tasks: per seed, the mean of its task "
-                "differences.")
+                "(seeds), the two-sided paired t-test's p and, with several cells, that p Holm-adjusted over every "
+                "cell of the table (Holm). Verdict: *gain* when the interval lies above 0, *loss* when below, "
+                "otherwise *no gain or loss*: the difference is within the seed noise; a verdict whose Holm p is "
+                "0.05 or more may be chance among the table's comparisons. All tasks: per seed, the mean of its "
+                "task differences.")
 
 
 def _verdict_grid(verdicts: list[dict], tasks: list[str]) -> tuple[str, list[str], list[list[str]]]:
@@ -104,8 +131,9 @@ def _verdict_grid(verdicts: list[dict], tasks: list[str]) -> tuple[str, list[str
     rows = []
     for v in verdicts:
         overall = v["overall"]
-        rows.append([v["label"], *[f"{d.text()} {d.verdict}" if (d := v["tasks"].get(t)) else "–" for t in tasks],
-                     *([overall.text() if overall else "–"] if len(tasks) > 1 else []),
+        rows.append([v["label"], *[f"{d.text()} {d.verdict}{d.p_text()}" if (d := v["tasks"].get(t)) else "–"
+                                   for t in tasks],
+                     *([overall.text() + overall.p_text() if overall else "–"] if len(tasks) > 1 else []),
                      overall.verdict if overall else "–"])
     return note, head, rows
 
