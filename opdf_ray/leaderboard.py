@@ -302,7 +302,8 @@ def _partition_task(path: str, base: str) -> str | None:
     return None
 
 
-VARIANT = ["task", "method", "opdf_cores", "mpo_bond"]   # what a table row is (mpo_bond 0 = full rank)
+# what a table row is (mpo_bond 0 = full rank; l2sp: the dense anchor, L2-SP, on, whatever its strength)
+VARIANT = ["task", "method", "opdf_cores", "mpo_bond", "l2sp"]
 
 
 REPEAT = ["task", "config_id", "seed"]    # one run of a configuration: a second row of it is a duplicate
@@ -310,12 +311,13 @@ REPEAT = ["task", "config_id", "seed"]    # one run of a configuration: a second
 
 def usable(df: pd.DataFrame) -> pd.DataFrame:
     """Completed rows worth comparing, one per (task, configuration, seed), with ``mpo_bond`` (the student's bond
-    dimension, 0 = full rank, i.e. over-parameterised; > 0 = compressed): rows distilled from a truncated teacher
+    dimension, 0 = full rank, i.e. over-parameterised; > 0 = compressed) and ``l2sp`` (pulled to its start): rows distilled from a truncated teacher
     are left out, and of a configuration run twice with the same seed only the latest counts (``duplicate_runs``
     lists the others), so no seed is averaged twice."""
     done = _completed(df)
     done = done.sort_values("finished_at", kind="stable").drop_duplicates(REPEAT, keep="last").sort_index()
     done["mpo_bond"] = done["opdf_bond_dim"].fillna(0).astype(int)
+    done["l2sp"] = (done["l2sp_ratio"].fillna(0) > 0) | (done["l2sp_weight"].fillna(0) > 0)
     return done
 
 

@@ -331,9 +331,9 @@ def test_a_row_aligned_by_a_gradient_ratio_does_not_name_the_raw_weight_it_never
     by = ("opdf_align_ratio", "opdf_align_weight")
     part = pd.DataFrame({"opdf_train_cores": ["all"] * 2, "opdf_align_cores": ["auxiliary"] * 2,
                          "opdf_align_ratio": [0.086, 0.086], "opdf_align_weight": [1.0, 1.0]})
-    assert variant_label("kd", (4, 0, 0.086, 1.0), by, part=part) == "+ OPDF (4 cores) [opdf_align_ratio 0.086]"
+    assert variant_label("kd", (4, 0, False, 0.086, 1.0), by, part=part) == "+ OPDF (4 cores) [opdf_align_ratio 0.086]"
     by_weight = part.assign(opdf_align_ratio=0.0)                       # a raw weight: it is the strength
-    assert variant_label("kd", (4, 0, 0.0, 1.0), by, part=by_weight) == \
+    assert variant_label("kd", (4, 0, False, 0.0, 1.0), by, part=by_weight) == \
         "+ OPDF (4 cores) [opdf_align_ratio 0.0, opdf_align_weight 1.0]"
 
 
@@ -341,6 +341,26 @@ def test_a_searched_float_in_a_row_label_is_short_and_a_set_one_stays_as_given()
     from opdf_ray.report.tables import variant_label
 
     by = ("opdf_align_ratio", "opdf_align_weight")
-    assert variant_label("kd", (4, 0, 0.08562913278818232, 1.0), by) == \
+    assert variant_label("kd", (4, 0, False, 0.08562913278818232, 1.0), by) == \
         "+ OPDF (4 cores) [opdf_align_ratio 0.0856, opdf_align_weight 1.0]"
-    assert variant_label("kd", (4, 0, 0.0, 3e-05), by) == "+ OPDF (4 cores) [opdf_align_ratio 0.0, opdf_align_weight 3e-05]"
+    assert variant_label("kd", (4, 0, False, 0.0, 3e-05), by) == "+ OPDF (4 cores) [opdf_align_ratio 0.0, opdf_align_weight 3e-05]"
+
+
+def test_the_dense_anchor_gets_its_own_rows_and_every_opdf_row_is_read_against_it(tmp_path):
+    """L2-SP is the cheaper regulariser OPDF's init alignment resembles: a dense L2-SP student is its own table row
+    (not a better dense configuration), and each OPDF row's verdict comes twice: against the dense student and
+    against the dense L2-SP student."""
+    root = tmp_path / "board"
+    for seed in (1, 2, 3):
+        put(root, f"d{seed}", "stsb", "kd", 0, seed, 60, 60 + seed)
+        put(root, f"a{seed}", "stsb", "kd", 0, seed, 61, 63 + seed, l2sp_ratio=0.086)      # +3 over dense
+        put(root, f"o{seed}", "stsb", "kd", 4, seed, 62, 62 + seed + seed / 10)           # +2.2 over dense
+    assert main([str(root), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    labels = [line.split(" | ")[0][2:] for line in md.split("## Does OPDF help?")[0].splitlines()
+              if line.startswith(("| KD", "| +"))]
+    assert labels == ["KD", "+ L2-SP", "+ OPDF (4 cores)"]
+    verdicts = md.split("## Does OPDF help?")[1]
+    assert "| KD + L2-SP | +3.0 ± 0.0 (3) gain" in verdicts
+    assert "| KD + OPDF (4 cores) | +2.2 ± 0.2 (3) gain" in verdicts
+    assert "| KD + OPDF (4 cores) − L2-SP | -0.8 ± 0.2 (3) loss" in verdicts    # OPDF's gain is less than the anchor's

@@ -61,6 +61,8 @@ def test_search_with_two_workers_per_trial_fills_the_leaderboard_and_the_tracker
     assert done["dev_accuracy"].between(0, 100).all() and (done["evaluations"] == 2).all()
     assert (done["inference_params"] < done["trainable_params"]).eq(done["opdf"]).all()
     assert done["student_path"].map(lambda p: (Path(p) / "config.json").is_file()).all()   # for opdf-ray export
+    assert (done["drift_deployed"] > 0).all() and done["drift_cores"].notna().eq(done["opdf"]).all()
+    assert done["drift_curve"].map(lambda c: len(json.loads(c)) == 2).all()          # one point per evaluation
     study = optuna.load_study(study_name="t-rte", storage=conf.optuna_storage)
     states = sorted(t.state.name for t in study.trials)
     expected = sorted({"completed": "COMPLETE", "pruned": "PRUNED"}[s] for s in board["status"])

@@ -132,6 +132,77 @@ def ablation_spaces(task: str) -> list[Path]:
     return out
 
 
+# Issue 37's panel: what KD + OPDF-4's STS-B gain is made of. The winner's settings (spaces/best/kd-opdf-stsb.yaml)
+# and its controls, seeds 1-8, every arm on each seed's one teacher (run ids panel-<arm>-s<seed>-stsb):
+PANEL_TASK, PANEL_SEEDS, PANEL_GRID_SEED = "stsb", list(range(1, 9)), 0
+# l2sp-fixed's λ: the best of these by selection score on seed 0. The ratio arm's effective λ (the l2sp_weight it
+# re-chooses every step for ‖∇ pull‖ / ‖∇ rest‖ = 0.086) went 1.1e3 → 9.1e3 over a seed-0 run (docs/study/panel/)
+PANEL_L2SP_WEIGHTS = [300.0, 1000.0, 3000.0, 10000.0]
+
+
+def panel_spaces(weight: float | None = None) -> dict[str, dict]:
+    """Each panel arm as a search space over ``PANEL_SEEDS`` (``weight``: l2sp-fixed's λ; None leaves that arm out):
+    dense (the control), opdf (the winner), l2sp / l2sp-fixed (the dense anchor by ratio / by a fixed λ), central
+    (OPDF-4 training its central cores only), block-last (aligned to the teacher's 2i+1 layers, not the student's
+    own start), lr1.5 / lr2 (dense at 1.5× and 2× the lr: a larger step), align-off (OPDF-4 without alignment)."""
+    import yaml
+
+    best = yaml.safe_load((SPACES / "best" / f"kd-opdf-{PANEL_TASK}.yaml").read_text())["fixed"]
+    dense = {k: v for k, v in best.items() if not k.startswith("opdf")}
+    no_align = {k: v for k, v in best.items() if not k.startswith("opdf_align")}
+    ratio = best["opdf_align_ratio"]
+    arms = {"dense": dense, "opdf": best, "l2sp": dense | {"l2sp_ratio": ratio},
+            "central": no_align | {"opdf_train_cores": "central"},
+            "block-last": best | {"opdf_align_map": "block-last"},
+            "lr1.5": dense | {"lr": 1.5 * dense["lr"]}, "lr2": dense | {"lr": 2 * dense["lr"]},
+            "align-off": no_align | {"opdf_align_weight": 0.0, "opdf_align_ratio": 0.0}}
+    if weight is not None:
+        arms["l2sp-fixed"] = dense | {"l2sp_weight": weight}
+    return {arm: {"fixed": fixed, "epochs": {PANEL_TASK: 3}, "params": {"seed": {"type": "categorical",
+                                                                                 "choices": PANEL_SEEDS}}}
+            for arm, fixed in arms.items()}
+
+
+def panel_space_file(name: str, space: dict) -> Path:
+    import yaml
+
+    path = SPACES / "panel" / f"{name}.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(f"# issue 37's panel arm '{name}' (written by benchmarks/study/run.py panel)\n"
+                    + yaml.safe_dump(space, sort_keys=False))
+    return path
+
+
+def panel_l2sp_weight(storage: Path) -> float | None:
+    """l2sp-fixed's λ: the best of ``PANEL_L2SP_WEIGHTS`` by selection score on seed 0 (None: the grid is not done)."""
+    from opdf_ray.leaderboard import read_leaderboard
+
+    board = leaderboard_of("panel", storage)
+    if not board.exists():
+        return None
+    rows = read_leaderboard(str(board))
+    rows = rows[(rows["run_id"] == f"panel-l2sp-grid-{PANEL_TASK}") & (rows["status"] == "completed")]
+    if len(rows) < len(PANEL_L2SP_WEIGHTS):
+        return None
+    return float(rows.loc[rows["selection_score"].idxmax(), "l2sp_weight"])
+
+
+def panel(storage: Path, seeds: list[int]) -> None:
+    """The λ grid on seed 0, then every arm on each seed in turn (seed-major: each finished seed is a complete
+    paired replicate of all arms)."""
+    dense = panel_spaces()["dense"]
+    grid_space = {"fixed": dense["fixed"], "epochs": dense["epochs"],
+                  "params": {"seed": {"type": "categorical", "choices": [PANEL_GRID_SEED]},
+                             "l2sp_weight": {"type": "categorical", "choices": PANEL_L2SP_WEIGHTS}}}
+    launch("panel", "panel-l2sp-grid", panel_space_file("l2sp-grid", grid_space), PANEL_TASK, PANEL_GRID_SEED,
+           storage, {"sampler": "grid"}, len(PANEL_L2SP_WEIGHTS))
+    for seed in seeds:
+        for arm, space in panel_spaces(panel_l2sp_weight(storage)).items():
+            one = space | {"params": {"seed": {"type": "categorical", "choices": [seed]}}}
+            launch("panel", f"panel-{arm}-s{seed}", panel_space_file(f"{arm}-s{seed}", one), PANEL_TASK, seed,
+                   storage, {"sampler": "grid"}, 1)
+
+
 def equal_report(out: Path, storage: Path) -> None:
     """Issue 23 §2's reports under ``out``: the OPDF − dense verdicts from the seed re-runs, one OPDF row per method
     (each task's searched best, whatever its cores); ``searches/``, each search's best trial and its cost in
@@ -289,7 +360,7 @@ def drop_checkpoints(experiment: Path) -> int:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("step", choices=["lr", "lr-opdf", "main", "ablations", "report", "equal", "equal-seeds",
-                                    "equal-ablations", "equal-report"])
+                                    "equal-ablations", "equal-report", "panel"])
     p.add_argument("--out", default=str(REPO / "docs" / "study"), help="report: where it goes")
     p.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "stsb"])
     p.add_argument("--task", default=None,
@@ -322,6 +393,9 @@ def main() -> None:
         return
     if a.step == "equal-report":
         equal_report(Path(a.out) / "equal", storage)
+        return
+    if a.step == "panel":                         # issue 37: --seeds 1 2 … (default 1-8)
+        panel(storage, a.seeds if a.seeds != [1, 2, 3] else PANEL_SEEDS)
         return
     a.methods = a.methods or ["kd", "theseus", "prokt", "lgtm"]
     if a.step in ("lr", "lr-opdf"):               # both write the lr leaderboard (results/lr.csv)

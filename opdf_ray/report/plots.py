@@ -55,25 +55,44 @@ def plot_lr(board: pd.DataFrame, path: Path) -> Path | None:
 
 
 def plot_curves(board: pd.DataFrame, path: Path, top: int = 5) -> Path | None:
-    """Selection score per epoch of the ``top`` trials by selection score."""
+    """Selection score per epoch of the ``top`` trials by selection score and, below, for the trials that measured
+    it (schema ≥ 10), their drift from the start (``drift_deployed``): whether a gain came with a smaller move."""
     rows = board.dropna(subset=["curve", "selection_score"]).nlargest(top, "selection_score")
     if rows.empty:
         return None
+    drifts = {i: _points(r, "drift_curve") for i, r in rows.iterrows()} if "drift_curve" in rows else {}
+    drifts = {i: p for i, p in drifts.items() if p}
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for _, r in rows.iterrows():
-        try:
-            points = json.loads(r["curve"])
-        except ValueError:                 # a hand-edited or foreign row: its curve is left out, not the report
-            warnings.warn(f"report: trial {r['trial_id']} has no readable curve ({r['curve'][:40]!r})", stacklevel=2)
-            continue
+    fig, axes = plt.subplots(2 if drifts else 1, 1, figsize=(6, 6.5 if drifts else 4), sharex=True, squeeze=False)
+    ax = axes[0][0]
+    for i, r in rows.iterrows():
+        points = _points(r, "curve")
         if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".",
-                    label=f"{r['task']} {METHOD_TITLES.get(r['method'], r['method'])} c={r['opdf_cores']} "
-                          f"({r['trial_id']})")
-    ax.set(xlabel="epoch", ylabel="selection score", title=f"Learning curves of the top {len(rows)} trials")
+            line, = ax.plot([p[0] for p in points], [p[1] for p in points], marker=".",
+                            label=f"{r['task']} {METHOD_TITLES.get(r['method'], r['method'])} c={r['opdf_cores']} "
+                                  f"({r['trial_id']})")
+            if i in drifts:
+                axes[1][0].plot([p[0] for p in drifts[i]], [p[1] for p in drifts[i]], marker=".",
+                                color=line.get_color())
+    ax.set(ylabel="selection score", title=f"Learning curves of the top {len(rows)} trials")
     ax.legend(fontsize=7)
+    if drifts:
+        axes[1][0].set(ylabel="drift ‖W − W0‖ / ‖W0‖ (mean)")
+    axes[-1][0].set(xlabel="epoch")
     return _save(fig, path)
+
+
+def _points(row, column: str) -> list:
+    """A row's JSON curve (``[[epoch, value], …]``); an empty or unreadable one (a hand-edited or foreign row) is
+    left out with a warning, not the report."""
+    text = row.get(column)
+    if not isinstance(text, str):
+        return []
+    try:
+        return json.loads(text)
+    except ValueError:
+        warnings.warn(f"report: trial {row['trial_id']} has no readable {column} ({text[:40]!r})", stacklevel=3)
+        return []
 
 
 SEARCHED = tuple(f.name for f in dataclasses.fields(RunSpec) if f.name in RunSpec.hyperparameters()

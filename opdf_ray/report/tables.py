@@ -171,10 +171,12 @@ def pool_cores(board: pd.DataFrame) -> pd.DataFrame:
 
 
 def variants(rows: pd.DataFrame, by: tuple[str, ...] = ()) -> list[tuple[tuple, pd.DataFrame]]:
-    """One method's rows split by table row: (cores, bond, *``by`` values), dense first, compression last."""
-    keys = ["opdf_cores", "mpo_bond", *by]
+    """One method's rows split by table row: (cores, bond, L2-SP on, *``by`` values): dense first (then its L2-SP
+    anchor), compression last."""
+    keys = ["opdf_cores", "mpo_bond", "l2sp", *by]
     groups = [(tuple(k), part) for k, part in rows.groupby(keys, observed=True, dropna=False, sort=False)]
-    return sorted(groups, key=lambda g: (g[0][1] > 0, g[0][0] != 0, g[0][0], g[0][1], tuple(map(str, g[0][2:]))))
+    return sorted(groups, key=lambda g: (g[0][1] > 0, g[0][0] != 0, g[0][0], g[0][1], bool(g[0][2]),
+                                         tuple(map(str, g[0][3:]))))
 
 
 def variant_label(method: str, key: tuple, by: tuple[str, ...], method_first: bool = False,
@@ -187,11 +189,13 @@ def variant_label(method: str, key: tuple, by: tuple[str, ...], method_first: bo
     else:
         label = (METHOD_TITLES[method] if cores == 0 else f"+ OPDF ({cores} cores)" if bond == 0
                  else f"+ MPO compression ({cores} cores, bond {bond})")      # truncated: not over-parameterised
-    if method_first and cores:
+    if key[2]:                                          # the dense anchor (L2-SP) on this row
+        label = f"{label} + L2-SP" if cores else f"+ L2-SP"
+    if method_first and (cores or key[2]):
         label = f"{METHOD_TITLES[method]} {label}"
     inert = _alignment_inert(part)
     by_ratio = _aligned_by_ratio(part)
-    extras = ", ".join(f"{name} {_short(_plain(value))}" for name, value in zip(by, key[2:])
+    extras = ", ".join(f"{name} {_short(_plain(value))}" for name, value in zip(by, key[3:])
                        if not pd.isna(value) and not (inert and name.startswith("opdf_align"))
                        and not (by_ratio and name == "opdf_align_weight"))
     return f"{label} [{extras}]" if extras else label

@@ -75,48 +75,58 @@ def adjust_holm(verdicts: list[dict]) -> list[dict]:
 
 
 def opdf_verdicts(chosen: pd.DataFrame, by: tuple[str, ...] = ()) -> list[dict]:
-    """Per method and over-parameterised (or compressed) row of the table: the paired difference to the method's
-    dense student per task and over all tasks (per seed, the mean over tasks of its differences; seeds present in
-    every task)."""
+    """Per method and over-parameterised (or compressed, or L2-SP-anchored) row of the table: the paired difference
+    to the method's dense student per task and over all tasks (per seed, the mean over tasks of its differences;
+    seeds present in every task); an OPDF row is also read against the method's dense L2-SP student, the cheaper
+    regulariser its ``init`` alignment resembles, when the table has one."""
     tasks = sorted(set(chosen["task"].astype(str)), key=list(TASKS).index)
     out = []
     for method in [m for m in METHODS if m in set(chosen["method"])]:
         method_variants = variants(chosen[chosen["method"] == method], by)
-        dense = [part for key, part in method_variants if key[0] == 0]
+        dense = [part for key, part in method_variants if key[0] == 0 and not key[2]]
         if not dense:
             continue
         dense = max(dense, key=len)        # with --compare, the dense row most trials share
-
-        def scores(part: pd.DataFrame, task: str) -> dict:
-            part = part[part["task"].astype(str) == task]
-            return dict(zip(part["seed"].astype(int), part["dev_score"]))
-
+        anchors = [part for key, part in method_variants if key[0] == 0 and key[2]]
+        anchor = max(anchors, key=len) if anchors else None
         for key, part in method_variants:
-            if key[0] == 0:
+            if key[0] == 0 and not key[2]:     # dense rows (an ablation's other values) are what rows are read against
                 continue
-            diffs = {}                     # task → seed → OPDF − dense, computed once per task
-            for task in tasks:
-                mine, base = scores(part, task), scores(dense, task)
-                if set(mine) & set(base):
-                    diffs[task] = {seed: mine[seed] - base[seed] for seed in set(mine) & set(base)}
-            if not diffs:
-                continue
-            per_task = {task: paired_difference(d, dict.fromkeys(d, 0.0)) for task, d in diffs.items()}
-            overall = None
-            if len(diffs) == len(tasks) > 1:
-                common = set.intersection(*(set(d) for d in diffs.values()))
-                overall = paired_difference({k: sum(d[k] for d in diffs.values()) / len(tasks) for k in common},
-                                            dict.fromkeys(common, 0.0))
-            elif len(tasks) == 1:
-                overall = per_task[tasks[0]]
-            out.append({"label": variant_label(method, key, by, method_first=True, part=part), "tasks": per_task,
-                        "overall": overall})
+            label = variant_label(method, key, by, method_first=True, part=part)
+            for base, against in ((dense, ""), (anchor if key[0] != 0 else None, " − L2-SP")):
+                found = None if base is None else _difference_row(part, base, tasks)
+                if found is not None:
+                    out.append({"label": label + against, **found})
     return adjust_holm(out)
 
 
-VERDICT_NOTE = ("Δ = OPDF − dense student, on the dev score each task selects by ({metrics}), paired by seed "
-                "(the same training subset, selection slice and teacher); mean ± half-width of its 95% t-interval "
-                "(seeds), the two-sided paired t-test's p and, with several cells, that p Holm-adjusted over every "
+def _difference_row(part: pd.DataFrame, base: pd.DataFrame, tasks: list[str]) -> dict | None:
+    """``{"tasks": task → Difference, "overall": Difference | None}`` of ``part`` − ``base``, paired by seed."""
+    def scores(rows: pd.DataFrame, task: str) -> dict:
+        rows = rows[rows["task"].astype(str) == task]
+        return dict(zip(rows["seed"].astype(int), rows["dev_score"]))
+
+    diffs = {}                     # task → seed → row − base, computed once per task
+    for task in tasks:
+        mine, theirs = scores(part, task), scores(base, task)
+        if set(mine) & set(theirs):
+            diffs[task] = {seed: mine[seed] - theirs[seed] for seed in set(mine) & set(theirs)}
+    if not diffs:
+        return None
+    per_task = {task: paired_difference(d, dict.fromkeys(d, 0.0)) for task, d in diffs.items()}
+    overall = None
+    if len(diffs) == len(tasks) > 1:
+        common = set.intersection(*(set(d) for d in diffs.values()))
+        overall = paired_difference({k: sum(d[k] for d in diffs.values()) / len(tasks) for k in common},
+                                    dict.fromkeys(common, 0.0))
+    elif len(tasks) == 1:
+        overall = per_task[tasks[0]]
+    return {"tasks": per_task, "overall": overall}
+
+
+VERDICT_NOTE = ("Δ = the row − the method's dense student (a row ending “− L2-SP”: − its dense L2-SP student), on "
+                "the dev score each task selects by ({metrics}), paired by seed (the same training subset, selection "
+                "slice and teacher); mean ± half-width of its 95% t-interval (seeds), the two-sided paired t-test's p and, with several cells, that p Holm-adjusted over every "
                 "cell of the table (Holm). Verdict: *gain* when the interval lies above 0, *loss* when below, "
                 "otherwise *no gain or loss*: the difference is within the seed noise; a verdict whose Holm p is "
                 "0.05 or more may be chance among the table's comparisons. All tasks: per seed, the mean of its "
