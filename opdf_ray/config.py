@@ -16,6 +16,7 @@ import yaml
 from opdf_ray.data import LGTM_FEEDBACK, SELECT_ON, TASKS
 from opdf_ray.losses import CORE_SELECTIONS
 from opdf_ray.mpo import STYLES
+from opdf_ray.text import quoted
 
 # every method, in the order reports list them, with its display name (``opdf_ray.methods`` holds the classes)
 METHOD_TITLES = {"kd": "KD", "prokt": "ProKT", "lgtm": "LGTM", "theseus": "BERT-of-Theseus", "finetune": "Fine-tune"}
@@ -48,7 +49,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
-        raise ValueError(f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}")
+        raise ValueError(f"unknown model preset {quoted(name)}; known presets: {', '.join(PRESETS)}")
     return PRESETS[name]
 
 
@@ -202,7 +203,7 @@ class RunSpec:
 
     def __post_init__(self):
         def bad(name, allowed):
-            raise ValueError(f"{name}={getattr(self, name)!r} is invalid; allowed: {allowed}")
+            raise ValueError(f"{name}={quoted(getattr(self, name))} is invalid; allowed: {allowed}")
 
         # a multiplier may come as a number (YAML, Python): stored as its canonical text, one column type
         core_lr = self.opdf_core_lr
@@ -216,7 +217,7 @@ class RunSpec:
                 isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)) or (
                 kind is float and isinstance(value, int) and not isinstance(value, bool))
             if not ok:
-                raise ValueError(f"{f.name}={value!r} has the wrong type; expected {kind.__name__}"
+                raise ValueError(f"{f.name}={quoted(value)} has the wrong type; expected {kind.__name__}"
                                  f"{' or None' if f.default is None else ''}")
         if self.task not in TASKS:
             bad("task", ", ".join(TASKS))
@@ -256,7 +257,7 @@ class RunSpec:
             if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
                 bad(name, "a finite number ≥ 0")
         if self.l2sp_ratio > 0 and self.l2sp_weight > 0:
-            raise ValueError(f"l2sp_ratio={self.l2sp_ratio!r} and l2sp_weight={self.l2sp_weight!r} are both set; the "
+            raise ValueError(f"l2sp_ratio={quoted(self.l2sp_ratio)} and l2sp_weight={quoted(self.l2sp_weight)} are both set; the "
                              f"pull's strength is one or the other (set the unused one to 0)")
         if self.opdf and self.l2sp and self.mpo_weight == "per-forward":
             raise ValueError("l2sp_ratio/l2sp_weight pull the merged weight an OPDF layer builds once per step; "
@@ -319,7 +320,7 @@ class RunSpec:
         except ValueError:
             ids = []
         if not ids:
-            raise ValueError(f"student_layers={self.student_layers!r} is invalid; allowed: comma-separated layer "
+            raise ValueError(f"student_layers={quoted(self.student_layers)} is invalid; allowed: comma-separated layer "
                              f"ids such as '0,2,4'")
         return ids
 
@@ -414,7 +415,7 @@ def parse_setting(text: str) -> tuple[str, object]:
     key = key.strip().replace("-", "_")
     fields = {f.name: f for f in dataclasses.fields(RunSpec)}
     if not sep or key not in fields:
-        raise ValueError(f"--set {text!r}: expected KEY=VALUE with KEY a run setting (python -m opdf_ray.run --help "
+        raise ValueError(f"--set {quoted(text)}: expected KEY=VALUE with KEY a run setting (python -m opdf_ray.run --help "
                          f"lists them), e.g. --set mpo_weight=per-forward")
     if key in SET_BY_THE_SEARCH:
         raise ValueError(f"--set {key}: a search sets it itself (task: --task; epochs: the space's epochs section "
@@ -435,21 +436,36 @@ def typed_value(key: str, raw: str, where: str):
             return value.lower() in ("true", "1", "yes")
         return kind(value)
     except ValueError:
-        raise ValueError(f"{where} {key}={raw!r}: not a {kind.__name__}") from None
+        raise ValueError(f"{where} {key}={quoted(raw)}: not a {kind.__name__}") from None
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.safe_load`` lets a repeated key silently replace the first; in a space or a config that is a lost
-    setting."""
+    setting. Aliases (``*name``) are refused: a few hundred bytes of nested aliases expand to gigabytes, and a
+    settings file has no need of them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"alias *{quoted(event.anchor)} is not allowed in a settings "
+                                              f"file (write the value out)", event.start_mark)
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicated key {key!r}", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(None, None, f"duplicated key {quoted(key)}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where (PyYAML prints the offending text on lines below)."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    problem = " ".join(str(getattr(error, "problem", None) or error).split())
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
 
 
 def load_settings(path: str | Path) -> dict:
@@ -461,7 +477,7 @@ def load_settings(path: str | Path) -> dict:
     try:
         raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
     except yaml.YAMLError as e:
-        raise ValueError(f"--config {path} is not valid YAML: {e}") from None
+        raise ValueError(f"--config {path} is not valid YAML: {yaml_problem(e)}") from None
     return typed_settings(raw, f"--config {path}")
 
 
@@ -476,7 +492,7 @@ def typed_settings(raw, where: str) -> dict:
     for key, value in raw.items():
         name = str(key).replace("-", "_")
         if name not in fields:
-            raise ValueError(f"{where}: {key!r} is not a run setting (python -m opdf_ray.run --help lists them)")
+            raise ValueError(f"{where}: {quoted(key)} is not a run setting (python -m opdf_ray.run --help lists them)")
         kind = fields[name].metadata.get("type") or type(fields[name].default)
         if isinstance(value, str) and kind is not str:
             value = typed_value(name, value, f"{where}:")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -21,10 +22,11 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.fs as pafs
 
-from opdf_ray.config import METHOD_TITLES, RunSpec
+from opdf_ray.config import METHOD_TITLES, RunSpec, inert_settings
 from opdf_ray.data import TASKS
 from opdf_ray.leaderboard import read_leaderboard, spec_of, usable
-from opdf_ray.storage import filesystem
+from opdf_ray.storage import check_folder, filesystem, is_uri, published
+from opdf_ray.text import markdown, quoted, shell_join
 
 
 def choose(board: pd.DataFrame, task: str | None = None, trial: str | None = None) -> pd.Series:
@@ -57,13 +59,28 @@ def choose(board: pd.DataFrame, task: str | None = None, trial: str | None = Non
     return done.loc[done["selection_score"].idxmax()]
 
 
-def export(leaderboard: str, out: str | Path, task: str | None = None, trial: str | None = None) -> pd.Series:
+# What a Hugging Face folder of the exported architecture is: its config, its weights (safetensors only: never a
+# pickle), its tokenizer. Nothing else in a student folder is copied: a link or a stray file there stays there.
+STUDENT_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
+                 "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt",
+                 "added_tokens.json", "sentencepiece.bpe.model", "spiece.model", "chat_template.jinja")
+WEIGHT_SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+
+
+def export(leaderboard: str, out: str | Path, task: str | None = None, trial: str | None = None,
+           storage: str | None = None) -> pd.Series:
     """Copy the chosen row's merged student into ``out`` (which must not exist or be empty), name its labels and
     write its model card. Returns the row.
 
+    Only ``STUDENT_FILES`` (and weight shards) are copied, each a regular file inside the student folder, from a
+    ``student_path`` inside ``storage`` (default: the folder holding the leaderboard, where a search keeps both): a
+    leaderboard row cannot make an export (or ``--push-to-hub``) carry any other file. The folder is written
+    under a temporary name and renamed onto ``out`` when complete: an interrupted export leaves no ``out`` behind.
+
     Raises:
         ValueError: see ``choose``; a row without a saved student (a leaderboard older than schema 8, or a search
-            whose checkpoints were deleted); ``out`` not empty.
+            whose checkpoints were deleted), one outside ``storage``, a link or no safetensors weights in it;
+            ``out`` not empty.
     """
     row = choose(read_leaderboard(leaderboard), task, trial)
     source = row.get("student_path")
@@ -74,50 +91,92 @@ def export(leaderboard: str, out: str | Path, task: str | None = None, trial: st
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out} exists and is not an empty folder; pass a new folder")
+    check_folder("--out", out)                          # a file in the way: one line, before any copy
     fs, path = filesystem(source)
-    if fs.get_file_info(f"{path}/config.json").type != pafs.FileType.File:
-        raise ValueError(f"trial {row['trial_id']}'s student is gone from {source} (deleted, or storage that "
-                         f"this machine cannot see)")
+    files = student_files(fs, path, storage or _storage_of(leaderboard), str(row["trial_id"]))
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            out.rmdir()                                  # empty: replaced by the complete folder below
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with published(out) as (_, tmp):
+            tmp = Path(tmp)
+            tmp.mkdir()
+            for name in files:
+                with fs.open_input_stream(f"{path}/{name}") as src, open(tmp / name, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            _finish(tmp, row)
     except OSError as e:
-        raise ValueError(f"--out {out}: the folder cannot be made ({e.strerror}); pass a folder that can be "
+        raise ValueError(f"--out {out}: the folder cannot be made ({e.strerror or e}); pass a folder that can be "
                          f"made and written") from None
-    if isinstance(fs, pafs.LocalFileSystem):
-        shutil.copytree(path, out, dirs_exist_ok=True)
-    else:
-        pafs.copy_files(path, str(out.resolve()), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    return row
+
+
+def _storage_of(leaderboard: str) -> str:
+    """Where a search keeps its leaderboard and its students: the folder holding the leaderboard."""
+    return leaderboard.rstrip("/").rsplit("/", 1)[0] if is_uri(leaderboard) else str(Path(leaderboard).resolve().parent)
+
+
+def student_files(fs: pafs.FileSystem, path: str, storage: str, trial: str) -> list[str]:
+    """The files of the student folder ``path`` to export (``STUDENT_FILES`` and weight shards present there).
+
+    Raises:
+        ValueError: ``path`` outside ``storage`` (links resolved), gone, holding a link among those files, or
+            without ``config.json`` and safetensors weights.
+    """
+    local = isinstance(fs, pafs.LocalFileSystem)
+    inside = (Path(path).resolve().is_relative_to(Path(storage).resolve()) if local
+              else f"{path.rstrip('/')}/".startswith(f"{filesystem(storage)[1].rstrip('/')}/"))
+    if not inside:
+        raise ValueError(f"trial {trial}'s student_path {quoted(path)} is outside the search storage {quoted(storage)}; "
+                         f"export copies students only from the storage its leaderboard belongs to (--storage "
+                         f"names another)")
+    if fs.get_file_info(f"{path}/config.json").type != pafs.FileType.File:
+        raise ValueError(f"trial {trial}'s student is gone from {quoted(path)} (deleted, or storage that this "
+                         f"machine cannot see)")
+    entries = {e.base_name: e for e in fs.get_file_info(pafs.FileSelector(path))}
+    names = [n for n in entries if n in STUDENT_FILES or WEIGHT_SHARD.fullmatch(n)]
+    links = [n for n in names if local and Path(path, n).is_symlink()]
+    if links or any(entries[n].type != pafs.FileType.File for n in names):
+        raise ValueError(f"trial {trial}'s student folder {quoted(path)} holds links or folders where its files "
+                         f"belong ({', '.join(links) or 'not plain files'}); export copies plain files only")
+    if not any(n == "model.safetensors" or WEIGHT_SHARD.fullmatch(n) for n in names):
+        raise ValueError(f"trial {trial}'s student folder {quoted(path)} has no safetensors weights; export never "
+                         f"copies pickled weights")
+    return sorted(names)
+
+
+def _finish(folder: Path, row: pd.Series) -> None:
+    """Label names in the config, the tokenizer's length, the model card: what makes the copy an export."""
     from transformers import AutoConfig
 
     from opdf_ray.engine import name_labels
 
-    config = AutoConfig.from_pretrained(out)      # students saved before every saved student named its labels
+    config = AutoConfig.from_pretrained(folder)   # students saved before every saved student named its labels
     name_labels(config, str(row["task"]))
-    config.save_pretrained(out)
-    tokenizer_path = out / "tokenizer_config.json"
+    config.save_pretrained(folder)
+    tokenizer_path = folder / "tokenizer_config.json"
     if tokenizer_path.exists():          # truncation=True then cuts inputs where training and evaluation did
         tokenizer_config = json.loads(tokenizer_path.read_text())
         tokenizer_config["model_max_length"] = int(spec_of(row)["max_length"])
         tokenizer_path.write_text(json.dumps(tokenizer_config, indent=2, sort_keys=True) + "\n")
-    (out / "README.md").write_text(model_card(row))
-    return row
+    (folder / "README.md").write_text(model_card(row))
 
 
 def retrain_command(row: pd.Series) -> str:
     """The ``python -m opdf_ray.run`` command that trains this row's configuration and seed again: its task,
-    method and seed, and every hyperparameter that differs from the defaults."""
+    method and seed, and every hyperparameter that differs from the defaults, quoted for a shell
+    (``text.shell_join``: a path with spaces or ``$(…)`` stays one argument, never code)."""
     spec, defaults = spec_of(row), RunSpec().to_dict()
+    inert = set(inert_settings(spec))
     first = ("task", "method", "seed", "preset", "teacher", "student")        # always said, in this order
-    rest = [n for n in RunSpec.hyperparameters() if n not in first and spec[n] != defaults[n]]
-    flags = [(n, spec[n]) for n in (*first, *rest) if spec[n] is not None]
-    parts = []
-    for name, value in flags:
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            parts.append(flag if value else "--no-" + name.replace("_", "-"))
-        else:
-            parts.append(f"{flag} {value}")
-    return "python -m opdf_ray.run " + " ".join(parts)
+    rest = [n for n in RunSpec.hyperparameters() if n not in first and n not in inert and spec[n] != defaults[n]]
+    args = ["python", "-m", "opdf_ray.run"]
+    for name in (*first, *rest):
+        value, flag = spec[name], "--" + name.replace("_", "-")
+        if value is None:
+            continue
+        args += [flag if value else "--no-" + name.replace("_", "-")] if isinstance(value, bool) else [flag, value]
+    return shell_join(args)
 
 
 def model_card(row: pd.Series) -> str:
@@ -128,7 +187,7 @@ def model_card(row: pd.Series) -> str:
             + (f"ratio {spec['opdf_align_ratio']}" if spec["opdf_align_ratio"] else f"weight {spec['opdf_align_weight']}")
             + f" ({spec['opdf_align_map']} map), trained cores: {spec['opdf_train_cores']}"
             if spec["opdf_cores"] >= 2 else "off (plain distillation)")
-    teacher = spec["teacher"] or f"the `{spec['preset']}` preset's teacher, fine-tuned on {task}"
+    teacher = markdown(spec["teacher"]) if spec["teacher"] else f"the `{spec['preset']}` preset's teacher, fine-tuned on {task}"
     protocol = ("checkpoint chosen on a held-out slice of the training set; dev never used for selection"
                 if row["protocol"] == "selection" else "checkpoint chosen on dev (the papers' protocol)")
     metric = row["selection_metric"]
@@ -142,8 +201,8 @@ datasets: [nyu-mll/glue]
 
 # {task.upper()} student distilled with {METHOD_TITLES.get(method, method)}{" + OPDF" if spec['opdf_cores'] >= 2 else ""}
 
-A student made by opdf-ray ({row.get('opdf_ray_version') or 'unknown version'}), exported
-from trial `{row['trial_id']}` of search `{row['run_id']}`. It is a stock Hugging Face checkpoint: the MPO cores
+A student made by opdf-ray ({markdown(row.get('opdf_ray_version') or 'unknown version')}), exported
+from trial {markdown(row['trial_id'])} of search {markdown(row['run_id'])}. It is a stock Hugging Face checkpoint: the MPO cores
 OPDF trains with are merged back, so it has exactly the size and speed of a dense student
 ({_count(row.get('inference_params'))} parameters).
 
@@ -153,7 +212,7 @@ OPDF trains with are merged back, so it has exactly the size and speed of a dens
 | teacher | {teacher} |
 | method | {METHOD_TITLES.get(method, method)} (`{method}`) |
 | OPDF | {opdf} |
-| configuration | `{row['config_id']}`, seed {spec['seed']} |
+| configuration | {markdown(row['config_id'])}, seed {spec['seed']} |
 | protocol | {protocol} |
 | selection {metric} | {_score(row['selection_score'])} |
 | dev {metric} | {_score(row['dev_score'])} |
@@ -198,6 +257,8 @@ def build_parser(prog: str = "python -m opdf_ray.export") -> argparse.ArgumentPa
     p.add_argument("--out", required=True, help="a new folder for the exported student")
     p.add_argument("--task", choices=tuple(TASKS), help="the task to export (needed when several are there)")
     p.add_argument("--trial", help="export this trial instead of the best one")
+    p.add_argument("--storage", help="the search storage its students live under (default: the folder holding the "
+                   "leaderboard); a row whose student_path lies elsewhere is refused")
     p.add_argument("--push-to-hub", metavar="REPO", help="then upload the folder to this Hugging Face hub model repo "
                    "(user/name; created if missing; your token: `hf auth login` or HF_TOKEN)")
     p.add_argument("--private", action="store_true", help="--push-to-hub: create the repo private")
@@ -239,7 +300,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m opdf_ray.export")
     try:
         if args.push_to_hub:
             check_repo_id(args.push_to_hub)
-        row = export(args.leaderboard, args.out, args.task, args.trial)
+        row = export(args.leaderboard, args.out, args.task, args.trial, args.storage)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -29,7 +29,8 @@ from pathlib import Path
 import yaml
 
 from opdf_ray import shipped_path
-from opdf_ray.config import EXECUTION, TARGET, RunSpec, UniqueKeyLoader, inert_settings
+from opdf_ray.config import EXECUTION, TARGET, RunSpec, UniqueKeyLoader, inert_settings, yaml_problem
+from opdf_ray.text import quoted
 
 TYPES = ("loguniform", "uniform", "int", "categorical")
 TOP_KEYS = ("fixed", "epochs", "params")
@@ -48,7 +49,7 @@ def _fail(where: str, problem: str) -> None:
 def _number(where: str, value, integer: bool = False) -> float:
     ok = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok or not math.isfinite(value):
-        _fail(where, f"{value!r} is not {'an int' if integer else 'a finite number'}")
+        _fail(where, f"{quoted(value)} is not {'an int' if integer else 'a finite number'}")
     return value
 
 
@@ -88,18 +89,18 @@ def _parse_param(name: str, raw, earlier: dict[str, Param]) -> Param:
         _fail(where, f"{name} cannot be searched (set it on the command line); not searchable: "
                      f"{', '.join(NOT_SEARCHABLE)}")
     if not isinstance(raw, dict):
-        _fail(where, f"expected a mapping like {{type: loguniform, low: 1e-5, high: 1e-4}}, got {raw!r}")
+        _fail(where, f"expected a mapping like {{type: loguniform, low: 1e-5, high: 1e-4}}, got {quoted(raw)}")
     unknown = sorted(set(raw) - PARAM_KEYS)
     if unknown:
         _fail(where, f"unknown key(s) {unknown}; allowed: {', '.join(sorted(PARAM_KEYS))}")
     kind = raw.get("type")
     if kind not in TYPES:
-        _fail(f"{where}.type", f"{kind!r} is not one of {', '.join(TYPES)}")
+        _fail(f"{where}.type", f"{quoted(kind)} is not one of {', '.join(TYPES)}")
     low = high = step = choices = None
     if kind == "categorical":
         choices = raw.get("choices")
         if not isinstance(choices, list) or not choices:
-            _fail(f"{where}.choices", f"expected a non-empty list, got {choices!r}")
+            _fail(f"{where}.choices", f"expected a non-empty list, got {quoted(choices)}")
         choices = tuple(choices)
         extra = sorted(k for k in ("low", "high", "step") if k in raw)
         if extra:
@@ -122,14 +123,14 @@ def _parse_param(name: str, raw, earlier: dict[str, Param]) -> Param:
             step = _number(f"{where}.step", raw["step"], integer=True)
     include_zero = raw.get("include_zero", False)
     if not isinstance(include_zero, bool):
-        _fail(f"{where}.include_zero", f"expected true or false, got {include_zero!r}")
+        _fail(f"{where}.include_zero", f"expected true or false, got {quoted(include_zero)}")
     when = raw.get("when", {})
     if not isinstance(when, dict):
-        _fail(f"{where}.when", f"expected a mapping like {{method: [prokt, lgtm]}}, got {when!r}")
+        _fail(f"{where}.when", f"expected a mapping like {{method: [prokt, lgtm]}}, got {quoted(when)}")
     conditions = []
     for other, values in when.items():
         if other not in earlier:
-            _fail(f"{where}.when", f"{other!r} is not a parameter declared before {name}; declared so far: "
+            _fail(f"{where}.when", f"{quoted(other)} is not a parameter declared before {name}; declared so far: "
                                    f"{', '.join(earlier) or 'none'}")
         values = values if isinstance(values, list) else [values]
         parent = earlier[other]
@@ -242,7 +243,7 @@ def parse_space(raw, source: str = "<dict>") -> SearchSpace:
         _fail(source, f"unknown top-level key(s) {unknown}; allowed: {', '.join(TOP_KEYS)}")
     fixed = raw.get("fixed") or {}
     if not isinstance(fixed, dict):
-        _fail(f"{source} fixed", f"expected a mapping of RunSpec fields, got {fixed!r}")
+        _fail(f"{source} fixed", f"expected a mapping of RunSpec fields, got {quoted(fixed)}")
     bad = sorted(set(fixed) - set(SPEC_FIELDS))
     if bad:
         _fail(f"{source} fixed", f"unknown RunSpec field(s) {bad}")
@@ -254,18 +255,18 @@ def parse_space(raw, source: str = "<dict>") -> SearchSpace:
                                  f"come from the command line (--task, --preset, --teacher, --data-dir, …)")
     epochs = raw.get("epochs") or {}
     if not isinstance(epochs, dict):
-        _fail(f"{source} epochs", f"expected a mapping task → epochs, got {epochs!r}")
+        _fail(f"{source} epochs", f"expected a mapping task → epochs, got {quoted(epochs)}")
     from opdf_ray.data import TASKS
 
     for task, n in epochs.items():
         if task != "default" and task not in TASKS:
             _fail(f"{source} epochs.{task}", f"unknown task; allowed: default, {', '.join(TASKS)}")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            _fail(f"{source} epochs.{task}", f"{n!r} is not an int ≥ 1")
+            _fail(f"{source} epochs.{task}", f"{quoted(n)} is not an int ≥ 1")
     params: dict[str, Param] = {}
     raw_params = raw.get("params") or {}
     if not isinstance(raw_params, dict):
-        _fail(f"{source} params", f"expected a mapping name → parameter, got {raw_params!r}")
+        _fail(f"{source} params", f"expected a mapping name → parameter, got {quoted(raw_params)}")
     for name, value in raw_params.items():
         if name in fixed:
             _fail(f"{source} params.{name}", "is also in 'fixed'; keep it in one place")
@@ -287,7 +288,7 @@ def load_space(path: str | Path) -> SearchSpace:
     try:
         raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
     except yaml.YAMLError as e:
-        raise ValueError(f"search space {path} is not valid YAML: {e}") from None
+        raise ValueError(f"search space {path} is not valid YAML: {yaml_problem(e)}") from None
     return parse_space(raw, str(path))
 
 

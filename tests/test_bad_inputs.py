@@ -260,3 +260,28 @@ def test_temporaries_of_a_killed_publisher_are_removed(tmp_path):
     assert remove_temporaries(tmp_path / "teachers", min_age_s=3600) == []      # maybe another search's, saving
     assert remove_temporaries(tmp_path / "teachers") == [".rte-abc.1234abcd.tmp"]
     assert not list((tmp_path / "teachers").iterdir())
+
+
+def test_yaml_aliases_are_refused_before_they_expand_and_a_long_value_is_quoted_short(tmp_path):
+    """354 bytes of nested aliases once made an 80 MB "one-line" error (each level ×10); any YAML door refuses
+    aliases in one line, and a value an error repeats is cut to a bounded length, whatever its size."""
+    from opdf_ray.config import load_settings
+    from opdf_ray.search_space import load_space
+    from opdf_ray.text import QUOTE_LIMIT
+
+    levels = ['a: &a ["xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx"]']
+    levels += [f"{c}: &{c} [{', '.join(['*' + p] * 10)}]" for p, c in zip("abcdef", "bcdefg")]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(levels) + "\nlr: [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]\n")
+    for load in (load_settings, load_space):
+        with pytest.raises(ValueError, match=r"alias \*'a' is not allowed in a settings file") as e:
+            load(bomb)
+        assert "\n" not in str(e.value) and len(str(e.value)) < 300
+    big = tmp_path / "big.yaml"
+    big.write_text("lr: [" + ", ".join(['"x"'] * 200_000) + "]\n")
+    with pytest.raises(ValueError, match=r"lr=\['x', .*… \(1,000,000 characters\) has the wrong type") as e:
+        RunSpec(**load_settings(big))
+    assert len(str(e.value)) < QUOTE_LIMIT + 100
+    with pytest.raises(ValueError) as e:
+        validate(tmp_path, "--set", "lr=" + "9" * 100_000 + "x")
+    assert len(str(e.value)) < QUOTE_LIMIT + 100

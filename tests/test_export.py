@@ -2,6 +2,7 @@
 search to a stock ``pipeline`` is in tests/test_search.py, on the README's relative defaults)."""
 
 import json
+import re
 
 import pytest
 from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig
@@ -43,7 +44,7 @@ def test_export_takes_the_best_completed_row_by_selection_not_dev(tmp_path):
         make_row("r", "c", "pruned", spec(seed=3), stopped_result(99.0))])
     assert main([root, "--out", str(tmp_path / "best")]) == 0
     card = (tmp_path / "best" / "README.md").read_text()
-    assert "trial `b`" in card and "| dev accuracy | 70.00 |" in card and "5 MPO cores per matrix" in card
+    assert "trial b of search r" in card and "| dev accuracy | 70.00 |" in card and "5 MPO cores per matrix" in card
     assert "run --task sst2 --method kd --seed 2 --preset minilm --max-train-samples 1000" in card
     config = AutoConfig.from_pretrained(tmp_path / "best")
     assert config.id2label == {0: "negative", 1: "positive"} and config.label2id["positive"] == 1
@@ -95,7 +96,7 @@ def test_export_never_writes_into_a_folder_that_holds_something(tmp_path, capsys
     assert main([root, "--out", str(tmp_path / "out")]) == 2
     assert "exists and is not an empty folder" in capsys.readouterr().err
     assert main([root, "--out", str(tmp_path / "out" / "mine.txt" / "best")]) == 2      # under a file: no traceback
-    assert "the folder cannot be made (Not a directory)" in capsys.readouterr().err
+    assert "mine.txt is a file; allowed: a folder that can be made and written" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["mine.txt"]
 
 
@@ -119,3 +120,83 @@ def test_push_to_hub_refuses_a_bad_repo_before_exporting_and_keeps_the_export_wh
     err = capsys.readouterr().err
     assert "--push-to-hub me/sst2-student: not uploaded (OfflineModeIsEnabled" in err and "Traceback" not in err
     assert (tmp_path / "out" / "README.md").is_file()                  # the export itself stands
+
+
+def test_export_copies_only_what_a_student_is_and_never_follows_a_link(tmp_path):
+    """A student folder holding a link to a secret and a stray file: the export carries the student's files only
+    (and --push-to-hub would upload only those); a link where a student file belongs is refused."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("token")
+    student = tmp_path / "storage" / "trial" / "student"
+    tiny_student(student)
+    (student / "notes.txt").symlink_to(secret)                   # a link: never followed
+    (student / "id_rsa").write_text("key")                       # a file no student has: never copied
+    row = make_row("r", "a", "completed", spec(), completed_result("sst2", 80.0, 90.0), student_path=str(student))
+    root = str(tmp_path / "storage" / "leaderboard")
+    write_row(root, row)
+    export(root, tmp_path / "best")
+    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                                    "tokenizer_config.json"]
+    (student / "tokenizer_config.json").unlink()
+    (student / "tokenizer_config.json").symlink_to(secret)
+    with pytest.raises(ValueError, match="holds links or folders where its files belong \\(tokenizer_config.json\\)"):
+        export(root, tmp_path / "again")
+    assert not (tmp_path / "again").exists()
+
+
+def test_export_refuses_a_student_path_outside_the_leaderboards_storage(tmp_path):
+    elsewhere = tiny_student(tmp_path / "home" / "someone")      # any folder with a config.json
+    root = str(tmp_path / "storage" / "leaderboard")
+    write_row(root, make_row("r", "a", "completed", spec(), completed_result("sst2", 80.0, 90.0),
+                             student_path=elsewhere))
+    with pytest.raises(ValueError, match="is outside the search storage"):
+        export(root, tmp_path / "best")
+    link = tmp_path / "storage" / "student-link"
+    link.symlink_to(tmp_path / "home" / "someone")               # a link inside the storage that leads out
+    write_row(root, make_row("r", "a", "completed", spec(), completed_result("sst2", 80.0, 90.0),
+                             student_path=str(link)))
+    with pytest.raises(ValueError, match="is outside the search storage"):
+        export(root, tmp_path / "best")
+    export(root, tmp_path / "best", storage=str(tmp_path))     # named explicitly: the user's choice
+    assert not list(tmp_path.glob(".best.*"))                    # published by rename: no temporary left
+
+
+def test_an_interrupted_export_leaves_no_half_folder_and_the_rerun_succeeds(tmp_path, monkeypatch):
+    import opdf_ray.export as export_module
+
+    root = board_of(tmp_path, [make_row("r", "a", "completed", spec(), completed_result("sst2", 80.0, 90.0),
+                                        student_path=tiny_student(tmp_path / "s"))])
+
+    def killed(*_):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(export_module, "model_card", killed)     # killed after the weights, before the card
+    with pytest.raises(KeyboardInterrupt):
+        export(root, tmp_path / "best")
+    assert not (tmp_path / "best").exists() and not list(tmp_path.glob(".best.*"))
+    monkeypatch.undo()
+    export(root, tmp_path / "best")
+    assert (tmp_path / "best" / "README.md").is_file()
+
+
+HOSTILE = "/tmp/my models/$(touch PWNED)/it's `id`\n# <script>x</script> | *b*"
+
+
+def test_cards_and_commands_carry_hostile_names_as_text(tmp_path):
+    """A teacher path and ids with spaces, quotes, $(…), backticks, a newline, Markdown and HTML: the card shows
+    them as text and its command, pasted into bash, passes them as one argument and runs nothing."""
+    import subprocess
+
+    from opdf_ray.export import model_card
+
+    row = make_row("run|<b>x", "trial`$(id)`", "completed", spec(teacher=HOSTILE, seed=2),
+                   completed_result("sst2", 80.0, 90.0))
+    row = read_leaderboard(board_of(tmp_path, [row])).iloc[0]
+    card = model_card(row)
+    prose = re.sub(r"```.*?```", "", card, flags=re.S)             # outside code blocks, where Markdown renders
+    assert "<script>" not in prose and "<b>" not in prose and "\n# <" not in prose and "\\$\\(id\\)" in prose
+    command = retrain_command(row)
+    assert "\n" not in command
+    echoed = subprocess.run(["bash", "-c", command.replace("python -m opdf_ray.run", "printf '%s\\0'", 1)],
+                            capture_output=True, text=True, cwd=tmp_path).stdout.split("\0")
+    assert echoed[echoed.index("--teacher") + 1] == HOSTILE
+    assert not (tmp_path / "PWNED").exists()

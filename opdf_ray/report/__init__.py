@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from opdf_ray.config import METHODS
+from opdf_ray.text import markdown
 from opdf_ray.data import TASKS
 from opdf_ray.leaderboard import duplicate_runs, read_leaderboard
 from opdf_ray.report.plots import plot_cores, plot_curves, plot_importance, plot_lr
@@ -122,16 +123,19 @@ def render(leaderboard: str | list[str], out: str | Path, select_by: str = "sele
              + (f" {truncated} trial(s) distilled from a truncated teacher (written before opdf-ray fixed it) are "
                 f"left out." if truncated else ""))
     repeats = duplicate_runs(board)
+    intro_md = intro
     if len(repeats):
-        intro += (f" {len(repeats)} completed row(s) repeat a (configuration, seed) of a later row and are left out "
-                  f"(each seed counts once): trials {', '.join(repeats['trial_id'].astype(str).head(8))}"
-                  f"{' …' if len(repeats) > 8 else ''}.")
+        ids = list(repeats["trial_id"].astype(str).head(8))
+        sentence = (f" {len(repeats)} completed row(s) repeat a (configuration, seed) of a later row and are left out "
+                    f"(each seed counts once): trials {{}}{' …' if len(repeats) > 8 else ''}.")
+        intro += sentence.format(", ".join(ids))                       # HTML: escaped below
+        intro_md += sentence.format(", ".join(map(markdown, ids)))     # ids are text, never markup
     summary = run_summary(board)
     verdicts = opdf_verdicts(chosen, by)
     tasks = list(dict.fromkeys(c.task for c in table.columns))
     help_md = ["## Does OPDF help?", verdicts_markdown(verdicts, tasks)] if verdicts else []
     help_html = f"<h2>Does OPDF help?</h2>{verdicts_html(verdicts, tasks)}" if verdicts else ""
-    md = "\n\n".join(["# opdf-ray GLUE report", intro, table_markdown(table), *help_md, "## Plots",
+    md = "\n\n".join(["# opdf-ray GLUE report", intro_md, table_markdown(table), *help_md, "## Plots",
                       "\n".join(f"![{p.stem}]({p.name})" for p in plots) or "(not enough trials for plots)",
                       "## Runs", summary])
     (out / "report.md").write_text(md + "\n")
