@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from opdf_ray import log_to_console
-from opdf_ray.commands import CONFIG_HELP, HelpFormatter, parse_with_config, split_list
 from opdf_ray import trial_metrics as tm
+from opdf_ray.commands import CONFIG_HELP, HelpFormatter, parse_with_config, split_list
 from opdf_ray.config import PRESETS, SET_BY_THE_SEARCH, RunSpec, parse_setting
 from opdf_ray.data import TASKS
 from opdf_ray.storage import is_uri, join
+from opdf_ray.text import shell_join
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -402,7 +403,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         best = outcome.best
         print(best.to_string(index=False) if len(best) else "  (no completed trial yet)")
         if (best["status"] == "completed").any():
-            print(f"take the best student home: opdf-ray export {outcome.leaderboard} --out best"
+            print("take the best student home: " + shell_join(["opdf-ray", "export", outcome.leaderboard, "--out", "best"])
                   + (" --task TASK" if best["task"].nunique() > 1 else ""))
     if outcome.failed:
         print(f"error: the search of {', '.join(outcome.failed)} stopped early (see above); the other tasks "

@@ -53,6 +53,16 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
+# Upper bounds of the integer settings (lower bound 1): generous for any real run, and within the leaderboard's
+# int64 columns, so a value never trains for hours and then cannot be stored
+SEED_MAX = 2**32 - 1
+CORES_MOST = 16
+COUNT_MOST = 10**9
+INT_MOST = {"max_length": 2**20, "epochs": 100_000, "batch_size": 2**20, "eval_batch_size": 2**20,
+            "selection_cap": COUNT_MOST, "log_steps": COUNT_MOST, "teacher_epochs": 100_000,
+            "max_train_samples": COUNT_MOST, "max_steps": COUNT_MOST, "eval_steps": COUNT_MOST,
+            "steps_for_replacing": COUNT_MOST, "opdf_bond_dim": 2**20, "threads": 4096, "pad_to_multiple_of": 4096}
+
 # Field roles. "target": what is distilled, set on the command line (never searched); "execution": where things
 # live and how the run executes (never part of a configuration's identity, never searched); "seed": the
 # repetition a configuration is run under. Everything else is a hyperparameter.
@@ -225,16 +235,14 @@ class RunSpec:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 bad(f.name, ", ".join(choices))
-        if self.seed < 0:
-            bad("seed", "an int ≥ 0")
-        for name in ("max_length", "epochs", "batch_size", "eval_batch_size", "selection_cap", "log_steps"):
-            if not getattr(self, name) >= 1:
-                bad(name, "an int ≥ 1")
-        for name in ("max_train_samples", "max_steps", "eval_steps", "steps_for_replacing", "opdf_bond_dim",
-                     "threads"):
-            value = getattr(self, name)
-            if value is not None and not value >= 1:
-                bad(name, "None or an int ≥ 1")
+        if not 0 <= self.seed <= SEED_MAX:
+            bad("seed", f"an int in 0..{SEED_MAX} (NumPy and torch seed with 32 bits)")
+        for name, most in INT_MOST.items():       # a bound each: no value trains and then overflows a column
+            value, optional = getattr(self, name), dataclasses.fields(self)[_FIELD_INDEX[name]].default is None
+            if (value is None and not optional) or (value is not None and not 1 <= value <= most):
+                bad(name, f"{'None or ' if optional else ''}an int in 1..{most:,}")
+        if self.opdf_cores and not 2 <= self.opdf_cores <= CORES_MOST:
+            bad("opdf_cores", f"0 (off) or an int in 2..{CORES_MOST}")
         for name in ("lr", "teacher_lr", "teacher_finetune_lr", "temperature"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
@@ -262,12 +270,12 @@ class RunSpec:
         if self.opdf and self.l2sp and self.mpo_weight == "per-forward":
             raise ValueError("l2sp_ratio/l2sp_weight pull the merged weight an OPDF layer builds once per step; "
                              "mpo_weight='per-forward' builds none: use --mpo-weight per-step")
-        if self.opdf_cores == 1 or self.opdf_cores < 0:
-            bad("opdf_cores", "0 (off) or an int ≥ 2")
+
         if self.opdf_bond_dim is not None and not self.opdf_cores:
             raise ValueError("opdf_bond_dim is set but OPDF is off (opdf_cores=0); set --opdf-cores too")
-        if self.dense_lr_as_cores and (self.opdf_cores or self.dense_lr_as_cores < 2):
-            bad("dense_lr_as_cores", "0 (off) or an int ≥ 2, with OPDF off (it is the dense control for OPDF)")
+        if self.dense_lr_as_cores and (self.opdf_cores or not 2 <= self.dense_lr_as_cores <= CORES_MOST):
+            bad("dense_lr_as_cores", f"0 (off) or an int in 2..{CORES_MOST}, with OPDF off (it is the dense control "
+                                     f"for OPDF)")
         if self.student_layers is not None:
             self.layer_ids()   # validates the format
         if self.student and self.opdf and self.opdf_align_map == "init":
@@ -275,8 +283,7 @@ class RunSpec:
                              "from, but --student loads a separate model; use --opdf-align-map block-last")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             bad("device", "auto, cpu, cuda or cuda:N")
-        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
-            bad("pad_to_multiple_of", "an int ≥ 1, or unset for the device's default")
+
 
     @property
     def opdf(self) -> bool:
@@ -319,9 +326,9 @@ class RunSpec:
             ids = [int(x) for x in self.student_layers.split(",") if x.strip()]
         except ValueError:
             ids = []
-        if not ids:
-            raise ValueError(f"student_layers={quoted(self.student_layers)} is invalid; allowed: comma-separated layer "
-                             f"ids such as '0,2,4'")
+        if not ids or len(set(ids)) < len(ids) or min(ids) < 0:
+            raise ValueError(f"student_layers={quoted(self.student_layers)} is invalid; allowed: distinct, comma-"
+                             f"separated layer ids ≥ 0 such as '0,2,4'")
         return ids
 
     def resolved_output_dir(self) -> str:
@@ -405,6 +412,7 @@ def inert_settings(values: dict) -> tuple[str, ...]:
     return tuple(name for name in RunSpec.hyperparameters() if name in inert)
 
 
+_FIELD_INDEX = {f.name: k for k, f in enumerate(dataclasses.fields(RunSpec))}
 SET_BY_THE_SEARCH = ("task", "epochs", "threads", "progress", "save_model")   # per task / per trial, not --set
 
 

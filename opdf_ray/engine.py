@@ -58,6 +58,10 @@ def check_spec_against_models(spec: RunSpec, source: str, lengths: tuple[int, ..
             raise ValueError(f"max_length={length} is invalid for {spec.task} with {source}; allowed: "
                              f"{least}..{most or ''} (its special tokens and a token of each of the task's {texts} "
                              f"text(s), up to its position embeddings)")
+    pad = spec.pad_to_multiple_of
+    if pad and most and -(-max((spec.max_length, *lengths)) // pad) * pad > most:
+        raise ValueError(f"pad_to_multiple_of={pad} pads max_length={max((spec.max_length, *lengths))} beyond the "
+                         f"{most} positions of {source}; allowed: a multiple that keeps batches within them")
     if spec.opdf:
         for rows, cols in {(config.hidden_size, config.hidden_size), (config.intermediate_size, config.hidden_size)}:
             mpo.factor_shapes(rows, cols, spec.opdf_cores, spec.opdf_style)

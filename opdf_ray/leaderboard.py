@@ -15,11 +15,9 @@ import json
 import logging
 import math
 import platform
-import warnings
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -45,9 +43,11 @@ log = logging.getLogger(__name__)
 # 8: student_path (the merged student of a completed trial, for ``opdf-ray export``; empty before 8)
 # 9: dense_lr_as_cores (the dense control for OPDF at one lr; 0 before 9)
 # 10: l2sp_ratio, l2sp_weight (0 before 10), drift_deployed, drift_cores, drift_curve; a setting that cannot act
-#     for the row's task and method (``config.inert_settings``) is stored empty and left out of ``config_id``
+#     for the row's task and method (``config.inert_settings``) is stored empty and left out of ``config_id``;
+#     trial_task (the row's task, also in the file: a row whose folder says another is skipped)
 SCHEMA_VERSION = 10
 STATUSES = ("completed", "pruned", "failed")
+ROW_TASK = "trial_task"       # the task a row stores itself ("task" is its folder's, task=<name>; both must agree)
 METRICS = tuple(dict.fromkeys(m for t in TASKS.values() for m in t.metrics))   # accuracy, f1, mcc, …
 _ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
 # fields that are not part of a configuration's identity: where things live, and the seed it was repeated with
@@ -101,6 +101,7 @@ SCHEMA = pa.schema([
     pa.field("drift_curve", pa.string()),                      # JSON [[epoch, drift_deployed], …]
     pa.field("student_path", pa.string()),                     # the merged student (a Hugging Face folder)        # merged (deployed) vs trained student, on a batch
     pa.field("curve", pa.string()),                            # JSON [[epoch, selection score], …]
+    pa.field("trial_task", pa.string()),                       # the task, stored in the row too (its folder: task=)
     pa.field("opdf_ray_version", pa.string()),
     pa.field("ray_version", pa.string()),
     pa.field("torch_version", pa.string()),
@@ -161,7 +162,8 @@ def make_row(run_id: str, trial_id: str, status: str, spec: dict, result: dict |
     row |= {k: spec.get(k) for k in (f.name for f in dataclasses.fields(RunSpec))}
     row |= dict.fromkeys(inert_settings(spec))                     # settings that cannot act: stored empty
     row |= {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id, "trial_id": trial_id, "status": status, "error": error,
+        "schema_version": SCHEMA_VERSION, "run_id": run_id, ROW_TASK: spec["task"], "trial_id": trial_id,
+        "status": status, "error": error,
         "opdf": spec["opdf_cores"] >= 2, "teacher_truncated": False, "config_id": config_id(spec),
         "protocol": spec["select_on"],
         "selection_metric": task.selection_metric,
@@ -214,10 +216,11 @@ def check_writable(root: str) -> None:
 
 
 def read_leaderboard(root: str) -> pd.DataFrame:
-    """Every row under ``root`` (``pyarrow.dataset``: hive partitions, rows of older schema versions unified
-    with the current schema, their new columns null). A file that is not a leaderboard row (corrupt, foreign,
-    written by a newer opdf-ray, outside a ``task=`` folder) is skipped with a warning naming it, so one bad
-    file never hides the rest."""
+    """Every row under ``root``, each row file read on its own (rows of older schema versions get the current
+    schema, their new columns null). A file that is not a good leaderboard row — unreadable or corrupt, foreign,
+    written by a newer opdf-ray, outside a ``task=`` folder, mislabelled (the task it stores is not its folder's)
+    or with a column of another type than the schema's — is skipped with a one-line warning naming it (logged:
+    on stderr even with Python warnings off), so one bad file never hides the rest."""
     fs, base = filesystem(root)
     kind = fs.get_file_info(base).type
     if kind == pafs.FileType.NotFound:
@@ -227,33 +230,57 @@ def read_leaderboard(root: str) -> pd.DataFrame:
                          f"(<storage>/leaderboard, with task=<name>/ folders of Parquet rows)")
     found = [e.path for e in fs.get_file_info(pafs.FileSelector(base, recursive=True))
              if e.type == pafs.FileType.File and not e.base_name.startswith((".", "_"))]
-    rows, schemas = [], []
+    tables = []
     for path in sorted(found):
         try:
-            if _partition_task(path, base) is None or not path.endswith(".parquet"):
-                raise ValueError("not a task=<name>/<run>--<trial>.parquet file")
-            with fs.open_input_file(path) as f:
-                schema = pq.read_schema(f)
-            version = int((schema.metadata or {}).get(b"schema_version", b"-1"))
-            if not 1 <= version <= SCHEMA_VERSION or "trial_id" not in schema.names:
-                raise ValueError(f"schema_version {version}, this opdf-ray reads 1..{SCHEMA_VERSION}")
+            tables.append(_read_row_file(fs, path, base))
         except (OSError, ValueError, pa.ArrowException) as e:
-            warnings.warn(f"leaderboard: skipping {path}: {e}", stacklevel=2)
-            continue
-        rows.append(path)
-        schemas.append(schema)
-    if not rows:
+            log.warning("leaderboard: skipping %s: %s", path, " ".join(str(e).split())[:300])
+    if not tables:
         return pd.DataFrame(columns=SCHEMA.names)
-    schema = pa.unify_schemas([SCHEMA, *schemas], promote_options="permissive")   # task: from the partition
-    table = pads.dataset(rows, schema=schema, filesystem=fs, format="parquet",
-                         partitioning=pads.partitioning(pa.schema([("task", pa.string())]), flavor="hive"),
-                         partition_base_dir=base).to_table()
-    frame = table.to_pandas()
+    frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
     frame["teacher_truncated"] = frame["teacher_truncated"].astype("boolean").fillna(_truncated_before_v3(frame))
     _teacher_metrics_before_v5(frame)
     _opdf_settings_before_v7(frame)
     _config_ids_of_today(frame)
-    return frame[["task", *[c for c in frame.columns if c != "task"]]]
+    return frame[["task", *[c for c in frame.columns if c != "task"]]].reset_index(drop=True)
+
+
+def _read_row_file(fs: pafs.FileSystem, path: str, base: str) -> pa.Table:
+    """One row file as a table of the current schema (``task`` from its folder, checked against what it stores).
+
+    Raises:
+        ValueError: not a ``task=<name>/<run>--<trial>.parquet`` file, a schema version this code does not read,
+            a stored task other than its folder's, or a column whose type cannot be the schema's.
+    """
+    task = _partition_task(path, base)
+    if task is None or not path.endswith(".parquet"):
+        raise ValueError("not a task=<name>/<run>--<trial>.parquet file")
+    with fs.open_input_file(path) as f:
+        table = pq.read_table(f)
+    version = int((table.schema.metadata or {}).get(b"schema_version", b"-1"))
+    if not 1 <= version <= SCHEMA_VERSION or "trial_id" not in table.column_names:
+        raise ValueError(f"schema_version {version}, this opdf-ray reads 1..{SCHEMA_VERSION}")
+    if ROW_TASK in table.column_names:                         # rows ≥ schema 10 say their task themselves
+        stored = set(table[ROW_TASK].to_pylist())
+        if stored != {task}:
+            raise ValueError(f"it stores task {sorted(map(str, stored))}, its folder says task={task}")
+    columns = {}
+    for field in SCHEMA:
+        if field.name == "task":
+            continue
+        if field.name not in table.column_names:
+            columns[field.name] = pa.nulls(len(table), field.type)
+            continue
+        column = table[field.name]
+        if column.type != field.type:
+            try:
+                column = column.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise ValueError(f"column {field.name} is {column.type}, the schema's is {field.type}") from None
+        columns[field.name] = column
+    extra = {n: table[n] for n in table.column_names if n not in SCHEMA.names and n != "task"}   # older columns
+    return pa.table({"task": pa.array([task] * len(table), pa.string()), **columns, **extra})
 
 
 def _config_ids_of_today(frame: pd.DataFrame) -> None:

@@ -233,7 +233,7 @@ def board(tmp_path):
     return root
 
 
-def test_the_report_explains_instead_of_failing(board, tmp_path, capsys):
+def test_the_report_explains_instead_of_failing(board, tmp_path, capsys, caplog):
     assert report_main([str(board.parent), "--out", str(tmp_path / "r")]) == 2
     assert f"is a search's storage folder; its leaderboard is {board}" in capsys.readouterr().err
     (tmp_path / "afile").write_text("")
@@ -245,8 +245,10 @@ def test_the_report_explains_instead_of_failing(board, tmp_path, capsys):
     with pytest.warns(UserWarning, match="t2 has no readable curve"):
         assert report_main([str(board), "--out", str(tmp_path / "r")]) == 0
     err = capsys.readouterr().err
-    assert "skipped 1 file(s) that are not leaderboard rows" in err and "notes.txt" in err
+    assert any("leaderboard: skipping" in r.getMessage() and "notes.txt" in r.getMessage() for r in caplog.records)
     assert "left out 1 row(s) of unknown method(s) ['distil']" in err
+    assert report_main([str(board), "--out", str(tmp_path / "afile" / "r")]) == 2          # under a file
+    assert "afile is a file; allowed: a folder that can be made" in capsys.readouterr().err
     assert (tmp_path / "r" / "report.html").is_file()
 
 

@@ -103,7 +103,7 @@ def test_the_dense_control_steps_each_matrix_as_far_as_opdf_at_one_lr():
     for group in (g for g in decayed.student_opt.param_groups if "dense_matrix" in g):
         assert group["lr"] == pytest.approx(group["kappa"] * dense_lr)    # κ × lr, following the schedule
         assert group["weight_decay"] * group["lr"] == pytest.approx(0.01 * dense_lr)    # decays as a dense matrix
-    with pytest.raises(ValueError, match="dense_lr_as_cores=5 is invalid; allowed: 0 \\(off\\) or an int ≥ 2"):
+    with pytest.raises(ValueError, match="dense_lr_as_cores=5 is invalid; allowed: 0 \\(off\\) or an int in 2..16"):
         RunSpec(opdf_cores=3, dense_lr_as_cores=5)
 
 

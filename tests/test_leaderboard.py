@@ -63,16 +63,35 @@ def test_rewriting_a_trial_replaces_its_row(tmp_path):
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]   # no temporary files left
 
 
-def test_foreign_and_corrupt_files_are_skipped_with_a_warning(tmp_path):
+def test_foreign_corrupt_mislabelled_and_mistyped_files_are_skipped_with_a_line_each(tmp_path, caplog):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     write_row(str(tmp_path), row("t1"))
+    good = next((tmp_path / "task=mrpc").glob("*.parquet"))
     (tmp_path / "task=mrpc" / "broken.parquet").write_bytes(b"PAR1 not really")
     pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "task=mrpc" / "foreign.parquet")
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.warns(UserWarning) as caught:
+    (tmp_path / "task=rte").mkdir()
+    shutil.copy(good, tmp_path / "task=rte" / "r--moved.parquet")     # an MRPC row in RTE's folder
+    table = pq.read_table(good)
+    mistyped = table.set_column(table.schema.get_field_index("lr"), "lr", pa.array(["fast"]))
+    pq.write_table(mistyped.replace_schema_metadata(table.schema.metadata), tmp_path / "task=mrpc" / "r--typed.parquet")
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = b"\0" * 64                # one corrupt data page
+    (tmp_path / "task=mrpc" / "r--page.parquet").write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
         df = read_leaderboard(str(tmp_path))
     assert list(df["trial_id"]) == ["t1"]
-    skipped = " ".join(str(w.message) for w in caught)
-    assert "broken.parquet" in skipped and "foreign.parquet" in skipped and "notes.txt" in skipped
+    skipped = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    for name in ("broken.parquet", "foreign.parquet", "notes.txt", "r--moved.parquet", "r--typed.parquet",
+                 "r--page.parquet"):
+        assert sum(name in line for line in skipped) == 1, (name, skipped)
+    assert all("\n" not in line for line in skipped)
+    assert any("its folder says task=rte" in line for line in skipped)
+    assert any("column lr is string, the schema's is double" in line for line in skipped)
 
 
 def test_missing_leaderboard_is_a_clear_error_and_empty_one_is_empty(tmp_path):

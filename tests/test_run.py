@@ -134,15 +134,15 @@ def test_help_lists_every_flag():
 @pytest.mark.parametrize("argv,message", [
     (["--task", "glue"], "task='glue' is invalid; allowed: cola, sst2"),
     (["--method", "distill"], "invalid choice: 'distill'"),
-    (["--max-length", "0"], "max_length=0 is invalid; allowed: an int ≥ 1"),
-    (["--opdf-cores", "1"], "opdf_cores=1 is invalid; allowed: 0 (off) or an int ≥ 2"),
+    (["--max-length", "0"], "max_length=0 is invalid; allowed: an int in 1..1,048,576"),
+    (["--opdf-cores", "1"], "opdf_cores=1 is invalid; allowed: 0 (off) or an int in 2..16"),
     (["--opdf-bond-dim", "8"], "opdf_bond_dim is set but OPDF is off"),
-    (["--preset", "tiny", "--opdf-cores", "20", "--opdf-style", "balanced"], "use n_cores ≤ 13"),
+    (["--preset", "tiny", "--opdf-cores", "14", "--opdf-style", "balanced"], "use n_cores ≤ 13"),
     (["--preset", "tiny", "--method", "theseus", "--student-layers", "0,1,2"], "multiple of the student's (3)"),
     (["--preset", "tiny", "--student-layers", "0,9"], "student layers [0, 9] do not exist in the 4-layer teacher"),
     (["--task", "qnli", "--preset", "tiny"], "GLUE qnli/train not found"),
     (["--teacher", "/nonexistent/model"], "could not load '/nonexistent/model'"),
-    (["--pad-to-multiple-of", "0"], "pad_to_multiple_of=0 is invalid; allowed: an int ≥ 1"),
+    (["--pad-to-multiple-of", "0"], "pad_to_multiple_of=0 is invalid; allowed: None or an int in 1..4,096"),
 ])
 def test_bad_input_fails_before_any_training(argv, message, tmp_path, capsys):
     code = None

@@ -21,13 +21,13 @@ import argparse
 import base64
 import html
 import sys
-import warnings
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.fs as pafs
 
 from opdf_ray.config import METHODS
+from opdf_ray.storage import check_folder
 from opdf_ray.text import markdown
 from opdf_ray.data import TASKS
 from opdf_ray.leaderboard import duplicate_runs, read_leaderboard
@@ -85,14 +85,10 @@ def render(leaderboard: str | list[str], out: str | Path, select_by: str = "sele
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; pass a folder for report.md, report.html and the plots")
+    check_folder("--out", out)                      # a file above it, or nowhere a folder can be made
     check_compare(by)
     leaderboards = [leaderboard] if isinstance(leaderboard, str) else list(leaderboard)
-    with warnings.catch_warnings(record=True) as skipped:        # stray files: one line, not a flood
-        warnings.simplefilter("always")
-        board = read_boards(leaderboards, tasks, methods)
-    if skipped:
-        print(f"report: skipped {len(skipped)} file(s) that are not leaderboard rows, e.g. {skipped[0].message}",
-              file=sys.stderr)
+    board = read_boards(leaderboards, tasks, methods)     # a file that is not a good row: a line each, skipped
     unknown = sorted(set(board["method"].dropna()) - set(METHODS)) if len(board) else []
     if unknown:
         print(f"report: left out {int(board['method'].isin(unknown).sum())} row(s) of unknown method(s) {unknown}",
