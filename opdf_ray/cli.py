@@ -90,6 +90,9 @@ def _tasks(value: str) -> list[str]:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
         raise ValueError(f"--task {value!r}: unknown task(s) {unknown}; allowed: {', '.join(TASKS)}, or 'all'")
+    twice = sorted({t for t in tasks if tasks.count(t) > 1})
+    if twice:
+        raise ValueError(f"--task {value!r} names {', '.join(twice)} more than once; each task is searched once")
     return tasks
 
 

@@ -56,9 +56,33 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -
 
     first, _ = parser.parse_known_args(argv)
     settings = load_settings(first.config) if first.config else {}
-    flags = {action.dest for action in parser._actions}
-    parser.set_defaults(**{k: v for k, v in settings.items() if k in flags})
-    return parser.parse_args(argv), {k: v for k, v in settings.items() if k not in flags}
+    actions = {action.dest: action for action in parser._actions if action.option_strings}
+    # as flags written before the command line's own (which win): argparse then checks their types and choices,
+    # which it never does for defaults
+    given = [token for key, value in settings.items() if key in actions
+             for token in _as_flags(actions[key], value, f"--config {first.config}: {key}")]
+    return parser.parse_args([*given, *(argv or [])]), {k: v for k, v in settings.items() if k not in actions}
+
+
+def _as_flags(action: argparse.Action, value, where: str) -> list[str]:
+    """A ``--config`` value as the command-line tokens of its flag."""
+    from opdf_ray.text import quoted
+
+    flag = max(action.option_strings, key=len)
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}={quoted(value)}: expected true or false")
+        if isinstance(action, argparse.BooleanOptionalAction):
+            return [flag if value else "--no-" + flag[2:]]
+        return [flag] if value == isinstance(action, argparse._StoreTrueAction) else []
+    values = value if isinstance(value, list) else [value]
+    if any(isinstance(v, (dict, list)) or v is None for v in values):
+        raise ValueError(f"{where}={quoted(value)}: expected a value or a list of values")
+    if action.nargs in ("+", "*"):
+        return [flag, *map(str, values)]
+    if isinstance(action, argparse._AppendAction):
+        return [token for v in values for token in (flag, str(v))]
+    return [flag, ",".join(map(str, values))]          # --task: [rte, mrpc] is --task rte,mrpc
 
 
 def main(argv: list[str] | None = None) -> int:

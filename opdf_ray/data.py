@@ -146,6 +146,10 @@ def load_split(task_name: str, split: str, data_dir: str | os.PathLike | None = 
         if tsv.is_file():
             df, source = _read_tsv(tsv, task), str(tsv)
             break
+        for entry in (parquet.parent, tsv.parent, parquet, tsv):
+            if entry.is_symlink() and not entry.exists():   # a broken link: the user's data, not a fallback
+                raise FileNotFoundError(f"{entry} is a link to {os.readlink(entry)}, which does not exist; fix the "
+                                        f"link or remove it to use the bundled copy or the hub")
         if root != BUNDLED_GLUE and (parquet.parent.is_dir() or tsv.parent.is_dir()):
             raise FileNotFoundError(        # never one split from the user's folder and another from elsewhere
                 f"{root} has GLUE {task.name} but not its {split} split (looked for {parquet} and {tsv}); a task's "

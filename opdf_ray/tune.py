@@ -9,11 +9,13 @@ Ray task, and stored under the storage's ``teachers/``.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import itertools
 import logging
 import math
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from opdf_ray.config import RunSpec
 from opdf_ray.leaderboard import make_row, write_row
 from opdf_ray.search_space import SearchSpace, spec_values
 from opdf_ray.storage import delete_dir, is_uri, join, remove_temporaries
+from opdf_ray.text import quoted
 from opdf_ray.train import saved_student, trial_driver, worker_threads
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,12 @@ METRIC, MODE = tm.BEST_SCORE, "max"
 STALE_TEMPORARY_S = 3600.0
 DRIVER_CPU = 0.01                      # a trial driver only waits on its Ray Train workers
 DRIVER_RESOURCE = "opdf_driver"        # a custom resource on the head node of cluster/gpu.yaml: drivers stay there
+
+
+# the integer settings of a search, (least, most): generous bounds, so a typo fails now, not as an overflow later
+SEARCH_INT_RANGES = {"num_samples": (1, 10**6), "max_concurrent": (1, 4096), "workers_per_trial": (1, 4096),
+                     "grace_epochs": (1, 100_000), "reduction_factor": (2, 1000), "max_failures": (0, 1000),
+                     "checkpoints_to_keep": (1, 1000), "tpe_startup_trials": (1, 10**6), "max_epochs": (1, 100_000)}
 
 
 @dataclass(frozen=True)
@@ -61,27 +70,30 @@ class SearchSettings:
 
     def __post_init__(self):
         def bad(field, allowed):
-            raise ValueError(f"{field}={getattr(self, field)!r} is invalid; allowed: {allowed}")
+            raise ValueError(f"{field}={quoted(getattr(self, field))} is invalid; allowed: {allowed}")
 
-        for name in ("num_samples", "max_concurrent", "workers_per_trial", "grace_epochs", "checkpoints_to_keep"):
-            if not getattr(self, name) >= 1:
-                bad(name, "an int ≥ 1")
-        if self.tpe_startup_trials is not None and not self.tpe_startup_trials >= 1:
-            bad("tpe_startup_trials", "None (a third of the trials, 2 to 10) or an int ≥ 1")
-        if not self.reduction_factor >= 2:
-            bad("reduction_factor", "an int ≥ 2")
-        if self.max_epochs is not None and self.max_epochs < 1:
-            bad("max_epochs", "None or an int ≥ 1")
-        if not self.cpus_per_worker > 0:
-            bad("cpus_per_worker", "a number > 0")
-        if not self.gpus_per_worker >= 0:
-            bad("gpus_per_worker", "a number ≥ 0")
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):           # the Python API's door: types first, as RunSpec checks them
+            value, kinds = getattr(self, f.name), typing.get_args(hints[f.name]) or (hints[f.name],)
+            ok = any(value is None if k is type(None) else (isinstance(value, k) and (
+                k is bool or not isinstance(value, bool))) or (k is float and type(value) is int) for k in kinds)
+            if not ok:
+                bad(f.name, " or ".join("None" if k is type(None) else k.__name__ for k in kinds))
+        for name, (least, most) in SEARCH_INT_RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not least <= value <= most:
+                bad(name, f"{'None or ' if name in ('tpe_startup_trials', 'max_epochs') else ''}an int in "
+                          f"{least}..{most:,}")
+        if not 0 <= self.seed <= 2**32 - 1:
+            bad("seed", f"an int in 0..{2**32 - 1}")
+        if not (0 < self.cpus_per_worker <= 1e6 and math.isfinite(self.cpus_per_worker)):
+            bad("cpus_per_worker", "a finite number > 0")
+        if not (0 <= self.gpus_per_worker <= 1e6 and math.isfinite(self.gpus_per_worker)):
+            bad("gpus_per_worker", "a finite number ≥ 0")
         if 0 < self.gpus_per_worker < 1 and self.workers_per_trial > 1:
             raise ValueError(f"gpus_per_worker={self.gpus_per_worker} shares a GPU between trials, but the "
                              f"{self.workers_per_trial} workers of a trial are NCCL ranks, and two ranks cannot "
                              f"share one GPU; use workers_per_trial=1 with a fraction, or whole GPUs")
-        if self.max_failures < 0:
-            bad("max_failures", "an int ≥ 0")
         if self.placement not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
             bad("placement", "PACK, SPREAD, STRICT_PACK or STRICT_SPREAD")
         if self.sampler not in ("tpe", "grid"):
@@ -90,6 +102,10 @@ class SearchSettings:
             bad("name", "a non-empty name without '/' that does not start with '.' or '_' (readers skip those)")
         if self.optuna_storage is not None and "://" not in self.optuna_storage:
             bad("optuna_storage", f"an SQLAlchemy database URL, e.g. sqlite:///{self.optuna_storage}")
+        if self.optuna_storage is not None and self.optuna_storage.startswith("sqlite:///"):
+            folder = Path(self.optuna_storage[len("sqlite:///"):]).expanduser().parent
+            if not folder.is_dir():                  # SQLite makes the file, never its folder (an error after Ray)
+                bad("optuna_storage", f"a database in a folder that exists ({folder} does not)")
         if self.wandb_project is not None and not self.wandb_project.strip():
             bad("wandb_project", "a W&B project name")
         for field, module, extra in (("mlflow_uri", "mlflow", "mlflow-skinny"), ("wandb_project", "wandb", "wandb")):

@@ -287,3 +287,53 @@ def test_yaml_aliases_are_refused_before_they_expand_and_a_long_value_is_quoted_
     with pytest.raises(ValueError) as e:
         validate(tmp_path, "--set", "lr=" + "9" * 100_000 + "x")
     assert len(str(e.value)) < QUOTE_LIMIT + 100
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "rte,rte"], "names rte more than once"),
+    (["--optuna-storage", "sqlite:////nonexistent/folder/optuna.db"], "a database in a folder that exists"),
+    (["--num-samples", str(10**30)], r"num_samples=1000000000000000000000000000000 is invalid; allowed: an int in "
+                                     r"1..1,000,000"),
+    (["--seed", str(2**40)], r"seed=1099511627776 is invalid; allowed: an int in 0..4294967295"),
+    (["--set", "student_layers=0,0"], "distinct, comma-separated layer ids"),
+    (["--set", "teacher_epochs=0"], r"teacher_epochs=0 is invalid; allowed: an int in 1..100,000"),
+    (["--set", "epochs_typo=1"], "expected KEY=VALUE"),
+])
+def test_search_settings_of_every_family_are_refused_before_ray_starts(tmp_path, argv, message):
+    with pytest.raises(ValueError, match=message):
+        validate(tmp_path, *argv)
+
+
+def test_the_python_apis_search_options_are_type_checked_like_flags():
+    for options, message in (({"num_samples": "4"}, "num_samples='4' is invalid; allowed: int"),
+                             ({"early_stopping": "no"}, "early_stopping='no' is invalid; allowed: bool"),
+                             ({"cpus_per_worker": float("inf")}, "a finite number > 0"),
+                             ({"max_failures": 10**9}, r"an int in 0..1,000")):
+        with pytest.raises(ValueError, match=message):
+            SearchSettings(name="n", storage="s", leaderboard="l", **options)
+
+
+def test_config_values_of_the_searchs_own_flags_get_the_flags_types(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("task: 3\n")                  # was: an int where a string belongs, then a traceback
+    args = cli.parse_args(["--config", str(config), "--preset", "tiny", "--storage", str(tmp_path / "s")])
+    with pytest.raises(ValueError, match=r"--task '3': unknown task"):
+        cli.validate(args)
+    config.write_text("task: [rte, mrpc]\nseed: 1.5\n")     # a list is the flag's comma list; 1.5 is no seed
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--config", str(config)])
+    assert "argument --seed: invalid int value: '1.5'" in capsys.readouterr().err
+    config.write_text("task: [rte, mrpc]\n")
+    assert cli.parse_args(["--config", str(config)]).task == "rte,mrpc"
+    config.write_text("task: {a: 1}\n")
+    with pytest.raises(ValueError, match="task=.*expected a value or a list of values"):
+        cli.parse_args(["--config", str(config)])
+
+
+def test_a_data_folder_whose_task_entry_is_a_broken_link_is_an_error_not_a_fallback(tmp_path):
+    (tmp_path / "glue").mkdir()
+    (tmp_path / "glue" / "rte").symlink_to(tmp_path / "gone")
+    with pytest.raises(FileNotFoundError, match="is a link to .*gone, which does not exist"):
+        load_glue("rte", str(tmp_path / "glue"))
+    with pytest.raises(FileNotFoundError, match="which does not exist"):
+        validate(tmp_path, "--data-dir", str(tmp_path / "glue"))
