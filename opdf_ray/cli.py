@@ -401,6 +401,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:           # at any phase (the teacher's fine-tune included): one line, resumable
+        print("interrupted: every finished trial is in the leaderboard and a fine-tuned teacher is kept only "
+              "when complete; run the same command with --resume to go on", file=sys.stderr)
+        return 130
     if outcome.rows is not None:
         print(f"leaderboard: {outcome.leaderboard} ({len(outcome.rows)} rows); best per (task, method, OPDF on/off):")
         best = outcome.best

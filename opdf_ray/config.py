@@ -16,7 +16,7 @@ import yaml
 from opdf_ray.data import LGTM_FEEDBACK, SELECT_ON, TASKS
 from opdf_ray.losses import CORE_SELECTIONS
 from opdf_ray.mpo import STYLES
-from opdf_ray.text import quoted
+from opdf_ray.text import is_utf8, quoted
 
 # every method, in the order reports list them, with its display name (``opdf_ray.methods`` holds the classes)
 METHOD_TITLES = {"kd": "KD", "prokt": "ProKT", "lgtm": "LGTM", "theseus": "BERT-of-Theseus", "finetune": "Fine-tune"}
@@ -229,6 +229,9 @@ class RunSpec:
             if not ok:
                 raise ValueError(f"{f.name}={quoted(value)} has the wrong type; expected {kind.__name__}"
                                  f"{' or None' if f.default is None else ''}")
+            if isinstance(value, str) and not is_utf8(value):
+                raise ValueError(f"{f.name}={quoted(value)} is not valid UTF-8 text (a path with undecodable bytes?); "
+                                 f"allowed: text that can be stored and printed, e.g. a path in UTF-8")
         if self.task not in TASKS:
             bad("task", ", ".join(TASKS))
         for f in dataclasses.fields(self):

@@ -100,12 +100,18 @@ def _read_tsv(path: Path, task: GlueTask) -> pd.DataFrame:
             raise ValueError(f"{path} has no column(s) {missing}; expected the classic GLUE {task.tsv_folder} "
                              f"header with {list(task.tsv_columns)}")
         index = [header.index(c) for c in task.tsv_columns]
+        first_line = 2
     else:
-        index = list(task.tsv_columns)
+        index, first_line = list(task.tsv_columns), 1
+    short = [first_line + k for k, r in enumerate(rows) if len(r) <= max(index)]
+    if short:
+        raise ValueError(f"{path}: {len(short)} row(s) have fewer than the {max(index) + 1} tab-separated fields "
+                         f"GLUE {task.tsv_folder} needs (line {', '.join(map(str, short[:5]))}"
+                         f"{' …' if len(short) > 5 else ''}); fix or remove them")
     data = {key: [r[i] for r in rows] for key, i in zip(task.text_keys, index[:-1])}
     raw = [r[index[-1]] for r in rows]
     if task.is_regression:
-        data["label"] = np.asarray(raw, dtype=np.float32)
+        data["label"] = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(np.float32)   # checked on load
     else:
         ids = {name: i for i, name in enumerate(task.label_names)}
         data["label"] = [ids[v] if v in ids else int(v) if v.lstrip("-").isdigit() else v for v in raw]
@@ -165,6 +171,8 @@ def load_split(task_name: str, split: str, data_dir: str | os.PathLike | None = 
     df = df[[*task.text_keys, "label"]].reset_index(drop=True)
     _check_texts(df, task, split, source)
     _check_labels(df, task, split, source)
+    if not task.is_regression:              # ids stored as floats or text (1.0, "1") become the ints they are
+        df["label"] = pd.to_numeric(df["label"]).astype("int64")
     return df, source
 
 
@@ -195,6 +203,9 @@ def _check_texts(df: pd.DataFrame, task: GlueTask, split: str, source: str) -> N
 
 def _check_labels(df: pd.DataFrame, task: GlueTask, split: str, source: str) -> None:
     labels = df["label"]
+    if pd.api.types.is_bool_dtype(labels):
+        raise ValueError(f"{source}: {task.name}/{split} labels are true/false; GLUE {task.name} labels are "
+                         f"{'scores in [0, 5]' if task.is_regression else 'ids 0..' + str(task.num_labels - 1)}")
     if task.is_regression:
         numeric = pd.to_numeric(labels, errors="coerce")
         bad = labels[numeric.isna() | (numeric < 0) | (numeric > 5)]

@@ -85,6 +85,7 @@ def from_pretrained(loader, source: str, **kwargs):
         raise ValueError("opdf-ray never executes code shipped with a checkpoint (trust_remote_code is not accepted)")
     if hasattr(loader, "from_config"):        # a model class (AutoConfig and AutoTokenizer have no from_config)
         kwargs.setdefault("use_kernels", False)
+        kwargs.setdefault("use_safetensors", True)     # never a pickle (loading one runs code), hub or local
     try:
         return loader.from_pretrained(source, trust_remote_code=False, **kwargs)
     except OSError as e:
@@ -95,8 +96,8 @@ def from_pretrained(loader, source: str, **kwargs):
 
 
 SUPPORTED_MODEL_TYPES = ("bert",)    # BERT-family encoders: MiniLM, bert-base, TinyBERT, … (what layers.py factors)
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")    # never pickles: loading one runs code
+PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
 
 
 def check_checkpoint(source: str, role: str) -> None:
@@ -110,6 +111,11 @@ def check_checkpoint(source: str, role: str) -> None:
                          f"(model_type {', '.join(SUPPORTED_MODEL_TYPES)}: bert-base-uncased, all-MiniLM-L6-v2, …)")
     path = Path(source)
     if path.is_dir() and not any((path / name).is_file() for name in WEIGHT_FILES):
+        pickled = [name for name in PICKLED_WEIGHTS if (path / name).is_file()]
+        if pickled:
+            raise ValueError(f"{role} {source} has only {', '.join(pickled)}: weights opdf-ray does not load (a "
+                             f"pickle runs code when loaded); save it as safetensors first, in a Python you trust: "
+                             f"AutoModel.from_pretrained(dir).save_pretrained(dir)")
         raise FileNotFoundError(f"{role} {source} has a config.json but no weights (one of {', '.join(WEIGHT_FILES)})")
     load_tokenizer(source)
 

@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m opdf_ray.run") ->
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was saved for this run (a fine-tuned teacher is cached only when complete); "
+              "run the same command again", file=sys.stderr)
+        return 130
     print(result_line(results))
     if results["output_dir"]:
         print(f"merged student and results.json in {results['output_dir']}")

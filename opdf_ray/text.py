@@ -18,6 +18,16 @@ def quoted(value, limit: int = QUOTE_LIMIT) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
 
 
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8: a command-line argument of undecodable bytes holds lone surrogates, which
+    train and then fail where a leaderboard, a results.json or a terminal stores them."""
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def markdown(text) -> str:
     """``text`` as literal Markdown (CommonMark backslash escapes; line breaks and control characters as spaces):
     a path or an id in a card or a report renders as itself, never as markup, a link or raw HTML."""

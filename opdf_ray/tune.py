@@ -24,7 +24,7 @@ from opdf_ray.config import RunSpec
 from opdf_ray.leaderboard import make_row, write_row
 from opdf_ray.search_space import SearchSpace, spec_values
 from opdf_ray.storage import delete_dir, is_uri, join, remove_temporaries
-from opdf_ray.text import quoted
+from opdf_ray.text import is_utf8, quoted
 from opdf_ray.train import saved_student, trial_driver, worker_threads
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,8 @@ class SearchSettings:
                 k is bool or not isinstance(value, bool))) or (k is float and type(value) is int) for k in kinds)
             if not ok:
                 bad(f.name, " or ".join("None" if k is type(None) else k.__name__ for k in kinds))
+            if isinstance(value, str) and not is_utf8(value):
+                bad(f.name, "valid UTF-8 text (a path with undecodable bytes?)")
         for name, (least, most) in SEARCH_INT_RANGES.items():
             value = getattr(self, name)
             if value is not None and not least <= value <= most:

@@ -337,3 +337,55 @@ def test_a_data_folder_whose_task_entry_is_a_broken_link_is_an_error_not_a_fallb
         load_glue("rte", str(tmp_path / "glue"))
     with pytest.raises(FileNotFoundError, match="which does not exist"):
         validate(tmp_path, "--data-dir", str(tmp_path / "glue"))
+
+
+def test_odd_environments_fail_first_a_pickled_teacher_a_non_utf8_path_a_malformed_tsv_boolean_labels(tmp_path):
+    import os
+
+    import pandas as pd
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from opdf_ray.data import load_split
+    from opdf_ray.models import check_checkpoint
+
+    teacher = tmp_path / "pickled"
+    BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=16)).save_pretrained(teacher)
+    (teacher / "model.safetensors").rename(teacher / "pytorch_model.bin")    # a pickle in its place (by name)
+    with pytest.raises(ValueError, match="has only pytorch_model.bin: weights opdf-ray does not load"):
+        check_checkpoint(str(teacher), "teacher")
+    undecodable = os.fsdecode(b"/tmp/out-\xff")                              # what argv gives for such bytes
+    with pytest.raises(ValueError, match="output_dir=.* is not valid UTF-8 text"):
+        RunSpec(output_dir=undecodable)
+    with pytest.raises(ValueError, match="storage=.* is invalid; allowed: valid UTF-8 text"):
+        SearchSettings(name="n", storage=undecodable, leaderboard="l")
+    (tmp_path / "tsv" / "RTE").mkdir(parents=True)
+    (tmp_path / "tsv" / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n"
+                                                        "1\tonly two\n")
+    with pytest.raises(ValueError, match=r"1 row\(s\) have fewer than the 4 tab-separated fields .* \(line 3\)"):
+        load_split("rte", "train", str(tmp_path / "tsv"))
+    (tmp_path / "pq" / "rte").mkdir(parents=True)
+    frame = pd.DataFrame({"sentence1": ["a", "b"], "sentence2": ["c", "d"], "label": [True, False]})
+    frame.to_parquet(tmp_path / "pq" / "rte" / "train.parquet")
+    with pytest.raises(ValueError, match="labels are true/false"):
+        load_split("rte", "train", str(tmp_path / "pq"))
+    frame.assign(label=[1.0, 0.0]).to_parquet(tmp_path / "pq" / "rte" / "train.parquet")
+    assert load_split("rte", "train", str(tmp_path / "pq"))[0]["label"].dtype == "int64"   # ids as the ints they are
+
+
+def test_ctrl_c_at_any_phase_of_a_search_or_run_ends_with_one_line(tmp_path, monkeypatch, capsys):
+    """The teacher's fine-tune printed a 39-line traceback on Ctrl-C; whatever phase the interrupt lands in, the
+    commands end with one line saying what is kept and how to go on (exit 130, as a shell's SIGINT)."""
+    from opdf_ray import api
+    from opdf_ray import run as run_cli
+
+    def interrupted(*_, **__):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "execute", interrupted)
+    assert cli.main(["--task", "rte", "--storage", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--resume" in err and "Traceback" not in err
+    monkeypatch.setattr(api, "distill", interrupted)
+    assert run_cli.main(["--task", "rte", "--preset", "tiny", "--cache-dir", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted" in err
