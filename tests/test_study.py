@@ -120,3 +120,32 @@ def test_the_ablation_report_sets_the_best_opdf_configuration_against_its_own_de
     both = study.ablation_view(seeds, ablations, ["sst2", "mrpc"], tmp_path / "both")  # each task's best OPDF rows
     assert len(list(both.glob("task=mrpc/study-best-kd-opdf-s0-mrpc--*.parquet"))) == 3
     assert len(list(both.rglob("*.parquet"))) == 12
+
+
+def test_the_panel_verdict_credits_opdf_only_beyond_the_best_cheaper_control(tmp_path):
+    """Per seed the panel's arms share a teacher; OPDF is read against each arm and against the best of the cheap
+    controls on each seed, Holm-adjusted together; a seed whose arms had different teachers is named."""
+    import pandas as pd
+
+    verdict = load("panel_verdict.py")
+    dev = {"dense": 60.0, "opdf": 65.0, "l2sp": 64.5, "l2sp-fixed": 63.0, "central": 62.0, "block-last": 65.5,
+           "lr1.5": 61.0, "lr2": 60.5, "align-off": 50.0}
+    rows = [{"run_id": f"panel-{arm}-s{seed}-stsb", "seed": seed, "status": "completed", "teacher_dev_score": 78.0,
+             "dev_score": value + seed * 0.1 + (0.3 * seed if arm == "l2sp" else 0.0)}
+            for arm, value in dev.items() for seed in (1, 2, 3)]
+    rows.append({"run_id": "panel-l2sp-grid-stsb", "seed": 0, "status": "completed", "teacher_dev_score": 70.0,
+                 "dev_score": 99.0})                                       # the λ grid: not an arm
+    csv = tmp_path / "panel.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    by_arm = verdict.scores(pd.read_csv(csv))
+    assert set(by_arm) == set(dev) and sorted(by_arm["opdf"]) == [1, 2, 3]
+    found = {r["label"]: r for r in verdict.verdict(by_arm)}
+    assert found["opdf − dense"]["mean"] == pytest.approx(5.0)
+    best = found["opdf − max(l2sp, l2sp-fixed, central, lr1.5, lr2)"]
+    assert best["mean"] == pytest.approx(0.5 - 0.3 * 2)                   # l2sp, the best control on every seed
+    assert found["block-last − opdf"]["mean"] == pytest.approx(0.5)
+    assert all(r["p_holm"] >= r["p"] for r in found.values())
+    assert verdict.teachers_agree(pd.read_csv(csv)) == []
+    rows[0]["teacher_dev_score"] = 70.0
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    assert verdict.teachers_agree(pd.read_csv(csv)) == [1]
