@@ -364,3 +364,20 @@ def test_the_dense_anchor_gets_its_own_rows_and_every_opdf_row_is_read_against_i
     assert "| KD + L2-SP | +3.0 ± 0.0 (3) gain" in verdicts
     assert "| KD + OPDF (4 cores) | +2.2 ± 0.2 (3) gain" in verdicts
     assert "| KD + OPDF (4 cores) − L2-SP | -0.8 ± 0.2 (3) loss" in verdicts    # OPDF's gain is less than the anchor's
+
+
+def test_a_methods_opdf_rows_stay_under_it_when_its_dense_trial_was_pruned_and_a_skipped_plot_says_why(tmp_path):
+    """The quick start's report once printed Theseus + OPDF as a second "KD + OPDF" row when the dense Theseus
+    trial was pruned, and dropped the importance plot without a word."""
+    root = tmp_path / "board"
+    put(root, "k0", "sst2", "kd", 0, 1, 77, 74)
+    put(root, "k3", "sst2", "kd", 3, 1, 70, 68)
+    put(root, "t0", "sst2", "theseus", 0, 1, 75, 0, status="pruned")
+    put(root, "t3", "sst2", "theseus", 3, 1, 77, 74)
+    assert main([str(root), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    labels = [line.split(" | ")[0][2:] for line in md.split("## Does OPDF help?")[0].splitlines()
+              if line.startswith(("| KD", "| +", "| BERT"))]
+    assert labels == ["KD", "+ OPDF (3 cores)", "BERT-of-Theseus (dense: 1 pruned)", "+ OPDF (3 cores)"]
+    assert "| BERT-of-Theseus (dense: 1 pruned) | – | – | – | – |" in md
+    assert "Not drawn — " in md and "param_importance: needs at least 4 completed trials" in md

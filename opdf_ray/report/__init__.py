@@ -103,9 +103,12 @@ def render(leaderboard: str | list[str], out: str | Path, select_by: str = "sele
     table = build_table(rows, select_by, protocol, by)
     chosen = best_configs(rows, select_by, protocol, by)
     true_cores = chosen.assign(opdf_cores=chosen["cores_used"]) if pooled else chosen
-    plots = [p for p in (plot_cores(board, true_cores, out / "dev_vs_cores.png"),
-                         plot_lr(board, out / "lr_sensitivity.png"), plot_curves(board, out / "learning_curves.png"),
-                         plot_importance(board, out / "param_importance.png")) if p]
+    drawn = {"dev_vs_cores": plot_cores(board, true_cores, out / "dev_vs_cores.png"),
+             "lr_sensitivity": plot_lr(board, out / "lr_sensitivity.png"),
+             "learning_curves": plot_curves(board, out / "learning_curves.png"),
+             "param_importance": plot_importance(board, out / "param_importance.png")}
+    plots = [p for p in drawn.values() if p]
+    skipped = "; ".join(f"{name}: {PLOT_NEEDS[name]}" for name, p in drawn.items() if p is None)
     rule = ("best mean selection score (held-out slice of train)" if select_by == "selection"
             else "best mean dev score (the papers' rule: optimistic)")
     truncated = int(board["teacher_truncated"].fillna(False).astype(bool).sum())
@@ -133,16 +136,25 @@ def render(leaderboard: str | list[str], out: str | Path, select_by: str = "sele
     help_html = f"<h2>Does OPDF help?</h2>{verdicts_html(verdicts, tasks)}" if verdicts else ""
     md = "\n\n".join(["# opdf-ray GLUE report", intro_md, table_markdown(table), *help_md, "## Plots",
                       "\n".join(f"![{p.stem}]({p.name})" for p in plots) or "(not enough trials for plots)",
+                      *([f"Not drawn — {skipped}."] if skipped else []),
                       "## Runs", summary])
     (out / "report.md").write_text(md + "\n")
     images = "".join(f'<img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
                      for p in plots)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>opdf-ray GLUE report</title><style>{CSS}"
             f"</style></head><body><h1>opdf-ray GLUE report</h1><p>{html.escape(intro)}</p>{table_html(table)}"
-            f"{help_html}<h2>Plots</h2>{images or '<p>(not enough trials for plots)</p>'}<h2>Runs</h2>"
+            f"{help_html}<h2>Plots</h2>{images or '<p>(not enough trials for plots)</p>'}"
+            f"{f'<p>Not drawn — {html.escape(skipped)}.</p>' if skipped else ''}<h2>Runs</h2>"
             f"<pre>{html.escape(summary)}</pre></body></html>")
     (out / "report.html").write_text(page)
     return out / "report.html"
+
+
+# why a plot can be missing from a report (it says so instead of dropping it without a word)
+PLOT_NEEDS = {"dev_vs_cores": "needs completed trials of at least two core counts (dense counts as 0)",
+              "lr_sensitivity": "needs a completed or pruned trial with a selection score",
+              "learning_curves": "needs a trial with a recorded curve",
+              "param_importance": "needs at least 4 completed trials of one task with a varied numeric parameter"}
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m opdf_ray.report") -> int:

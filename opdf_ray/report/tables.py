@@ -238,7 +238,10 @@ def build_table(board: pd.DataFrame, select_by: str = "selection", protocol: str
     rows = []
     methods = [m for m in METHODS if m in set(chosen["method"])]
     for method in methods:
-        for key, part in variants(chosen[chosen["method"] == method], by):
+        method_variants = variants(chosen[chosen["method"] == method], by)
+        if not any(key[0] == 0 and not key[2] for key, _ in method_variants):
+            rows.append(_missing_dense_row(board, method))     # its OPDF rows stay under the method's name
+        for key, part in method_variants:
             cells = {}
             for col in columns:
                 values = part.loc[part["task"].astype(str) == col.task, col.metric].dropna()
@@ -249,6 +252,15 @@ def build_table(board: pd.DataFrame, select_by: str = "selection", protocol: str
                          "train_params": _params(part, "trainable_params"),
                          "inference_params": _params(part, "inference_params")})
     return Table(columns, rows, reference_rows(board, columns))
+
+
+def _missing_dense_row(board: pd.DataFrame, method: str) -> dict:
+    """The method's header row when no dense student of it completed: "–" cells and what became of its trials."""
+    dense = board[(board["method"] == method) & (board["opdf_cores"] == 0)]
+    counts = dense["status"].value_counts().to_dict()
+    why = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "not run"
+    return {"label": f"{METHOD_TITLES[method]} (dense: {why})", "method": method, "cores": 0, "bond": 0, "cells": {},
+            "train_params": "–", "inference_params": "–"}
 
 
 def _plain(value):
