@@ -179,6 +179,38 @@ def retrain_command(row: pd.Series) -> str:
     return shell_join(args)
 
 
+# the Hub's metric ids of opdf-ray's metric names; the teachers' licenses (a teacher of one's own: its license applies)
+HUB_METRICS = {"accuracy": "accuracy", "f1": "f1", "mcc": "matthews_correlation", "pearson": "pearsonr",
+               "spearman": "spearmanr"}
+PRESET_BASES = {"minilm": ("sentence-transformers/all-MiniLM-L6-v2", "apache-2.0"),
+                "bert-base": ("bert-base-uncased", "apache-2.0"), "tiny": (None, "apache-2.0")}
+
+
+def card_data(row: pd.Series):
+    """The card's metadata as the Hub reads it (``huggingface_hub.ModelCardData``): license, base model, dataset,
+    language, metrics and a ``model-index`` entry with the dev score, so ``ModelCard.load(...).data`` has them."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    spec, task = spec_of(row), str(row["task"])
+    base, license_ = PRESET_BASES.get(spec["preset"], (None, None)) if not spec["teacher"] else (
+        spec["teacher"] if _hub_id(spec["teacher"]) else None, "other")
+    metric = str(row["selection_metric"])
+    results = [] if row["dev_score"] is None or pd.isna(row["dev_score"]) else [EvalResult(
+        task_type="text-classification", dataset_type="nyu-mll/glue", dataset_name=f"GLUE {task.upper()}",
+        dataset_config=task, dataset_split=TASKS[task].dev_splits[0], metric_type=HUB_METRICS[metric],
+        metric_name=metric, metric_value=round(float(row["dev_score"]), 2))]
+    return ModelCardData(
+        language="en", license=license_, base_model=base, datasets=["nyu-mll/glue"], library_name="transformers",
+        pipeline_tag="text-classification", metrics=[HUB_METRICS[m] for m in TASKS[task].metrics],
+        tags=["distillation", "knowledge-distillation", "opdf", "glue", task],
+        model_name=f"{task}-{row['method']}-student", eval_results=results or None)
+
+
+def _hub_id(text: str) -> bool:
+    """``owner/name`` or ``name`` as the Hub spells repos, and not a folder here."""
+    return bool(re.fullmatch(r"[\w.-]+(/[\w.-]+)?", text)) and not Path(text).exists()
+
+
 def model_card(row: pd.Series) -> str:
     """A Hugging Face model card (``README.md``) for an exported row."""
     spec = spec_of(row)
@@ -193,10 +225,7 @@ def model_card(row: pd.Series) -> str:
     metric = row["selection_metric"]
     labels = TASKS[task].label_names
     return f"""---
-library_name: transformers
-pipeline_tag: text-classification
-tags: [distillation, knowledge-distillation, opdf, glue, {task}]
-datasets: [nyu-mll/glue]
+{card_data(row).to_yaml()}
 ---
 
 # {task.upper()} student distilled with {METHOD_TITLES.get(method, method)}{" + OPDF" if spec['opdf_cores'] >= 2 else ""}
@@ -226,6 +255,14 @@ from transformers import pipeline
 classify = pipeline("text-classification", model="<this folder>", truncation=True)
 print(classify({_example(task)}))
 ```
+
+## Limitations
+
+A small student from a short, budgeted run: {spec['max_train_samples'] or 'every'} training examples of GLUE {task},
+{spec['epochs']} epoch(s), inputs cut at {spec['max_length']} tokens, English only. Its dev score is on GLUE's
+{TASKS[task].dev_splits[0]} split, which the checkpoint was{' not' if row['protocol'] == 'selection' else ''} chosen on;
+texts unlike GLUE's, or longer than {spec['max_length']} tokens, may be scored worse. It inherits its teacher's
+biases. Check it on your own data before relying on it.
 
 ## Train it again
 

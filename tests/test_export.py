@@ -200,3 +200,19 @@ def test_cards_and_commands_carry_hostile_names_as_text(tmp_path):
                             capture_output=True, text=True, cwd=tmp_path).stdout.split("\0")
     assert echoed[echoed.index("--teacher") + 1] == HOSTILE
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_the_card_is_hub_ready_and_its_metadata_round_trips(tmp_path):
+    from huggingface_hub import ModelCard
+
+    root = board_of(tmp_path, [make_row("r", "a", "completed", spec(), completed_result("sst2", 80.0, 90.0),
+                                        student_path=tiny_student(tmp_path / "s"))])
+    export(root, tmp_path / "best")
+    data = ModelCard.load(tmp_path / "best" / "README.md").data
+    assert (data.license, data.base_model, data.language) == ("apache-2.0", "sentence-transformers/all-MiniLM-L6-v2",
+                                                               "en")
+    assert data.datasets == ["nyu-mll/glue"] and data.metrics == ["accuracy"]
+    (result,) = data.eval_results
+    assert (result.dataset_config, result.dataset_split, result.metric_type, result.metric_value) == (
+        "sst2", "validation", "accuracy", 90.0)
+    assert "## Limitations" in (tmp_path / "best" / "README.md").read_text()
