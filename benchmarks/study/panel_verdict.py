@@ -92,8 +92,8 @@ def render(by_arm: dict[str, dict[int, float]], rows: list[dict], disagree: list
         above = r["mean"] - r["half"] > 0
         below = r["mean"] + r["half"] < 0
         word = "above 0" if above else "below 0" if below else "0 within the interval"
-        lines.append(f"| {r['label']} | {r['mean']:+.1f} ± {r['half']:.1f} | {r['n']} | {_p(r['p'])} | "
-                     f"{_p(r['p_holm'])} | {word} |")
+        delta = f"{r['mean']:+.1f} ± {r['half']:.1f}" if r["n"] > 1 else f"{r['mean']:+.1f} (1 seed: no interval)"
+        lines.append(f"| {r['label']} | {delta} | {r['n']} | {_p(r['p'])} | {_p(r['p_holm'])} | {word} |")
     lines += ["", "Teachers: " + ("every arm of a seed started from the same fine-tuned teacher (equal "
                                   "`teacher_dev_score` per seed)." if not disagree else
                                   f"seeds {disagree} have arms with different teachers: their rows do not pair.")]
