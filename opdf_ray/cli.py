@@ -162,7 +162,8 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     from opdf_ray.engine import check_spec_against_models
     from opdf_ray.storage import check_folder
     from opdf_ray.teacher import teacher_source
-    from opdf_ray.tune import check_teacher_storage, experiment_name, starts_from_finetuned_teacher, teacher_variants
+    from opdf_ray.tune import (check_teacher_storage, experiment_name, starts_from_finetuned_teacher, teacher_variants,
+                               trial_epochs)
 
     bases, as_trials = {}, {}
     for task in tasks:
@@ -192,6 +193,10 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
         teacher_variants(space)          # a teacher per distinct seed or data setting: their values must be a list
     settings = search_settings(args, cpus=1.0, concurrent=1, gpus=args.gpus_per_worker or 0.0,
                                max_epochs=args.max_epochs)
+    longest = max(trial_epochs(space, task, settings) for task in tasks)
+    if args.grace_epochs is not None and settings.early_stopping and args.grace_epochs >= longest:
+        raise ValueError(f"--grace-epochs {args.grace_epochs} is not below the trials' {longest} epoch(s): ASHA would "
+                         f"stop no trial early; lower it, or pass --no-early-stopping")
     from opdf_ray.leaderboard import check_writable
 
     check_storage(args.storage, [experiment_name(settings, task) for task in tasks], args.resume)

@@ -29,7 +29,8 @@ from pathlib import Path
 import yaml
 
 from opdf_ray import shipped_path
-from opdf_ray.config import EXECUTION, TARGET, RunSpec, UniqueKeyLoader, inert_settings, yaml_problem
+from opdf_ray.config import (EXECUTION, INT_MOST, TARGET, RunSpec, UniqueKeyLoader, inert_settings, typed_value,
+                             yaml_problem)
 from opdf_ray.text import quoted
 
 TYPES = ("loguniform", "uniform", "int", "categorical")
@@ -101,6 +102,14 @@ def _parse_param(name: str, raw, earlier: dict[str, Param]) -> Param:
         choices = raw.get("choices")
         if not isinstance(choices, list) or not choices:
             _fail(f"{where}.choices", f"expected a non-empty list, got {quoted(choices)}")
+        if name in SPEC_FIELDS:                    # YAML reads 1e-4 as text: read it as the setting's type
+            declared = SPEC_FIELDS[name].metadata.get("type") or type(SPEC_FIELDS[name].default)
+            choices = [typed_value(name, c, f"search space {where}.choices:")
+                       if isinstance(c, str) and declared is not str else c for c in choices]
+        repeated = sorted({repr(c) for c in choices if choices.count(c) > 1})
+        if repeated:
+            _fail(f"{where}.choices", f"{', '.join(repeated)} given more than once (a repeated choice is drawn more "
+                                      f"often); list each once")
         choices = tuple(choices)
         extra = sorted(k for k in ("low", "high", "step") if k in raw)
         if extra:
@@ -121,6 +130,8 @@ def _parse_param(name: str, raw, earlier: dict[str, Param]) -> Param:
             if kind != "int":
                 _fail(where, "'step' applies only to int parameters")
             step = _number(f"{where}.step", raw["step"], integer=True)
+            if not 1 <= step <= high - low:
+                _fail(f"{where}.step", f"{step} is not an int in 1..{high - low} (high − low)")
     include_zero = raw.get("include_zero", False)
     if not isinstance(include_zero, bool):
         _fail(f"{where}.include_zero", f"expected true or false, got {quoted(include_zero)}")
@@ -261,8 +272,8 @@ def parse_space(raw, source: str = "<dict>") -> SearchSpace:
     for task, n in epochs.items():
         if task != "default" and task not in TASKS:
             _fail(f"{source} epochs.{task}", f"unknown task; allowed: default, {', '.join(TASKS)}")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            _fail(f"{source} epochs.{task}", f"{quoted(n)} is not an int ≥ 1")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= INT_MOST["epochs"]:
+            _fail(f"{source} epochs.{task}", f"{quoted(n)} is not an int in 1..{INT_MOST['epochs']:,}")
     params: dict[str, Param] = {}
     raw_params = raw.get("params") or {}
     if not isinstance(raw_params, dict):

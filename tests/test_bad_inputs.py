@@ -389,3 +389,23 @@ def test_ctrl_c_at_any_phase_of_a_search_or_run_ends_with_one_line(tmp_path, mon
     assert run_cli.main(["--task", "rte", "--preset", "tiny", "--cache-dir", str(tmp_path)]) == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "interrupted" in err
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epochs: {rte: 10000000000}\n", r"epochs.rte: 10000000000 is not an int in 1..100,000"),
+    ("params:\n  lr: {type: categorical, choices: [1.0e-4, 1e-4]}\n", "0.0001 given more than once"),
+    ("params:\n  lr: {type: categorical, choices: [1e-4, fast]}\n", "lr='fast': not a float"),
+    ("params:\n  max_steps: {type: int, low: 8, high: 64, step: 0}\n", r"step: 0 is not an int in 1..56"),
+    ("params:\n  lr: {type: categorical, choices: [.inf, 1e-4]}\n", "lr=inf is invalid; allowed: a finite number"),
+])
+def test_a_spaces_values_are_read_as_their_settings_and_bounded(tmp_path, text, message):
+    space = tmp_path / "space.yaml"
+    space.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        validate(tmp_path, "--space", str(space))
+
+
+def test_a_grace_period_that_stops_nothing_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="--grace-epochs 5 is not below the trials' 2 epoch"):
+        validate(tmp_path, "--grace-epochs", "5", "--max-epochs", "2")
+    validate(tmp_path, "--grace-epochs", "5", "--max-epochs", "2", "--no-early-stopping")
