@@ -10,6 +10,7 @@ model is a stock Hugging Face checkpoint with the original size that reproduces 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import tempfile
 import time
@@ -84,15 +85,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m opdf_ray.demo") -
     merge(model)
     with torch.no_grad():
         merged_diff = (model(**batch).logits - trained_logits).abs().max().item()
-    out = args.out or tempfile.mkdtemp(prefix="opdf-demo-")
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    reloaded = from_pretrained(AutoModelForSequenceClassification, out).eval()
-    with torch.no_grad():
-        reload_diff = (reloaded(**batch).logits - trained_logits).abs().max().item()
-    log.info("merged: %s parameters (as deployed, same as the original); max |Δlogit| merged vs trained MPO: "
-             "%.2e; stock transformers reload from %s: %.2e", f"{parameter_counts(reloaded)['train']:,}",
-             merged_diff, out, reload_diff)
+    with contextlib.ExitStack() as cleanup:        # without --out the 88 MB checkpoint goes when the demo ends
+        out = args.out or cleanup.enter_context(tempfile.TemporaryDirectory(prefix="opdf-demo-"))
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        reloaded = from_pretrained(AutoModelForSequenceClassification, out).eval()
+        with torch.no_grad():
+            reload_diff = (reloaded(**batch).logits - trained_logits).abs().max().item()
+        log.info("merged: %s parameters (as deployed, same as the original); max |Δlogit| merged vs trained MPO: "
+                 "%.2e; stock transformers reload from %s%s: %.2e", f"{parameter_counts(reloaded)['train']:,}",
+                 merged_diff, out, "" if args.out else " (removed at the end; --out keeps it)", reload_diff)
     ok = merged_diff <= 1e-4 and reload_diff <= 1e-4 and parameter_counts(reloaded)["train"] == dense
     log.info("merge is exact: %s", "yes" if ok else "NO")
     return 0 if ok else 1

@@ -20,3 +20,14 @@ def test_demo_rejects_bad_core_counts_with_a_clear_message(capsys):
         demo.main(["--cores", "1"])
     assert exit_info.value.code == 2
     assert "n_cores must be an int ≥ 2" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_demo_without_out_leaves_no_checkpoint_behind(tmp_path, monkeypatch, caplog):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))          # where its temporary folder would stay
+    caplog.set_level("INFO", logger="opdf_ray")
+    assert demo.main(["--cores", "3", "--steps", "1"]) == 0
+    assert "merge is exact: yes" in caplog.text and "removed at the end" in caplog.text
+    assert not list(tmp_path.glob("opdf-demo-*"))
