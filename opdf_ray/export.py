@@ -17,6 +17,7 @@ import json
 import re
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -68,7 +69,7 @@ WEIGHT_SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 
 
 def export(leaderboard: str, out: str | Path, task: str | None = None, trial: str | None = None,
-           storage: str | None = None) -> pd.Series:
+           storage: str | None = None, onnx: bool = False) -> pd.Series:
     """Copy the chosen row's merged student into ``out`` (which must not exist or be empty), name its labels and
     write its model card. Returns the row.
 
@@ -104,7 +105,8 @@ def export(leaderboard: str, out: str | Path, task: str | None = None, trial: st
             for name in files:
                 with fs.open_input_stream(f"{path}/{name}") as src, open(tmp / name, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-            _finish(tmp, row)
+            onnx_check = write_onnx(tmp, row) if onnx else None
+            _finish(tmp, row, onnx_check)
     except OSError as e:
         raise ValueError(f"--out {out}: the folder cannot be made ({e.strerror or e}); pass a folder that can be "
                          f"made and written") from None
@@ -145,7 +147,58 @@ def student_files(fs: pafs.FileSystem, path: str, storage: str, trial: str) -> l
     return sorted(names)
 
 
-def _finish(folder: Path, row: pd.Series) -> None:
+ONNX_TOLERANCE = 1e-4        # |logit| difference between onnxruntime and PyTorch that an ONNX export may have
+ONNX_CHECK_EXAMPLES = 64
+
+
+def write_onnx(folder: Path, row: pd.Series) -> dict:
+    """``model.onnx`` beside the Hugging Face files (``torch.onnx.export``, dynamic batch and length), checked:
+    onnxruntime's logits on the task's first dev examples equal PyTorch's to ``ONNX_TOLERANCE``. Returns what
+    the check measured (for the card).
+
+    optimum's ONNX exporter (optimum-onnx 0.1) requires transformers < 4.58; this project runs transformers 5.
+
+    Raises:
+        ValueError: the ``onnx`` extra is not installed, or the check fails (nothing is published then).
+    """
+    try:
+        import onnxruntime
+        import onnxscript  # noqa: F401  (torch.onnx's exporter needs it)
+    except ImportError:
+        raise ValueError("--onnx needs onnx, onnxscript and onnxruntime: pip install 'opdf-ray[onnx]'") from None
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from opdf_ray.data import load_split
+
+    task = TASKS[str(row["task"])]
+    model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    data_dir = spec_of(row)["data_dir"]                  # the trial's data where it is here, else bundled or hub
+    dev = load_split(task.name, task.dev_splits[0], data_dir if data_dir and Path(data_dir).is_dir() else None
+                     )[0].head(ONNX_CHECK_EXAMPLES)
+    texts = [dev[k].tolist() for k in task.text_keys]
+    batch = tokenizer(*texts, truncation=True, max_length=int(spec_of(row)["max_length"]), padding=True,
+                      return_tensors="pt")
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in batch]
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")               # the exporter's notes on its own internals
+        torch.onnx.export(model, (), str(folder / "model.onnx"), kwargs={n: batch[n] for n in names}, dynamo=True,
+                          input_names=names, output_names=["logits"], dynamic_shapes=axes, verbose=False)
+        expected = model(**{n: batch[n] for n in names}).logits.numpy()
+    session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    wanted = {i.name for i in session.get_inputs()}
+    got = session.run(["logits"], {n: batch[n].numpy() for n in names if n in wanted})[0]
+    diff = float(np.abs(got - expected).max())
+    if not diff <= ONNX_TOLERANCE:
+        raise ValueError(f"--onnx: onnxruntime's logits differ from PyTorch's by {diff:.2e} on {len(dev)} dev "
+                         f"examples (allowed {ONNX_TOLERANCE:.0e}); the export was not written")
+    return {"examples": len(dev), "max_abs_logit_diff": diff, "inputs": names}
+
+
+def _finish(folder: Path, row: pd.Series, onnx_check: dict | None = None) -> None:
     """Label names in the config, the tokenizer's length, the model card: what makes the copy an export."""
     from transformers import AutoConfig
 
@@ -159,7 +212,7 @@ def _finish(folder: Path, row: pd.Series) -> None:
         tokenizer_config = json.loads(tokenizer_path.read_text())
         tokenizer_config["model_max_length"] = int(spec_of(row)["max_length"])
         tokenizer_path.write_text(json.dumps(tokenizer_config, indent=2, sort_keys=True) + "\n")
-    (folder / "README.md").write_text(model_card(row))
+    (folder / "README.md").write_text(model_card(row, onnx_check))
 
 
 def retrain_command(row: pd.Series) -> str:
@@ -211,8 +264,8 @@ def _hub_id(text: str) -> bool:
     return bool(re.fullmatch(r"[\w.-]+(/[\w.-]+)?", text)) and not Path(text).exists()
 
 
-def model_card(row: pd.Series) -> str:
-    """A Hugging Face model card (``README.md``) for an exported row."""
+def model_card(row: pd.Series, onnx_check: dict | None = None) -> str:
+    """A Hugging Face model card (``README.md``) for an exported row (``onnx_check``: ``write_onnx``'s result)."""
     spec = spec_of(row)
     task, method = str(row["task"]), str(row["method"])
     opdf = (f"{spec['opdf_cores']} MPO cores per matrix, core lr {spec['opdf_core_lr']}, alignment "
@@ -256,7 +309,7 @@ classify = pipeline("text-classification", model="<this folder>", truncation=Tru
 print(classify({_example(task)}))
 ```
 
-## Limitations
+{_onnx_section(row, onnx_check) if onnx_check else ""}## Limitations
 
 A small student from a short, budgeted run: {spec['max_train_samples'] or 'every'} training examples of GLUE {task},
 {spec['epochs']} epoch(s), inputs cut at {spec['max_length']} tokens, English only. Its dev score is on GLUE's
@@ -272,12 +325,38 @@ biases. Check it on your own data before relying on it.
 """
 
 
+def _onnx_section(row: pd.Series, check: dict) -> str:
+    inputs = ", ".join(f'"{n}": batch["{n}"]' for n in check["inputs"])
+    return f"""## Serve it with ONNX Runtime
+
+`model.onnx` is the same network (dynamic batch and length); on the first {check['examples']} examples of the
+task's dev split its logits equal PyTorch's to {check['max_abs_logit_diff']:.1e}.
+
+```python
+import onnxruntime
+from transformers import AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("<this folder>")
+session = onnxruntime.InferenceSession("<this folder>/model.onnx")
+batch = tokenizer({_tokenizer_example(str(row['task']))}, truncation=True, return_tensors="np")
+logits = session.run(["logits"], {{{inputs}}})[0]
+```
+
+"""
+
+
 def _score(value) -> str:
     return "–" if value is None or pd.isna(value) else f"{float(value):.2f}"
 
 
 def _count(value) -> str:
     return "?" if value is None or pd.isna(value) else f"{int(value):,}"
+
+
+def _tokenizer_example(task: str) -> str:
+    if len(TASKS[task].text_keys) == 1:
+        return '["The movie was a delight from start to finish."]'
+    return '["A man is playing a guitar."], ["Someone plays an instrument."]'
 
 
 def _example(task: str) -> str:
@@ -294,6 +373,8 @@ def build_parser(prog: str = "python -m opdf_ray.export") -> argparse.ArgumentPa
     p.add_argument("--out", required=True, help="a new folder for the exported student")
     p.add_argument("--task", choices=tuple(TASKS), help="the task to export (needed when several are there)")
     p.add_argument("--trial", help="export this trial instead of the best one")
+    p.add_argument("--onnx", action="store_true", help="also write model.onnx (checked against PyTorch on the "
+                   "task's dev examples; needs pip install 'opdf-ray[onnx]')")
     p.add_argument("--storage", help="the search storage its students live under (default: the folder holding the "
                    "leaderboard); a row whose student_path lies elsewhere is refused")
     p.add_argument("--push-to-hub", metavar="REPO", help="then upload the folder to this Hugging Face hub model repo "
@@ -337,7 +418,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m opdf_ray.export")
     try:
         if args.push_to_hub:
             check_repo_id(args.push_to_hub)
-        row = export(args.leaderboard, args.out, args.task, args.trial, args.storage)
+        row = export(args.leaderboard, args.out, args.task, args.trial, args.storage, args.onnx)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -216,3 +216,31 @@ def test_the_card_is_hub_ready_and_its_metadata_round_trips(tmp_path):
     assert (result.dataset_config, result.dataset_split, result.metric_type, result.metric_value) == (
         "sst2", "validation", "accuracy", 90.0)
     assert "## Limitations" in (tmp_path / "best" / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_an_onnx_export_gives_pytorchs_logits_on_the_dev_examples_and_says_how_to_serve_it(tmp_path):
+    import numpy as np
+    import onnxruntime
+    import torch
+    from transformers import AutoTokenizer
+
+    from opdf_ray.models import build_tiny_model, keep_layers, load_classifier
+
+    student = keep_layers(load_classifier(str(build_tiny_model(tmp_path / "cache")), 2), [0, 2])  # the tiny preset's
+    student.save_pretrained(tmp_path / "s")
+    AutoTokenizer.from_pretrained(build_tiny_model(tmp_path / "cache")).save_pretrained(tmp_path / "s")
+    root = board_of(tmp_path, [make_row("r", "a", "completed", spec("rte", max_length=48),
+                                        completed_result("rte", 60.0, 61.0), student_path=str(tmp_path / "s"))])
+    assert main([root, "--out", str(tmp_path / "best"), "--onnx"]) == 0
+    card = (tmp_path / "best" / "README.md").read_text()
+    assert "## Serve it with ONNX Runtime" in card and "model.onnx" in card
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "best")
+    batch = tokenizer(["A man plays.", "Short"], ["Someone is playing music today.", "x"], padding=True,
+                      return_tensors="np")                                  # other examples, other lengths
+    session = onnxruntime.InferenceSession(str(tmp_path / "best" / "model.onnx"))
+    got = session.run(["logits"], {i.name: batch[i.name] for i in session.get_inputs()})[0]
+    reference = AutoModelForSequenceClassification.from_pretrained(tmp_path / "best").eval()
+    with torch.no_grad():
+        expected = reference(**{k: torch.tensor(v) for k, v in batch.items()}).logits.numpy()
+    assert np.abs(got - expected).max() <= 1e-4
