@@ -25,16 +25,27 @@ def search(task: str | list[str], *, settings: dict | None = None, **options) ->
     Returns the leaderboard, its rows and its best row per cell, and the tasks whose search stopped early.
     """
     from opdf_ray.cli import build_parser, check_trial_settings, execute, split_list
+    from opdf_ray.commands import as_flags, parse_or_raise
     from opdf_ray.config import typed_settings
 
-    args = build_parser().parse_args([])
-    allowed = sorted(k for k in vars(args) if k not in ("task", "config", "config_settings", "set"))
+    parser = build_parser()
+    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    allowed = sorted(k for k in actions if k not in ("task", "config", "set", "help"))
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"search() got unknown option(s) {unknown}; allowed: {', '.join(allowed)}, settings")
-    for key, value in options.items():
-        setattr(args, key, value)
-    args.task = task if isinstance(task, str) else ",".join(task)
+    if not isinstance(task, str) and not (isinstance(task, list) and all(isinstance(t, str) for t in task)):
+        raise ValueError(f"search(task={task!r}): expected a task name, a list of them, or 'all'")
+    for key, value in options.items():        # Python values of the flag's type, not text the shell would give
+        kind = actions[key].type
+        values = value if isinstance(value, list) else [value]
+        if kind in (int, float) and any(isinstance(v, (str, bool)) or not isinstance(v, (int, float)) for v in values
+                                        if v is not None):
+            raise ValueError(f"search({key}={value!r}): expected {'an int' if kind is int else 'a number'}")
+    # the options as the flags they are: argparse checks their types and choices exactly as on the command line
+    flags = [token for key, value in options.items() if value is not None
+             for token in as_flags(actions[key], value, f"search({key}=…)")]
+    args = parse_or_raise(parser, ["--task", task if isinstance(task, str) else ",".join(task), *flags], "search()")
     args.methods = split_list(args.methods)
     args.config_settings = typed_settings(settings or {}, "settings")
     check_trial_settings(args.config_settings, "settings")

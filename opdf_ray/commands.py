@@ -60,12 +60,20 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -
     # as flags written before the command line's own (which win): argparse then checks their types and choices,
     # which it never does for defaults
     given = [token for key, value in settings.items() if key in actions
-             for token in _as_flags(actions[key], value, f"--config {first.config}: {key}")]
+             for token in as_flags(actions[key], value, f"--config {first.config}: {key}")]
     return parser.parse_args([*given, *(argv or [])]), {k: v for k, v in settings.items() if k not in actions}
 
 
-def _as_flags(action: argparse.Action, value, where: str) -> list[str]:
-    """A ``--config`` value as the command-line tokens of its flag."""
+def parse_or_raise(parser: argparse.ArgumentParser, argv: list[str], where: str) -> argparse.Namespace:
+    """``parser.parse_args(argv)`` raising ``ValueError`` instead of printing usage and exiting (the Python API)."""
+    def error(message):
+        raise ValueError(f"{where}: {message}")
+    parser.error = error
+    return parser.parse_args(argv)
+
+
+def as_flags(action: argparse.Action, value, where: str) -> list[str]:
+    """A ``--config`` value (or a Python API option) as the command-line tokens of its flag."""
     from opdf_ray.text import quoted
 
     flag = max(action.option_strings, key=len)

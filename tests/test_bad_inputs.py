@@ -409,3 +409,21 @@ def test_a_grace_period_that_stops_nothing_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--grace-epochs 5 is not below the trials' 2 epoch"):
         validate(tmp_path, "--grace-epochs", "5", "--max-epochs", "2")
     validate(tmp_path, "--grace-epochs", "5", "--max-epochs", "2", "--no-early-stopping")
+
+
+def test_the_python_api_checks_a_searchs_options_as_the_command_line_does(monkeypatch):
+    import opdf_ray
+
+    seen = {}
+    monkeypatch.setattr(cli, "execute", lambda args: seen.setdefault("args", args))
+    for task, options, message in ((3, {}, "expected a task name"),
+                                   ("rte", {"num_samples": "4"}, r"search\(num_samples='4'\): expected an int"),
+                                   ("rte", {"resume": "yes"}, "expected true or false"),
+                                   ("rte", {"max_epochs": 1.5}, "invalid int value: '1.5'"),
+                                   ("rte", {"sampler": "bogus"}, "invalid choice: 'bogus'")):
+        with pytest.raises(ValueError, match=message):
+            opdf_ray.search(task, **options)
+    opdf_ray.search(["rte", "mrpc"], methods=["kd"], num_samples=4, no_cover_cells=True, seed=1, address=None)
+    args = seen["args"]
+    assert (args.task, args.methods, args.num_samples, args.no_cover_cells, args.seed) == ("rte,mrpc", ["kd"], 4,
+                                                                                          True, 1)
