@@ -194,8 +194,8 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     settings = search_settings(args, cpus=1.0, concurrent=1, gpus=args.gpus_per_worker or 0.0,
                                max_epochs=args.max_epochs)
     longest = max(trial_epochs(space, task, settings) for task in tasks)
-    if args.grace_epochs is not None and settings.early_stopping and args.grace_epochs >= longest:
-        raise ValueError(f"--grace-epochs {args.grace_epochs} is not below the trials' {longest} epoch(s): ASHA would "
+    if args.grace_epochs is not None and settings.early_stopping and args.grace_epochs > longest:
+        raise ValueError(f"--grace-epochs {args.grace_epochs} is beyond the trials' {longest} epoch(s): ASHA would "
                          f"stop no trial early; lower it, or pass --no-early-stopping")
     from opdf_ray.leaderboard import check_writable
 
@@ -415,8 +415,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         best = outcome.best
         print(best.to_string(index=False) if len(best) else "  (no completed trial yet)")
         if (best["status"] == "completed").any():
-            print("take the best student home: " + shell_join(["opdf-ray", "export", outcome.leaderboard, "--out", "best"])
-                  + (" --task TASK" if best["task"].nunique() > 1 else ""))
+            command = shell_join(["opdf-ray", "export", outcome.leaderboard, "--out", "best"])
+            print(f"take the best student home: {command}" + (" --task TASK" if best["task"].nunique() > 1 else ""))
     if outcome.failed:
         print(f"error: the search of {', '.join(outcome.failed)} stopped early (see above); the other tasks "
               f"finished", file=sys.stderr)

@@ -268,12 +268,11 @@ class RunSpec:
             if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
                 bad(name, "a finite number ≥ 0")
         if self.l2sp_ratio > 0 and self.l2sp_weight > 0:
-            raise ValueError(f"l2sp_ratio={quoted(self.l2sp_ratio)} and l2sp_weight={quoted(self.l2sp_weight)} are both set; the "
-                             f"pull's strength is one or the other (set the unused one to 0)")
+            raise ValueError(f"l2sp_ratio={quoted(self.l2sp_ratio)} and l2sp_weight={quoted(self.l2sp_weight)} are both "
+                             f"set; the pull's strength is one or the other (set the unused one to 0)")
         if self.opdf and self.l2sp and self.mpo_weight == "per-forward":
             raise ValueError("l2sp_ratio/l2sp_weight pull the merged weight an OPDF layer builds once per step; "
                              "mpo_weight='per-forward' builds none: use --mpo-weight per-step")
-
         if self.opdf_bond_dim is not None and not self.opdf_cores:
             raise ValueError("opdf_bond_dim is set but OPDF is off (opdf_cores=0); set --opdf-cores too")
         if self.dense_lr_as_cores and (self.opdf_cores or not 2 <= self.dense_lr_as_cores <= CORES_MOST):
@@ -286,7 +285,6 @@ class RunSpec:
                              "from, but --student loads a separate model; use --opdf-align-map block-last")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             bad("device", "auto, cpu, cuda or cuda:N")
-
 
     @property
     def opdf(self) -> bool:
@@ -426,7 +424,8 @@ def parse_setting(text: str) -> tuple[str, object]:
     key = key.strip().replace("-", "_")
     fields = {f.name: f for f in dataclasses.fields(RunSpec)}
     if not sep or key not in fields:
-        raise ValueError(f"--set {quoted(text)}: expected KEY=VALUE with KEY a run setting (python -m opdf_ray.run --help "
+        raise ValueError(f"--set {quoted(text)}: expected KEY=VALUE with KEY a run setting (python -m opdf_ray.run "
+                         f"--help "
                          f"lists them), e.g. --set mpo_weight=per-forward")
     if key in SET_BY_THE_SEARCH:
         raise ValueError(f"--set {key}: a search sets it itself (task: --task; epochs: the space's epochs section "
@@ -467,7 +466,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicated key {quoted(key)}", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(None, None, f"duplicated key {quoted(key)}",
+                                                        key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 

@@ -129,7 +129,8 @@ def student_files(fs: pafs.FileSystem, path: str, storage: str, trial: str) -> l
     inside = (Path(path).resolve().is_relative_to(Path(storage).resolve()) if local
               else f"{path.rstrip('/')}/".startswith(f"{filesystem(storage)[1].rstrip('/')}/"))
     if not inside:
-        raise ValueError(f"trial {trial}'s student_path {quoted(path)} is outside the search storage {quoted(storage)}; "
+        raise ValueError(f"trial {trial}'s student_path {quoted(path)} is outside the search storage "
+                         f"{quoted(storage)}; "
                          f"export copies students only from the storage its leaderboard belongs to (--storage "
                          f"names another)")
     if fs.get_file_info(f"{path}/config.json").type != pafs.FileType.File:
@@ -272,7 +273,8 @@ def model_card(row: pd.Series, onnx_check: dict | None = None) -> str:
             + (f"ratio {spec['opdf_align_ratio']}" if spec["opdf_align_ratio"] else f"weight {spec['opdf_align_weight']}")
             + f" ({spec['opdf_align_map']} map), trained cores: {spec['opdf_train_cores']}"
             if spec["opdf_cores"] >= 2 else "off (plain distillation)")
-    teacher = markdown(spec["teacher"]) if spec["teacher"] else f"the `{spec['preset']}` preset's teacher, fine-tuned on {task}"
+    teacher = (markdown(spec["teacher"]) if spec["teacher"]
+               else f"the `{spec['preset']}` preset's teacher, fine-tuned on {task}")
     protocol = ("checkpoint chosen on a held-out slice of the training set; dev never used for selection"
                 if row["protocol"] == "selection" else "checkpoint chosen on dev (the papers' protocol)")
     metric = row["selection_metric"]
@@ -284,8 +286,8 @@ def model_card(row: pd.Series, onnx_check: dict | None = None) -> str:
 # {task.upper()} student distilled with {METHOD_TITLES.get(method, method)}{" + OPDF" if spec['opdf_cores'] >= 2 else ""}
 
 A student made by opdf-ray ({markdown(row.get('opdf_ray_version') or 'unknown version')}), exported
-from trial {markdown(row['trial_id'])} of search {markdown(row['run_id'])}. It is a stock Hugging Face checkpoint: the MPO cores
-OPDF trains with are merged back, so it has exactly the size and speed of a dense student
+from trial {markdown(row['trial_id'])} of search {markdown(row['run_id'])}. It is a stock Hugging Face checkpoint: the
+MPO cores OPDF trains with are merged back, so it has exactly the size and speed of a dense student
 ({_count(row.get('inference_params'))} parameters).
 
 | | |

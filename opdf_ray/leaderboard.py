@@ -338,7 +338,8 @@ REPEAT = ["task", "config_id", "seed"]    # one run of a configuration: a second
 
 def usable(df: pd.DataFrame) -> pd.DataFrame:
     """Completed rows worth comparing, one per (task, configuration, seed), with ``mpo_bond`` (the student's bond
-    dimension, 0 = full rank, i.e. over-parameterised; > 0 = compressed) and ``l2sp`` (pulled to its start): rows distilled from a truncated teacher
+    dimension, 0 = full rank, i.e. over-parameterised; > 0 = compressed) and ``l2sp`` (pulled to its start): rows
+    distilled from a truncated teacher
     are left out, and of a configuration run twice with the same seed only the latest counts (``duplicate_runs``
     lists the others), so no seed is averaged twice."""
     done = _completed(df)

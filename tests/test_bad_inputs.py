@@ -406,7 +406,7 @@ def test_a_spaces_values_are_read_as_their_settings_and_bounded(tmp_path, text, 
 
 
 def test_a_grace_period_that_stops_nothing_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="--grace-epochs 5 is not below the trials' 2 epoch"):
+    with pytest.raises(ValueError, match="--grace-epochs 5 is beyond the trials' 2 epoch"):
         validate(tmp_path, "--grace-epochs", "5", "--max-epochs", "2")
     validate(tmp_path, "--grace-epochs", "5", "--max-epochs", "2", "--no-early-stopping")
 

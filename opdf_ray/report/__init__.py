@@ -8,9 +8,9 @@ Two reference rows come first: the majority class and the task-fine-tuned teache
 LGTM, Theseus, fine-tuning), each followed by one ``+OPDF (n cores)`` row per core count present (and ``+ MPO
 compression (n cores, bond r)`` rows for truncated, i.e. compressed, students; rows distilled from a truncated
 teacher — leaderboards written before that was fixed — are left out); columns are
-the tasks present with their metrics, the average, and the train/inference parameter counts. A cell is the mean
-± the half-width of its 95% t-interval over seeds of the *best configuration's* dev metric and its seed count; the best configuration is the one
-with the highest mean selection score (the honest rule) or, with ``--select-by dev``, the highest mean dev score
+the tasks present with their metrics, the average, and the train/inference parameter counts. A cell is the
+mean ± the half-width of its 95% t-interval over seeds of the *best configuration's* dev metric and its seed count;
+the best configuration is the one with the highest mean selection score (the honest rule) or, with ``--select-by dev``, the highest mean dev score
 (the papers' way). The best value per column is in bold. "Does OPDF help?" then compares each method's OPDF
 student with its dense one, paired by seed, with a 95% interval and a verdict.
 """

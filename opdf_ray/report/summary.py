@@ -16,7 +16,8 @@ def run_summary(board: pd.DataFrame) -> str:
         counts = part["status"].value_counts().to_dict()
         hours = part["wall_seconds"].fillna(0).sum() / 3600
         epochs = part["epochs_done"].fillna(0).sum()
-        lines = [f"### {markdown(run_id)}", "", f"- trials: {len(part)} ({', '.join(f'{k} {v}' for k, v in counts.items())})",
+        statuses = ", ".join(f"{k} {v}" for k, v in counts.items())
+        lines = [f"### {markdown(run_id)}", "", f"- trials: {len(part)} ({statuses})",
                  f"- compute: {hours:.2f} trial-hours, {epochs:.0f} trial-epochs"]
         done = part[part["status"] == "completed"].dropna(subset=["selection_score"])
         if len(done):

@@ -127,8 +127,8 @@ def _difference_row(part: pd.DataFrame, base: pd.DataFrame, tasks: list[str]) ->
 VERDICT_NOTE = ("Δ = the row − the method's dense student (a row ending “− L2-SP”: − its dense L2-SP student), on "
                 "the dev score each task selects by ({metrics}), paired by seed (the same training subset, selection "
                 "slice and teacher); mean ± half-width of its 95% t-interval (seeds), the two-sided paired "
-                "t-test's p and, with several cells, that p Holm-adjusted over every cell of the table (Holm). Verdict: *gain* when the interval lies above 0, *loss* when below, "
-                "otherwise *no gain or loss*: the difference is within the seed noise; a verdict whose Holm p is "
+                "t-test's p and, with several cells, that p Holm-adjusted over every cell of the table (Holm). "
+                "Verdict: *gain* when the interval lies above 0, *loss* when below, otherwise *no gain or loss*: the difference is within the seed noise; a verdict whose Holm p is "
                 "0.05 or more may be chance among the table's comparisons. All tasks: per seed, the mean of its "
                 "task differences.")
 
