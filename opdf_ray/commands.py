@@ -77,11 +77,13 @@ def as_flags(action: argparse.Action, value, where: str) -> list[str]:
     from opdf_ray.text import quoted
 
     flag = max(action.option_strings, key=len)
+    if value is None:                          # unset: the flag's default (every optional setting's is None)
+        return []
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)):
         if not isinstance(value, bool):
             raise ValueError(f"{where}={quoted(value)}: expected true or false")
-        if isinstance(action, argparse.BooleanOptionalAction):
-            return [flag if value else "--no-" + flag[2:]]
+        if isinstance(action, argparse.BooleanOptionalAction):       # option_strings: --flag, --no-flag
+            return [action.option_strings[0] if value else action.option_strings[-1]]
         return [flag] if value == isinstance(action, argparse._StoreTrueAction) else []
     values = value if isinstance(value, list) else [value]
     if any(isinstance(v, (dict, list)) or v is None for v in values):

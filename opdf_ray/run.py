@@ -12,6 +12,8 @@ import argparse
 import dataclasses
 import sys
 
+import yaml
+
 from opdf_ray import log_to_console
 from opdf_ray.commands import CONFIG_HELP, HelpFormatter, parse_with_config
 from opdf_ray.config import RunSpec
@@ -20,6 +22,8 @@ from opdf_ray.config import RunSpec
 def build_parser(prog: str = "python -m opdf_ray.run") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     parser.add_argument("--config", help=CONFIG_HELP)
+    parser.add_argument("--print-config", action="store_true", help="print the effective settings (flags over "
+                        "--config over the defaults) as YAML that --config reads back, and stop")
     for f in dataclasses.fields(RunSpec):
         flag, meta = "--" + f.name.replace("_", "-"), f.metadata
         if (meta.get("type") or type(f.default)) is bool:     # unset (None) is a third state where allowed
@@ -35,6 +39,7 @@ def parse_spec(argv: list[str] | None = None, prog: str = "python -m opdf_ray.ru
     args, _ = parse_with_config(build_parser(prog), argv)
     values = vars(args)
     values.pop("config")
+    values.pop("print_config")
     return RunSpec(**values)
 
 
@@ -54,6 +59,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m opdf_ray.run") ->
     log_to_console()
     try:
         spec = parse_spec(argv, prog)                                 # bad settings: the error before any import
+        if "--print-config" in (sys.argv[1:] if argv is None else argv):
+            print(yaml.safe_dump(spec.to_dict(), sort_keys=False), end="")
+            return 0
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -200,3 +200,16 @@ def test_a_resume_with_other_settings_than_the_search_was_started_with_is_refuse
     space.write_text("params:\n  lr: {type: loguniform, low: 1.0e-5, high: 1.0e-2}\n")
     with pytest.raises(ValueError, match=r"\(space.params differ\)"):
         validate(search_parser().parse_args([*common, "--resume"]))
+
+
+def test_run_prints_its_effective_settings_as_a_config_it_reads_back(tmp_path, capsys):
+    from opdf_ray import run as run_cli
+
+    config = tmp_path / "c.yaml"
+    config.write_text("lr: 1e-4\nopdf_cores: 5\nteacher: null\n")
+    assert run_cli.main(["--config", str(config), "--task", "mrpc", "--seed", "3", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    (tmp_path / "back.yaml").write_text(printed)
+    again = run_cli.parse_spec(["--config", str(tmp_path / "back.yaml")])
+    assert again == run_cli.parse_spec(["--config", str(config), "--task", "mrpc", "--seed", "3"])
+    assert (again.lr, again.opdf_cores, again.task, again.seed) == (1e-4, 5, "mrpc", 3)
