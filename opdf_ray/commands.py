@@ -54,6 +54,7 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -
     Raises ``ValueError``/``FileNotFoundError`` for a bad file."""
     from opdf_ray.config import load_settings
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     first, _ = parser.parse_known_args(argv)
     settings = load_settings(first.config) if first.config else {}
     actions = {action.dest: action for action in parser._actions if action.option_strings}
@@ -61,7 +62,7 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -
     # which it never does for defaults
     given = [token for key, value in settings.items() if key in actions
              for token in as_flags(actions[key], value, f"--config {first.config}: {key}")]
-    return parser.parse_args([*given, *(argv or [])]), {k: v for k, v in settings.items() if k not in actions}
+    return parser.parse_args([*given, *argv]), {k: v for k, v in settings.items() if k not in actions}
 
 
 def parse_or_raise(parser: argparse.ArgumentParser, argv: list[str], where: str) -> argparse.Namespace:
