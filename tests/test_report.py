@@ -218,7 +218,7 @@ def test_html_renders_the_table_in_headless_chromium(board, tmp_path):
     page = render(str(board), tmp_path / "report")
     url = page.resolve().as_uri()
     dom = subprocess.run([CHROMIUM, *FLAGS, "--dump-dom", url], capture_output=True, text=True, timeout=120)
-    assert 'id="glue-table"' in dom.stdout and "<b>87.0 ± 1.4 (2)</b>" in dom.stdout
+    assert 'id="glue-table"' in dom.stdout and "<b>87.0 ± 12.7 (2)</b>" in dom.stdout   # a 95% interval
     shot = (tmp_path / "report.png").resolve()
     subprocess.run([CHROMIUM, *FLAGS, f"--screenshot={shot}", "--window-size=1200,1600", url],
                    capture_output=True, timeout=120)
