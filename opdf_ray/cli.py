@@ -361,13 +361,10 @@ def bind_local_ray_to_loopback() -> None:
 
 def start_ray(address: str | None) -> None:
     """Join the cluster at ``address``, or start a local Ray (with ray[default]: the State API Ray Train needs to
-    free placement groups) whose auth token only this user can read (Ray writes it world-readable). The job's
-    environment sets Ray Train's poll (``train.search_train_env``)."""
+    free placement groups) whose auth token only this user can read (Ray writes it world-readable)."""
     import ray
 
-    from opdf_ray.train import search_train_env
-
-    ray.init(address=address, runtime_env={"env_vars": search_train_env()})
+    ray.init(address=address)
     token = Path.home() / ".ray" / "auth_token"
     if address is None and token.is_file() and token.stat().st_mode & 0o077:
         token.chmod(0o600)
@@ -497,10 +494,16 @@ def check_not_all_failed(trials: int, failed: int) -> None:
                            f"error column")
 
 
+def failed_trials(grid) -> int:
+    """Trials that errored, and those whose loss became NaN/inf (they end without an error: a NaN is not retried)."""
+    return sum(1 for result in grid if result.error or (result.metrics or {}).get(tm.NONFINITE))
+
+
 def summarise_search(task: str, grid, experiment: str) -> None:
     """Print one task's search outcome (``grid``: its Tune ``ResultGrid``); raise when every trial failed."""
-    print(f"{task}: {len(grid)} trials, {grid.num_errors} failed; experiment in {experiment}")
-    check_not_all_failed(len(grid), grid.num_errors)
+    failed = failed_trials(grid)
+    print(f"{task}: {len(grid)} trials, {failed} failed; experiment in {experiment}")
+    check_not_all_failed(len(grid), failed)
     try:
         best = grid.get_best_result(metric=tm.BEST_SCORE, mode="max", filter_nan_and_inf=True)
         spec = best.config["spec"]

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 # 10: l2sp_ratio, l2sp_weight (0 before 10), drift_deployed, drift_cores, drift_curve; a setting that cannot act
 #     for the row's task and method (``config.inert_settings``) is stored empty and left out of ``config_id``;
 #     trial_task (the row's task, also in the file: a row whose folder says another is skipped)
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 STATUSES = ("completed", "pruned", "failed")
 ROW_TASK = "trial_task"       # the task a row stores itself ("task" is its folder's, task=<name>; both must agree)
 METRICS = tuple(dict.fromkeys(m for t in TASKS.values() for m in t.metrics))   # accuracy, f1, mcc, …
@@ -90,6 +90,9 @@ SCHEMA = pa.schema([
     pa.field("inference_params", pa.int64()),
     pa.field("wall_seconds", pa.float64()),
     pa.field("train_seconds", pa.float64()),
+    pa.field("setup_seconds", pa.float64()),                   # trial start (driver) → first step (rows < v11: none)
+    pa.field("finish_seconds", pa.float64()),                  # last step → row written
+    pa.field("warm_start", pa.bool_()),                        # its process had run a trial before (reuse_actors)
     pa.field("examples_per_second", pa.float64()),
     pa.field("workers", pa.int64()),
     pa.field("nodes", pa.int64()),
@@ -138,8 +141,8 @@ def spec_of(row) -> dict:
 
 
 def make_row(run_id: str, trial_id: str, status: str, spec: dict, result: dict | None, error: str | None = None,
-             student_path: str | None = None,
-             wall_seconds: float | None = None) -> dict:
+             student_path: str | None = None, wall_seconds: float | None = None,
+             setup_seconds: float | None = None, finish_seconds: float | None = None) -> dict:
     """One leaderboard row from a trial's spec and its last reported result (``opdf_ray.trial_metrics``).
 
     Raises:
@@ -175,7 +178,8 @@ def make_row(run_id: str, trial_id: str, status: str, spec: dict, result: dict |
         "iterations": result.get(tm.TRAINING_ITERATION), "evaluations": result.get(tm.EVALUATIONS),
         "trainable_params": result.get(tm.TRAINABLE_PARAMS), "inference_params": result.get(tm.INFERENCE_PARAMS),
         "wall_seconds": wall_seconds if wall_seconds is not None else result.get(tm.TIME_TOTAL_S),
-        "train_seconds": result.get(tm.TRAIN_SECONDS), "examples_per_second": result.get(tm.EXAMPLES_PER_SECOND),
+        "train_seconds": result.get(tm.TRAIN_SECONDS), "setup_seconds": setup_seconds,
+        "finish_seconds": finish_seconds, "warm_start": result.get(tm.WARM_START), "examples_per_second": result.get(tm.EXAMPLES_PER_SECOND),
         "workers": result.get(tm.WORKERS), "nodes": result.get(tm.NODES),
         "restored_at_step": result.get(tm.RESTORED_AT_STEP), "bytes_all_reduced": result.get(tm.BYTES_ALL_REDUCED),
         "merge_max_abs_logit_diff": result.get(tm.MERGE_DIFF), "student_path": student_path,

@@ -1,10 +1,12 @@
-"""Ray Train: one trial = one ``TorchTrainer`` run of N data-parallel workers around the engine.
+"""A trial's training: ``trial`` is the Tune function trainable every search runs.
 
-``train_loop_per_worker`` builds data, models and method inside the worker (nothing at module level), trains
-with gradients averaged across workers (``opdf_ray.parallel``), and at each evaluation reports metrics from
-every rank with a resumable checkpoint from rank 0. After the last evaluation it restores the selected
-student, evaluates selection and dev, and reports ``finished=1`` with the merged student (safetensors) in the
-checkpoint. ``trial_driver`` is the Tune function trainable that launches it.
+A one-worker trial (the default, and every fractional-GPU trial) runs ``worker_loop`` in the trial's own process:
+metrics and checkpoints go straight to Tune (``ray.tune.report``), retries are Tune's ``FailureConfig``, and the
+process stays warm for the next trial (``reuse_actors``). A multi-worker trial launches a ``TorchTrainer`` of N
+data-parallel workers (gloo/NCCL) around the same ``worker_loop``; its reports reach Tune through Ray Train's
+``TuneReportCallback``. Either way the loop builds data, models and method (nothing at module level), trains,
+reports an evaluation result with a resumable checkpoint at each evaluation, and after the last one restores the
+selected student, evaluates selection and dev, and reports ``finished=1`` with the merged student (safetensors).
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
-import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from opdf_ray import log_to_console
@@ -29,26 +30,67 @@ from opdf_ray.parallel import Parallel, TorchDistributed
 
 log = logging.getLogger(__name__)
 NONFINITE_MARKER = "nonfinite.json"
+FINAL_METRICS = "final_metrics.json"      # in a finished trial's checkpoint: what a restored trial reports again
+_trials_in_this_process = 0               # a warm trial process (Tune's reuse_actors) has run some before
+
+
+@dataclass(frozen=True)
+class Session:
+    """How a worker's loop talks to Ray: Tune's function API (one-worker trials, in the trial's process) or Ray
+    Train's (a worker of a ``TorchTrainer``). ``report_logs``: whether per-step loss logs are reported between
+    evaluations; Ray Train's controller takes one report per poll of its workers (every 2 s), so a multi-worker
+    trial reports at evaluations only, and its curves are the evaluations' (the history)."""
+
+    report: object                 # report(metrics, checkpoint=None)
+    checkpoint: object             # the checkpoint to resume from, or None
+    checkpoint_type: type
+    parallel: Parallel
+    report_logs: bool
+
+    @classmethod
+    def tune(cls) -> Session:
+        import ray.tune
+
+        return cls(ray.tune.report, ray.tune.get_checkpoint(), ray.tune.Checkpoint, Parallel(), True)
+
+    @classmethod
+    def train(cls) -> Session:
+        import ray.train
+
+        parallel = TorchDistributed() if ray.train.get_context().get_world_size() > 1 else Parallel()
+        return cls(ray.train.report, ray.train.get_checkpoint(), ray.train.Checkpoint, parallel, False)
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Ray Train worker. ``config``: ``spec`` (a RunSpec dict) and ``finetuned_teacher`` (a path or None)."""
-    import ray.train
+    """Ray Train worker of a multi-worker trial."""
+    worker_loop(config, Session.train())
 
+
+def worker_loop(config: dict, session: Session) -> None:
+    """One trial's training on this worker. ``config``: ``spec`` (a RunSpec dict), ``finetuned_teacher`` (a path
+    or None) and ``gpu_fraction``. A NaN/inf loss ends the trial with ``nonfinite_loss`` in its last result (the
+    search records it as failed): a NaN is deterministic, so a checkpoint marks it and a restored trial does not
+    train it again."""
+    global _trials_in_this_process
+    warm, _trials_in_this_process = _trials_in_this_process > 0, _trials_in_this_process + 1
     spec = RunSpec.from_dict(config["spec"])
     limit_gpu_memory(spec, config.get("gpu_fraction", 1.0))
-    context = ray.train.get_context()
-    log_to_console(logging.INFO if context.get_world_rank() == 0 else logging.WARNING)   # banner, evaluations
-    parallel = TorchDistributed() if context.get_world_size() > 1 else Parallel()
-    checkpoint = ray.train.get_checkpoint()
-    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_dir:
+    parallel = session.parallel
+    log_to_console(logging.INFO if parallel.is_main else logging.WARNING)   # banner, evaluations
+    with session.checkpoint.as_directory() if session.checkpoint else contextlib.nullcontext() as resume_dir:
         if resume_dir and (Path(resume_dir) / NONFINITE_MARKER).is_file():
-            _report(tm.NONFINITE_METRICS, parallel,
+            _report(session, tm.NONFINITE_METRICS,
                     marker=json.loads((Path(resume_dir) / NONFINITE_MARKER).read_text()))
-            return                                       # a NaN is deterministic: do not train it again
+            return
+        if resume_dir and (Path(resume_dir) / FINAL_METRICS).is_file():   # finished before a driver was stopped
+            final = json.loads((Path(resume_dir) / FINAL_METRICS).read_text())
+            for key in (tm.TRAINING_STARTED_AT, tm.TRAINING_ENDED_AT):   # that run's clock: no timing now
+                final.pop(key, None)
+            _report(session, final, final_from=resume_dir)
+            return
         job = prepare(spec, parallel, config.get("finetuned_teacher"))
         last_step = job.plan.total_steps
-        placement = _placement(job, parallel)
+        placement = _placement(job, parallel) | {tm.WARM_START: warm}
         restored = {tm.RESTORED_AT_STEP: 0}
         select_split = selection_split(job.data.task, spec.select_on)
 
@@ -56,68 +98,29 @@ def train_loop_per_worker(config: dict) -> None:
             return (tm.evaluation_metrics(progress, score, job.data.task.selection_metric, select_split)
                     | placement | restored)
 
-        pacer = ReportPacer(parallel)
-
         def on_evaluate(progress, metrics):
             if progress.step < last_step:                # the final report below carries dev and the model
-                _report(evaluation(progress, metrics[job.data.task.selection_metric]), parallel, job=job,
+                _report(session, evaluation(progress, metrics[job.data.task.selection_metric]), job=job,
                         progress=progress)
-                pacer.sent()
 
         def on_log(progress, logs):
-            if pacer.log_due():
-                ray.train.report(tm.log_metrics(progress.step, logs, progress.best_score))
-                pacer.sent()
+            session.report(tm.log_metrics(progress.step, logs, progress.best_score))
 
         restored[tm.TRAINING_STARTED_AT] = time.time()      # data and models ready: the first step follows
         if resume_dir:
             restored[tm.RESTORED_AT_STEP] = json.loads((Path(resume_dir) / META).read_text())["progress"]["step"]
         try:
-            progress = train(job, resume_from=resume_dir, on_evaluate=on_evaluate, on_log=on_log)
+            progress = train(job, resume_from=resume_dir, on_evaluate=on_evaluate,
+                             on_log=on_log if session.report_logs else None)
         except NonFiniteLossError as e:
             log.error("%s", e)
-            _report(tm.NONFINITE_METRICS, parallel, marker={"error": str(e)})
+            _report(session, tm.NONFINITE_METRICS, marker={"error": str(e)})
             return
+    ended = time.time()
     results, exported = finalize(job, progress)
-    metrics = evaluation(progress, None) | tm.final_metrics(results) | {tm.FINISHED: 1.0}
-    _report(metrics, parallel, job=job, progress=progress, results=results, exported=exported)
-
-
-class ReportPacer:
-    """Keeps the training loss logs from stalling the step. Ray Train V2's controller takes one report per poll of
-    its workers, every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (Ray's 2 s; a search's 0.5 s), and a worker holds one
-    unconsumed report at most, so a report made sooner blocks ``ray.train.report`` until the next poll: logging
-    every 10 steps of 33 ms (a MiniLM step on an H200) ran at 0.2 s a step (benchmarks/bench_report.py). A log
-    step reports only when the last report is ``interval_s`` old (1.25 polls); evaluations always report. All
-    workers take the same decision (``parallel.any``), as Ray Train needs every worker to report alike."""
-
-    def __init__(self, parallel: Parallel, interval_s: float | None = None, clock=time.monotonic):
-        self.parallel, self.clock = parallel, clock
-        self.interval_s = 1.25 * ray_train_poll_interval_s() if interval_s is None else interval_s
-        self.last = -math.inf
-
-    def sent(self) -> None:
-        self.last = self.clock()
-
-    def log_due(self) -> bool:
-        return self.parallel.any(self.clock() - self.last >= self.interval_s)
-
-
-# How often Ray Train V2's controller polls its workers: an environment variable of Ray's internals (no public
-# setting; tests/test_tune_units.py pins its name and default). Each report waits for a poll, and so does the end
-# of a trial: a search polls every 0.5 s instead of Ray's 2 s, which took the quick start from 174 to 152 s
-# (docs/benchmarks.md, "A search trial's overhead"); a value set in the environment is kept.
-TRAIN_POLL_ENV, RAY_TRAIN_POLL_S, SEARCH_TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0, 0.5
-
-
-def ray_train_poll_interval_s() -> float:
-    """How often Ray Train's controller polls the workers of this process's trial."""
-    return float(os.environ.get(TRAIN_POLL_ENV, RAY_TRAIN_POLL_S))
-
-
-def search_train_env() -> dict[str, str]:
-    """The environment a search gives its Ray job (``runtime_env``): Ray Train's poll at the search's pace."""
-    return {TRAIN_POLL_ENV: os.environ.get(TRAIN_POLL_ENV, str(SEARCH_TRAIN_POLL_S))}
+    metrics = (evaluation(progress, None) | tm.final_metrics(results)
+               | {tm.TRAINING_ENDED_AT: ended, tm.FINISHED: 1.0})
+    _report(session, metrics, job=job, results=results, exported=exported)
 
 
 def limit_gpu_memory(spec: RunSpec, fraction: float) -> bool:
@@ -149,58 +152,64 @@ def _placement(job, parallel: Parallel) -> dict:
                                                     f"({torch.get_num_threads()} threads/worker)"}
 
 
-def _report(metrics: dict, parallel: Parallel, job=None, progress=None, results=None, exported=None,
-            marker: dict | None = None) -> None:
-    """Every rank reports (Ray Train requires it); rank 0 attaches the checkpoint."""
-    import ray.train
-
-    if not parallel.is_main:
-        ray.train.report(metrics)
+def _report(session: Session, metrics: dict, job=None, progress=None, results=None, exported=None,
+            marker: dict | None = None, final_from: str | None = None) -> None:
+    """Every rank reports (Ray Train requires it); rank 0 attaches the checkpoint: the training state at an
+    evaluation, the merged student and the final metrics at the end (nothing to resume: no optimiser state, no
+    second copy of the weights), or the NaN marker."""
+    if not session.parallel.is_main:
+        session.report(metrics)
         return
     with tempfile.TemporaryDirectory(prefix="opdf-ckpt-") as tmp:
         if marker is not None:
             (Path(tmp) / NONFINITE_MARKER).write_text(json.dumps(marker))
+        elif final_from is not None:
+            checkpoint = session.checkpoint_type.from_directory(final_from)
+            session.report(metrics, checkpoint=checkpoint)
+            return
+        elif results is not None:
+            save_student(results, exported, job.data.tokenizer, Path(tmp))
+            (Path(tmp) / FINAL_METRICS).write_text(json.dumps(metrics))
         else:
             save_checkpoint(tmp, job.method, progress)
-        if results is not None:
-            save_student(results, exported, job.data.tokenizer, Path(tmp))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        session.report(metrics, checkpoint=session.checkpoint_type.from_directory(tmp))
 
 
-def trial_driver(config: dict) -> None:
-    """Tune function trainable: launch the trial's TorchTrainer and relay its reports to Tune.
+def trial(config: dict) -> None:
+    """Tune function trainable: ``config["spec"]`` is the trial's RunSpec dict, ``config["run"]`` the search's
+    execution settings (workers, resources, storage, names). One worker: the loop runs here; more: a TorchTrainer."""
+    run = config["run"]
+    loop_config = {"spec": config["spec"], "finetuned_teacher": config.get("finetuned_teacher"),
+                   "gpu_fraction": run["gpus_per_worker"] if run["gpus_per_worker"] > 0 else 1.0}
+    if run["workers"] == 1:
+        worker_loop(loop_config, Session.tune())
+    else:
+        data_parallel_trial(loop_config, run)
 
-    ``config["spec"]`` is the trial's RunSpec dict, ``config["run"]`` the search's execution settings
-    (workers, resources, storage, names). A run named after the trial resumes from its latest checkpoint when
-    the trial is retried or the search restored; a NaN loss ends the trial as failed.
-    """
+
+def data_parallel_trial(loop_config: dict, run: dict) -> None:
+    """Launch the trial's TorchTrainer; its reports reach Tune through ``TuneReportCallback``. A run named after
+    the trial resumes from its latest checkpoint when the trial is retried or the search restored."""
     import ray.train
     import ray.tune
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    run = config["run"]
-    spec = RunSpec.from_dict(config["spec"])
     use_gpu = run["gpus_per_worker"] > 0
     resources = {"CPU": run["cpus_per_worker"]} | ({"GPU": run["gpus_per_worker"]} if use_gpu else {})
-    trial_id = ray.tune.get_context().get_trial_id()
     trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"spec": spec.to_dict(), "finetuned_teacher": config.get("finetuned_teacher"),
-                           "gpu_fraction": run["gpus_per_worker"] if use_gpu else 1.0},
-        # one worker never communicates: gloo then, which also lets trials share a GPU (NCCL ranks cannot)
-        torch_config=TorchConfig(backend="nccl" if use_gpu and run["workers"] > 1 else "gloo"),
+        train_loop_per_worker, train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=run["workers"], use_gpu=use_gpu,
                                                resources_per_worker=resources,
                                                placement_strategy=run.get("placement", "PACK")),
         run_config=ray.train.RunConfig(
-            name=trial_id, storage_path=run["train_storage"], callbacks=[TuneReportCallback()],
+            name=ray.tune.get_context().get_trial_id(), storage_path=run["train_storage"],
+            callbacks=[TuneReportCallback()],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=run.get("checkpoints_to_keep", 2)),
             failure_config=ray.train.FailureConfig(max_failures=run.get("max_failures", 2))),
     )
-    result = trainer.fit()
-    if result.metrics and result.metrics.get(tm.NONFINITE):
-        raise NonFiniteLossError(f"trial {trial_id}: training loss became NaN/inf; the trial is failed")
+    trainer.fit()
 
 
 def saved_student(train_storage: str, trial_id: str) -> str | None:

@@ -1,4 +1,4 @@
-"""The search: per task, Ray Tune + Optuna (TPE, seeded) + ASHA over a search space, one Ray Train run per trial.
+"""The search: per task, Ray Tune + Optuna (TPE, seeded) + ASHA over a search space; a trial is ``train.trial``.
 
 Names are deterministic (``<name>-<task>`` experiments under ``--storage``, trials named by id), so a search
 can be restored. Every finished trial becomes a leaderboard row; trials ASHA stopped are told to Optuna as
@@ -25,7 +25,7 @@ from opdf_ray.leaderboard import make_row, write_row
 from opdf_ray.search_space import SearchSpace, spec_values
 from opdf_ray.storage import delete_dir, is_uri, join, remove_temporaries
 from opdf_ray.text import is_utf8, quoted
-from opdf_ray.train import saved_student, trial_driver, worker_threads
+from opdf_ray.train import trial, worker_threads
 
 log = logging.getLogger(__name__)
 METRIC, MODE = tm.BEST_SCORE, "max"
@@ -194,6 +194,9 @@ def prune_aware_optuna_search(**kwargs):
                 log.info("optuna: trial %s already finished in the study; result not reported again", trial_id)
 
         def on_trial_complete(self, trial_id, result=None, error=False):
+            if result and result.get(tm.NONFINITE):        # a NaN loss: failed, never a score
+                super().on_trial_complete(trial_id, None, True)
+                return
             stopped_early = bool(result) and not error and not result.get(tm.FINISHED)
             super().on_trial_complete(trial_id, None if stopped_early else result, error)
 
@@ -229,34 +232,86 @@ def _callbacks(run_id: str, settings: SearchSettings, train_storage: str):
     from ray.tune import Callback
 
     class RecordTrials(Callback):
-        """On the driver: every finished trial → one leaderboard row; stopped and failed trials' checkpoints go."""
+        """On the driver: every finished trial → one leaderboard row (with where its time went); stopped and failed
+        trials' checkpoints go."""
+
+        def __init__(self):
+            self.started: dict[str, float] = {}
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.started[trial.trial_id] = time.time()
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             result = trial.last_result or {}
-            status = "completed" if result.get(tm.FINISHED) else "pruned"
-            self._record(trial, status, result, None)
-            if status == "pruned":
-                delete_dir(join(train_storage, trial.trial_id))
+            if result.get(tm.NONFINITE):
+                self._record(trial, "failed", result, "training loss became NaN/inf; the trial is failed")
+            else:
+                self._record(trial, "completed" if result.get(tm.FINISHED) else "pruned", result, None)
+            if not result.get(tm.FINISHED):
+                delete_checkpoints(trial, train_storage)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self._record(trial, "failed", trial.last_result, _error_text(trial))
-            delete_dir(join(train_storage, trial.trial_id))    # disk stays bounded; a --resume retries it afresh
+            delete_checkpoints(trial, train_storage)    # disk stays bounded; a --resume retries it afresh
 
         def _record(self, trial, status, result, error):
+            timing = trial_timing(result or {}, self.started.get(trial.trial_id))
             try:
-                student = saved_student(train_storage, trial.trial_id) if status == "completed" else None
+                student = saved_student(trial, result) if status == "completed" else None
             except OSError as e:                 # the row still lands; only export needs the path
                 log.warning("trial %s: could not locate its saved student: %s", trial.trial_id, e)
                 student = None
             try:
                 path = write_row(settings.leaderboard, make_row(run_id, trial.trial_id, status, trial.config["spec"],
-                                                                result, error, student_path=student))
+                                                                result, error, student_path=student, **timing))
             except (OSError, ValueError) as e:   # stop the search: every later row would be lost the same way
                 raise LeaderboardWriteError(f"could not write the leaderboard row of trial {trial.trial_id} to "
                                             f"{settings.leaderboard}: {e}") from e
             log.info("leaderboard: %s %s → %s", trial.trial_id, status, path)
 
     return [RecordTrials(), *experiment_loggers(settings, run_id)]
+
+
+def trial_timing(result: dict, started: float | None, now: float | None = None) -> dict:
+    """Where a trial's time went besides training: ``setup_seconds`` from the trial's start on the driver to its
+    first step (process, imports, data, models), ``finish_seconds`` from its last step to its row (final
+    evaluations, merge, checkpoint, Tune). None where unknown (a trial restored after it had finished)."""
+    now = time.time() if now is None else now
+    first, last = result.get(tm.TRAINING_STARTED_AT), result.get(tm.TRAINING_ENDED_AT)
+    setup = first - started if first is not None and started is not None and first >= started else None
+    return {"setup_seconds": setup, "finish_seconds": now - last if last is not None and now >= last else None}
+
+
+def saved_student(trial, result: dict | None) -> str | None:
+    """The ``model`` folder of the checkpoint the trial's final result came with: Tune's own checkpoint (one-worker
+    trials) or the Ray Train checkpoint ``TuneReportCallback`` reports (multi-worker). None when it holds no
+    student."""
+    import pyarrow.fs as pafs
+
+    from opdf_ray.storage import filesystem
+
+    path = (result or {}).get("checkpoint_path") or (trial.checkpoint.path if trial.checkpoint else None)
+    if not path:
+        return None
+    student = join(path, "model")
+    fs, base = filesystem(student)
+    return student if fs.get_file_info(f"{base}/config.json").type == pafs.FileType.File else None
+
+
+def delete_checkpoints(trial, train_storage: str) -> None:
+    """A stopped or failed trial's checkpoints (Tune's ``checkpoint_*`` folders in its directory, and a
+    multi-worker trial's Ray Train run); its results and TensorBoard events stay."""
+    import pyarrow.fs as pafs
+
+    from opdf_ray.storage import filesystem
+
+    delete_dir(join(train_storage, trial.trial_id))
+    if trial.path:
+        fs, base = filesystem(trial.path)
+        if fs.get_file_info(base).type == pafs.FileType.Directory:
+            for entry in fs.get_file_info(pafs.FileSelector(base)):
+                if entry.type == pafs.FileType.Directory and entry.base_name.startswith("checkpoint_"):
+                    fs.delete_dir(entry.path)
 
 
 def experiment_loggers(settings: SearchSettings, experiment: str) -> list:
@@ -288,6 +343,11 @@ def _error_text(trial) -> str | None:
         return Path(path).read_text()[-2000:] if path else None
     except OSError:
         return None
+
+
+def trial_resources(settings: SearchSettings) -> dict:
+    """A one-worker trial is its worker: one worker's CPUs and GPU share."""
+    return {"cpu": settings.cpus_per_worker} | ({"gpu": settings.gpus_per_worker} if settings.gpus_per_worker else {})
 
 
 def driver_resources(settings: SearchSettings) -> dict:
@@ -396,15 +456,19 @@ def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resu
            "gpus_per_worker": settings.gpus_per_worker, "train_storage": train_storage,
            "max_failures": settings.max_failures, "checkpoints_to_keep": settings.checkpoints_to_keep,
            "placement": settings.placement}
-    trainable = tune.with_resources(trial_driver, driver_resources(settings))
+    in_process = settings.workers_per_trial == 1     # the loop runs in the trial's process (train.trial)
+    trainable = tune.with_resources(trial, trial_resources(settings) if in_process else driver_resources(settings))
     scheduler = make_scheduler(settings, trial_epochs(space, base.task, settings))
     search = _optuna_search(TrialSampler(base, space, settings, run, teachers, overrides), settings, name)
     run_config = tune.RunConfig(name=name, storage_path=join(settings.storage),
                                 callbacks=_callbacks(name, settings, train_storage),
-                                failure_config=tune.FailureConfig(max_failures=0))
-    # not reuse_actors: Tune caches a trial ASHA stopped while its trainer.fit() still runs, and the next trial's
-    # reset then fails that trial (measured: docs/benchmarks.md, "The quick start on a slower CPU")
-    tune_config = tune.TuneConfig(search_alg=search, scheduler=scheduler,
+                                checkpoint_config=tune.CheckpointConfig(num_to_keep=settings.checkpoints_to_keep),
+                                # one-worker trials retry through Tune; a TorchTrainer retries its own workers
+                                failure_config=tune.FailureConfig(max_failures=settings.max_failures if in_process
+                                                                  else 0))
+    # warm trial processes for in-process trials (imports, data, teacher stay loaded; docs/search.md); a nested
+    # TorchTrainer may still run when ASHA stops its trial, and a reset would fail the next one
+    tune_config = tune.TuneConfig(search_alg=search, scheduler=scheduler, reuse_actors=in_process,
                                   num_samples=settings.num_samples, max_concurrent_trials=settings.max_concurrent,
                                   trial_dirname_creator=lambda trial: trial.trial_id)
     if resume and tune.Tuner.can_restore(exp_dir):

@@ -198,7 +198,7 @@ def test_a_leaderboard_that_cannot_be_written_stops_the_search_with_a_clear_erro
         validate(tmp_path, "--leaderboard", str(blocker / "board"))
     record = _callbacks("run", settings(tmp_path, leaderboard=str(blocker / "board")), str(tmp_path / "train"))[0]
     trial = SimpleNamespace(trial_id="t1", config={"spec": RunSpec(task="rte").to_dict()},
-                            last_result=completed_result("rte", 60.0, 61.0))
+                            last_result=completed_result("rte", 60.0, 61.0), checkpoint=None, path=None)
     with pytest.raises(LeaderboardWriteError, match="could not write the leaderboard row of trial t1"):
         record.on_trial_complete(0, [], trial)
     assert not list(tmp_path.rglob("*.tmp"))

@@ -8,7 +8,6 @@ import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from opdf_ray.leaderboard import read_leaderboard  # noqa: E402
-from opdf_ray.train import search_train_env  # noqa: E402
 from opdf_ray.tune import run_search  # noqa: E402
 
 pytestmark = pytest.mark.slow   # real Ray searches: minutes
@@ -20,7 +19,7 @@ def two_nodes():
         ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
-    ray.init(address=cluster.address, runtime_env={"env_vars": search_train_env()})   # as cli.start_ray does
+    ray.init(address=cluster.address)
     yield cluster
     ray.shutdown()
     cluster.shutdown()

@@ -14,9 +14,7 @@ from opdf_ray import trial_metrics as tm
 from opdf_ray.checkpoint import Progress
 from opdf_ray.config import RunSpec
 from opdf_ray.leaderboard import make_row, read_leaderboard, write_row
-from opdf_ray.parallel import Parallel
 from opdf_ray.search_space import parse_space
-from opdf_ray.train import RAY_TRAIN_POLL_S, TRAIN_POLL_ENV, ReportPacer, search_train_env
 from opdf_ray.tune import (DRIVER_CPU, METRIC, MODE, default_parallelism, grid_of, prune_aware_optuna_search,
                            trial_epochs, trial_spec)
 
@@ -250,54 +248,11 @@ def test_a_gpu_fraction_is_refused_for_a_trial_of_several_workers(tmp_path):
     settings(tmp_path, gpus_per_worker=1.0, workers_per_trial=2)
 
 
-def test_log_reports_wait_for_ray_trains_next_poll_and_evaluations_count_as_reports():
-    """A log report made before Ray Train's controller took the previous one would block the training step."""
-    now = [100.0]
-    pacer = ReportPacer(Parallel(), interval_s=2.5, clock=lambda: now[0])
-    assert pacer.log_due()                      # the first log of a trial goes out
-    pacer.sent()
-    now[0] += 1.0
-    assert not pacer.log_due()                  # 1 s later it would wait for the next poll
-    now[0] += 1.5
-    assert pacer.log_due()
-    pacer.sent()                                # an evaluation's report
-    now[0] += 2.0
-    assert not pacer.log_due()
+def test_a_trial_row_says_where_its_time_went_besides_training():
+    from opdf_ray.tune import trial_timing
 
-
-def test_the_log_pace_follows_ray_trains_poll_interval_which_a_search_sets(monkeypatch):
-    from ray.train.v2._internal.constants import DEFAULT_HEALTH_CHECK_INTERVAL_S, HEALTH_CHECK_INTERVAL_S_ENV_VAR
-
-    # Ray's internal setting: an upgrade that renames it or changes its default must fail here, not go unnoticed
-    assert (HEALTH_CHECK_INTERVAL_S_ENV_VAR, DEFAULT_HEALTH_CHECK_INTERVAL_S) == (TRAIN_POLL_ENV, RAY_TRAIN_POLL_S)
-    monkeypatch.delenv(TRAIN_POLL_ENV, raising=False)
-    assert ReportPacer(Parallel()).interval_s == 2.5
-    assert search_train_env() == {TRAIN_POLL_ENV: "0.5"}
-    monkeypatch.setenv(TRAIN_POLL_ENV, "0.4")                    # the user's value is kept
-    assert ReportPacer(Parallel()).interval_s == pytest.approx(0.5)
-    assert search_train_env() == {TRAIN_POLL_ENV: "0.4"}
-
-
-def _pacer_rank(rank: int, store: str, out: str) -> None:
-    import torch
-    import torch.distributed as dist
-
-    from opdf_ray.parallel import TorchDistributed
-
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
-    try:
-        now = [10.0 if rank == 0 else 0.0]      # rank 1 reported later than rank 0 (clocks differ across workers)
-        pacer = ReportPacer(TorchDistributed(), interval_s=2.5, clock=lambda: now[0])
-        pacer.sent()
-        now[0] += 2.0 if rank == 0 else 3.0       # due on rank 1 only
-        torch.save(pacer.log_due(), f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
-
-
-def test_every_worker_takes_the_same_log_decision(tmp_path):
-    """Ray Train needs every worker to report the same number of times, or the run hangs."""
-    import torch
-
-    torch.multiprocessing.spawn(_pacer_rank, args=(str(tmp_path / "store"), str(tmp_path / "due")), nprocs=2)
-    assert [torch.load(f"{tmp_path / 'due'}.{rank}") for rank in (0, 1)] == [True, True]
+    result = {tm.TRAINING_STARTED_AT: 105.0, tm.TRAINING_ENDED_AT: 160.0}
+    assert trial_timing(result, started=100.0, now=162.5) == {"setup_seconds": 5.0, "finish_seconds": 2.5}
+    # restored after it had finished (its times are another run's), or a result without them: unknown, not wrong
+    assert trial_timing(result, started=200.0, now=150.0) == {"setup_seconds": None, "finish_seconds": None}
+    assert trial_timing({}, started=None) == {"setup_seconds": None, "finish_seconds": None}
