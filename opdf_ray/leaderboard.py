@@ -102,7 +102,7 @@ SCHEMA = pa.schema([
     pa.field("drift_deployed", pa.float64()),                  # mean ‖W − W0‖/‖W0‖, encoder matrices, selected step
     pa.field("drift_cores", pa.float64()),                     # the same over the trained MPO cores (OPDF)
     pa.field("drift_curve", pa.string()),                      # JSON [[epoch, drift_deployed], …]
-    pa.field("student_path", pa.string()),                     # the merged student (a Hugging Face folder)        # merged (deployed) vs trained student, on a batch
+    pa.field("student_path", pa.string()),                     # the merged student (a Hugging Face folder)
     pa.field("curve", pa.string()),                            # JSON [[epoch, selection score], …]
     pa.field("trial_task", pa.string()),                       # the task, stored in the row too (its folder: task=)
     pa.field("opdf_ray_version", pa.string()),
@@ -179,7 +179,8 @@ def make_row(run_id: str, trial_id: str, status: str, spec: dict, result: dict |
         "trainable_params": result.get(tm.TRAINABLE_PARAMS), "inference_params": result.get(tm.INFERENCE_PARAMS),
         "wall_seconds": wall_seconds if wall_seconds is not None else result.get(tm.TIME_TOTAL_S),
         "train_seconds": result.get(tm.TRAIN_SECONDS), "setup_seconds": setup_seconds,
-        "finish_seconds": finish_seconds, "warm_start": result.get(tm.WARM_START), "examples_per_second": result.get(tm.EXAMPLES_PER_SECOND),
+        "finish_seconds": finish_seconds, "warm_start": result.get(tm.WARM_START),
+        "examples_per_second": result.get(tm.EXAMPLES_PER_SECOND),
         "workers": result.get(tm.WORKERS), "nodes": result.get(tm.NODES),
         "restored_at_step": result.get(tm.RESTORED_AT_STEP), "bytes_all_reduced": result.get(tm.BYTES_ALL_REDUCED),
         "merge_max_abs_logit_diff": result.get(tm.MERGE_DIFF), "student_path": student_path,
