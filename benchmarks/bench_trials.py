@@ -52,6 +52,7 @@ class Timing(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         e = events.setdefault(trial.trial_id, {})
+        e["last_result"] = time.time()
         if "training_started_at" in result:
             e["first_step"] = result["training_started_at"]
         if result.get("finished"):
@@ -84,13 +85,19 @@ def run_case(tree: Path, case: str, out: Path, cache: Path) -> dict:
         raise SystemExit(f"{case} from {tree} failed:\n{done.stderr[-3000:]}")
     result = json.loads(timings.read_text())
     result["process_wall"] = time.time() - started
+    import pandas as pd
+
+    rows = [pd.read_parquet(f) for f in (out / "storage" / "leaderboard").rglob("*.parquet")]
+    result["scores"] = sorted([r["method"], int(r["opdf_cores"]), float(r["lr"]), r["status"],
+                               float(r["selection_score"])] for frame in rows for _, r in frame.iterrows())
     return result
 
 
 def summary(result: dict) -> dict:
-    trials = [t for t in result["trials"].values() if {"start", "first_step", "final_result", "complete"} <= set(t)]
+    trials = [t for t in result["trials"].values() if {"start", "first_step", "complete"} <= set(t)]
     setup = [t["first_step"] - t["start"] for t in trials]
-    after = [t["complete"] - t["final_result"] for t in trials]
+    # a trial ASHA stopped has no final result: its loop ends with its last one
+    after = [t["complete"] - t.get("final_result", t["last_result"]) for t in trials]
     phase = max(t["complete"] for t in trials) - min(t["start"] for t in trials)
     train = sum(t["train_seconds"] or 0 for t in trials)
     return {"trials": len(trials), "search_wall_s": round(result["process_wall"], 1),
@@ -98,7 +105,7 @@ def summary(result: dict) -> dict:
             "after_final_result_s_median": round(statistics.median(after), 2),
             "plumbing_s_median": round(statistics.median(s + a for s, a in zip(setup, after)), 2),
             "train_over_search_wall": round(train / result["process_wall"], 3),
-            "trials_per_hour": round(len(trials) / phase * 3600, 1)}
+            "trials_per_hour": round(len(trials) / phase * 3600, 1), "scores": result["scores"]}
 
 
 def main() -> None:
@@ -126,9 +133,11 @@ def main() -> None:
                     rows.setdefault(case, {}).setdefault(label, []).append(got)
                     print(json.dumps({"case": case, "tree": label, "repeat": i, **got}), flush=True)
         for case, by in rows.items():
-            med = {t: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for t, rs in by.items()}
+            med = {t: {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "scores"} for t, rs in by.items()}
+            same = all(r["scores"] == by["before"][0]["scores"] for rs in by.values() for r in rs)
             print(json.dumps({"case": case, "before": med["before"], "after": med["after"], "after_over_before": {
-                k: round(med["after"][k] / med["before"][k], 3) for k in med["after"] if med["before"][k]}}))
+                k: round(med["after"][k] / med["before"][k], 3) for k in med["after"] if med["before"][k]},
+                "same_trials_and_scores": same}))
     finally:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)], capture_output=True)
 

@@ -433,9 +433,13 @@ def execute(args: argparse.Namespace) -> SearchOutcome:
     import ray
 
     from opdf_ray.leaderboard import best_per_cell, read_leaderboard
-    from opdf_ray.tune import default_parallelism, experiment_name, run_search
+    from opdf_ray.tune import EarlyTeachers, experiment_name, run_search
 
+    local, early = args.address is None, None
     if not ray.is_initialized():
+        if local and not local_resources().get("GPU"):   # the teacher's fine-tune overlaps Ray's start
+            planned = size_search(args, local_resources(), local)
+            early = EarlyTeachers(bases[tasks[0]], space, *planned)
         others = other_local_ray_instances() if args.address is None else []
         if others:
             log.warning(second_local_instance_warning(others))
@@ -445,7 +449,47 @@ def execute(args: argparse.Namespace) -> SearchOutcome:
             raise ValueError(f"could not start or reach Ray (--address {args.address}): "
                              f"{str(e).splitlines()[0]}") from None
     total = ray.cluster_resources()
-    local = args.address is None
+    settings, run_overrides = size_search(args, total, local, quiet=False)
+    check_shared(args, multi_node=len([n for n in ray.nodes() if n.get("Alive")]) > 1 or (
+        not local and bool(autoscaler_gpu_node_types())))
+    check_fits(settings, total, local)
+    log.info("search: tasks %s, %d trials each, %d at once, %d worker(s) × %s CPU / %s GPU per trial; "
+             "Ray up after %.1f s", tasks, settings.num_samples, settings.max_concurrent,
+             settings.workers_per_trial, settings.cpus_per_worker, settings.gpus_per_worker, time.time() - started)
+    # the teachers fine-tuned while Ray started, when Ray's machine is the one foreseen (else run_search fine-tunes
+    # them, or finds the same ones under storage: a teacher is keyed by its settings and data)
+    ready = early.result() if early is not None else None
+    teachers = {tasks[0]: ready} if ready is not None and early.planned == (settings, run_overrides) else {}
+
+    def search(task):
+        experiment = experiment_name(settings, task)
+        write_signature(settings.storage, experiment, search_signature(args, space, bases[task]),
+                        resumed=args.resume)
+        grid = run_search(bases[task], space, settings, resume=args.resume, overrides=run_overrides,
+                          teachers=teachers.get(task))
+        summarise_search(task, grid, join(settings.storage, experiment_name(settings, task)))
+
+    failed = run_each(tasks, search)
+    try:
+        board = read_leaderboard(settings.leaderboard)
+    except FileNotFoundError:
+        board = None
+    return SearchOutcome(settings.leaderboard, board, None if board is None else best_per_cell(board, pruned_too=True),
+                         failed)
+
+
+def local_resources() -> dict:
+    """What a local Ray will find on this machine: the CPUs this process may use and the CUDA GPUs."""
+    import torch
+
+    return {"CPU": float(len(os.sched_getaffinity(0))), "GPU": float(torch.cuda.device_count())}
+
+
+def size_search(args, total: dict, local: bool, quiet: bool = True) -> tuple:
+    """``(SearchSettings, overrides for every trial)`` for a cluster of ``total`` resources (``ray.cluster_resources``
+    or, before a local Ray starts, ``local_resources``): trials sized to it, explicit flags winning."""
+    from opdf_ray.tune import default_parallelism
+
     scalable = [] if local else autoscaler_gpu_node_types()
     gpus = args.gpus_per_worker if args.gpus_per_worker is not None else (
         1.0 if total.get("GPU") or scalable else 0.0)
@@ -456,35 +500,14 @@ def execute(args: argparse.Namespace) -> SearchOutcome:
     else:
         cpus, concurrent = default_parallelism(total.get("CPU", 1), total.get("GPU", 0), args.workers_per_trial,
                                                gpus)
-    multi_node = len([n for n in ray.nodes() if n.get("Alive")]) > 1 or bool(scalable)
-    check_shared(args, multi_node)
     quick = local and not gpus and args.max_epochs is None and args.max_length is None   # never on a cluster
     max_epochs = CPU_QUICK["max_epochs"] if quick else args.max_epochs
     run_overrides = overrides(args) | ({"max_length": CPU_QUICK["max_length"]} if quick else {})
-    if quick:
+    if quick and not quiet:
         log.warning("no GPU in the Ray cluster: capping epochs at %d and max_length at %d so the search finishes "
                     "in minutes (set --max-epochs/--max-length to choose; the leaderboard records both)",
                     CPU_QUICK["max_epochs"], CPU_QUICK["max_length"])
-    settings = search_settings(args, cpus, concurrent, gpus, max_epochs)
-    check_fits(settings, total, local)
-    log.info("search: tasks %s, %d trials each, %d at once, %d worker(s) × %s CPU / %s GPU per trial; "
-             "Ray up after %.1f s", tasks, settings.num_samples, settings.max_concurrent,
-             settings.workers_per_trial, settings.cpus_per_worker, settings.gpus_per_worker, time.time() - started)
-
-    def search(task):
-        experiment = experiment_name(settings, task)
-        write_signature(settings.storage, experiment, search_signature(args, space, bases[task]),
-                        resumed=args.resume)
-        grid = run_search(bases[task], space, settings, resume=args.resume, overrides=run_overrides)
-        summarise_search(task, grid, join(settings.storage, experiment_name(settings, task)))
-
-    failed = run_each(tasks, search)
-    try:
-        board = read_leaderboard(settings.leaderboard)
-    except FileNotFoundError:
-        board = None
-    return SearchOutcome(settings.leaderboard, board, None if board is None else best_per_cell(board, pruned_too=True),
-                         failed)
+    return search_settings(args, cpus, concurrent, gpus, max_epochs), run_overrides
 
 
 def check_not_all_failed(trials: int, failed: int) -> None:

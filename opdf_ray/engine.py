@@ -18,7 +18,7 @@ import torch
 
 from opdf_ray import __version__, mpo
 from opdf_ray import trial_metrics as tm
-from opdf_ray.batches import Data, on_device, prepare_data, to_device
+from opdf_ray.batches import Data, prepare_data, to_device
 from opdf_ray.checkpoint import Progress
 from opdf_ray.config import RunSpec
 from opdf_ray.data import TASKS, default_cache_dir, selection_split
@@ -28,7 +28,7 @@ from opdf_ray.methods.base import model_inputs
 from opdf_ray.models import check_checkpoint, from_pretrained, keep_layers, load_classifier, load_tokenizer, run_device
 from opdf_ray.parallel import Parallel
 from opdf_ray.storage import check_folder
-from opdf_ray.teacher import starting_models, teacher_from_finetuned, teacher_source
+from opdf_ray.teacher import shared_train_logits, starting_models, teacher_from_finetuned, teacher_source
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,8 @@ def prepare(spec: RunSpec, parallel: Parallel | None = None, finetuned_teacher: 
     data = prepare_data(spec, load_tokenizer(source), cache_dir, device)
     plan = make_plan(spec, data.size("train"), parallel.world_size)   # a bad batch split fails before any work
 
-    student_base, teacher, teacher_info = starting_models(spec, method_cls, source, data, device, finetuned_teacher)
+    student_base, teacher, teacher_info, teacher_dir = starting_models(spec, method_cls, source, data, device,
+                                                                       finetuned_teacher)
     set_seed(spec.seed)
     student = (load_classifier(spec.student, data.task.num_labels) if spec.student
                else keep_layers(student_base, spec.student_layer_ids()))
@@ -123,9 +124,7 @@ def prepare(spec: RunSpec, parallel: Parallel | None = None, finetuned_teacher: 
         opdf = f"OPDF {spec.opdf_cores} cores" if spec.opdf else "dense"
         log.info(banner(f"{spec.task} {spec.method} ({opdf}) on {device}", plan, **params))
     if method_cls.caches_teacher_logits and spec.cache_teacher_logits:
-        loader = data.loader("train", spec.eval_batch_size, False, parallel=parallel)
-        with autocast(device, spec.bf16_on(device)):
-            method.cache_teacher_logits(on_device(loader, device), data.size("train"))
+        shared_train_logits(method, data, spec, device, teacher_dir)
     return Job(spec, device, data, method, plan, params, teacher_info, parallel, started, teacher_start)
 
 

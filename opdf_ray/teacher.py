@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from opdf_ray import log_to_console
-from opdf_ray.batches import Data, prepare_data
+from opdf_ray.batches import Data, on_device, prepare_data
 from opdf_ray.config import RunSpec, get_preset
 from opdf_ray.data import default_cache_dir, frame_digest
-from opdf_ray.loop import banner, evaluate, fit, make_plan
+from opdf_ray.loop import autocast, banner, evaluate, fit, make_plan
 from opdf_ray.models import (build_tiny_model, fingerprint, load_classifier, load_tokenizer, packaged_minilm_path,
                              run_device)
 from opdf_ray.storage import published
@@ -150,9 +150,10 @@ def starts_from_finetuned_teacher(spec: RunSpec, method_cls) -> bool:
 
 
 def starting_models(spec: RunSpec, method_cls, source: str, data: Data, device: torch.device,
-                    finetuned: str | None = None) -> tuple[nn.Module | None, nn.Module | None, dict]:
-    """``(student base, teacher, teacher.json info)``: the model the student's layers are copied from (None with an
-    explicit ``--student``) and the teacher the method starts with (None for a method without one).
+                    finetuned: str | None = None) -> tuple[nn.Module | None, nn.Module | None, dict, str | None]:
+    """``(student base, teacher, teacher.json info, teacher folder)``: the model the student's layers are copied
+    from (None with an explicit ``--student``), the teacher the method starts with (None for a method without one)
+    and, when that teacher is the task-fine-tuned one, its folder (where its logits are kept).
 
     Each is the task-fine-tuned teacher or the pre-trained ``source`` (see ``student_from_finetuned`` and
     ``teacher_from_finetuned``); each model is loaded once, so both roles may be the same object (the student is
@@ -174,5 +175,43 @@ def starting_models(spec: RunSpec, method_cls, source: str, data: Data, device: 
         return loaded[tuned]
 
     student_base = None if spec.student else model(student_from_finetuned(spec))
-    teacher = model(teacher_from_finetuned(spec, method_cls)) if method_cls.uses_teacher else None
-    return student_base, teacher, info
+    tuned_teacher = method_cls.uses_teacher and teacher_from_finetuned(spec, method_cls)
+    teacher = model(tuned_teacher) if method_cls.uses_teacher else None
+    return student_base, teacher, info, finetuned if tuned_teacher else None
+
+
+LOGITS_DIR = "logits"     # in a fine-tuned teacher's folder: its logits on a training split, one file per key
+
+
+def train_logits_key(data: Data, batch_size: int, bf16: bool, device: torch.device, workers: int) -> str:
+    """What a frozen teacher's training-split logits depend on besides the teacher itself: the tokenised rows in
+    their order, and how they were batched and computed (batch size, padding, precision, device, workers, threads:
+    each can move the last bits), so logits read back are exactly those computed."""
+    rows = hashlib.sha256()
+    for column in sorted(data.encoded["train"]):
+        rows.update(column.encode() + json.dumps(data.encoded["train"][column]).encode())
+    return fingerprint(rows.hexdigest(), batch_size, data.pad_to_multiple_of, bf16, device.type, workers,
+                       torch.get_num_threads())
+
+
+def shared_train_logits(method, data: Data, spec: RunSpec, device: torch.device, teacher_dir: str | None) -> None:
+    """KD's frozen-teacher logits for the training split (``Method.cache_teacher_logits``), computed once per
+    teacher and data and kept in the fine-tuned teacher's folder: every later trial of a search (and every search
+    of that storage) with the same teacher and rows reads them instead of running the teacher over the split."""
+    from safetensors.torch import load_file, save_file
+
+    bf16 = spec.bf16_on(device)
+    target = None
+    if teacher_dir:
+        key = train_logits_key(data, spec.eval_batch_size, bf16, device, method.parallel.world_size)
+        target = Path(teacher_dir) / LOGITS_DIR / f"{spec.task}-{key}.safetensors"
+    if target is not None and target.is_file():
+        method.cached_logits = load_file(target, device=str(device))["logits"]
+        log.info("teacher logits of %d training examples read from %s", len(method.cached_logits), target)
+        return
+    loader = data.loader("train", spec.eval_batch_size, False, parallel=method.parallel)
+    with autocast(device, bf16):
+        method.cache_teacher_logits(on_device(loader, device), data.size("train"))
+    if target is not None and method.parallel.is_main:
+        with published(target) as (_, tmp):             # trials that compute it at once: the first rename wins
+            save_file({"logits": method.cached_logits.detach().cpu().contiguous()}, tmp)

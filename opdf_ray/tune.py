@@ -398,14 +398,46 @@ def teacher_variants(space: SearchSpace) -> list[dict]:
     return [dict(zip((p.name for p in keyed), values)) for values in itertools.product(*(p.choices for p in keyed))]
 
 
+class EarlyTeachers:
+    """A search's first teachers fine-tuned in the driver's own process while a local Ray starts (the fine-tune
+    would otherwise wait for Ray, then for a Ray task's process and imports): a background thread runs exactly what
+    ``prepare_teachers``' Ray tasks run (``finetune_teacher_into``, into the same storage). Only for a local Ray
+    without GPUs, where the task would run on this machine's CPUs anyway and no trial runs before it ends.
+    ``planned``: the ``(settings, overrides)`` it was started for; a search sized otherwise does not use it."""
+
+    def __init__(self, base: RunSpec, space: SearchSpace, settings: SearchSettings, overrides: dict):
+        import threading
+
+        self.planned = (settings, overrides)
+        self._result, self._error = None, None
+
+        def fine_tune():
+            try:
+                self._result = prepare_teachers(base, space, settings, overrides, in_process=True)
+            except Exception as e:  # noqa: BLE001 - the search's own preparation reports it, in one line
+                self._error = e
+
+        # a daemon: Ctrl-C ends the search at once (a teacher is published by rename, never half written)
+        self._thread = threading.Thread(target=fine_tune, name="teacher-fine-tune", daemon=True)
+        self._thread.start()
+
+    def result(self) -> dict[str, str] | None:
+        """The fine-tuned teachers by ``teacher_settings_key`` once the thread ends; None if it failed (the search
+        then prepares them itself and reports the error)."""
+        self._thread.join()
+        if self._error is not None:
+            log.warning("fine-tuning the teacher beside Ray's start failed (%s); the search tries again", self._error)
+        return self._result
+
+
 def prepare_teachers(base: RunSpec, space: SearchSpace, settings: SearchSettings,
-                     overrides: dict | None = None) -> dict[str, str]:
+                     overrides: dict | None = None, in_process: bool = False) -> dict[str, str]:
     """Fine-tune the task teacher once per distinct teacher setting the space draws (``teacher_variants``: one, unless
     it searches the seed or the data budget), each as a Ray task with one worker's resources, when any trial may
     start from it. Each is stored under ``<storage>/teachers/<task>-<key>``, keyed by every setting it depends on:
     every search of that storage with the same settings reuses it (a study's dense and OPDF searches share one
     teacher, and none pays for the fine-tune again), a search with other settings never does. Returns the paths
-    by ``teacher_settings_key``; each trial loads its own."""
+    by ``teacher_settings_key``; each trial loads its own. ``in_process``: fine-tune here, not as Ray tasks."""
     import ray
 
     spec = trial_spec(base, space, {}, settings, overrides)
@@ -418,8 +450,10 @@ def prepare_teachers(base: RunSpec, space: SearchSpace, settings: SearchSettings
     for drawn in teacher_variants(space):
         variant = trial_spec(base, space, drawn, settings, overrides)
         specs.setdefault(teacher_settings_key(variant), variant)
-    resources = {"num_cpus": settings.cpus_per_worker, "num_gpus": settings.gpus_per_worker}
     root = join(settings.storage)      # absolute here: trials load the teacher from their own working directories
+    if in_process:                     # EarlyTeachers
+        return {key: finetune_teacher_into(variant.to_dict(), root) for key, variant in specs.items()}
+    resources = {"num_cpus": settings.cpus_per_worker, "num_gpus": settings.gpus_per_worker}
     task = ray.remote(**resources)(finetune_teacher_into)
     pending = {key: task.remote(variant.to_dict(), root) for key, variant in specs.items()}
     return {key: ray.get(ref) for key, ref in pending.items()}
@@ -438,9 +472,10 @@ def make_scheduler(settings: SearchSettings, max_epochs: int):
 
 
 def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resume: bool = False,
-               overrides: dict | None = None):
+               overrides: dict | None = None, teachers: dict[str, str] | None = None):
     """Run (or resume) the search for ``base.task``; returns Ray's ``ResultGrid``. ``overrides``: RunSpec
-    values that win over the space (explicit command-line settings)."""
+    values that win over the space (explicit command-line settings); ``teachers``: its fine-tuned teachers when
+    they are ready already (``EarlyTeachers``)."""
     from ray import tune
 
     name = experiment_name(settings, base.task)
@@ -449,7 +484,7 @@ def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resu
     started = time.time()
     if not is_uri(settings.storage):           # a fine-tune killed while saving leaves its temporary folder behind
         remove_temporaries(Path(settings.storage) / "teachers", min_age_s=STALE_TEMPORARY_S)
-    teachers = prepare_teachers(base, space, settings, overrides)
+    teachers = prepare_teachers(base, space, settings, overrides) if teachers is None else teachers
     log.info("%d fine-tuned teacher(s) ready in %.0f s: %s", len(teachers), time.time() - started,
              ", ".join(teachers.values()) or "none needed")
     run = {"workers": settings.workers_per_trial, "cpus_per_worker": settings.cpus_per_worker,

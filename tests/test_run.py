@@ -190,3 +190,19 @@ def test_batches_are_padded_to_the_multiple_asked_for_and_padding_changes_no_pre
     model = job.method.eval_model()
     plain = evaluate(model, job.data.loader("validation", 32, shuffle=False), job.data.task, job.device)
     assert evaluate(model, loader, job.data.task, job.device) == pytest.approx(plain, abs=1e-6)
+
+
+def test_kd_reads_the_teacher_logits_an_earlier_run_of_the_same_teacher_and_rows_computed(tmp_path, caplog):
+    """A search's KD trials share the frozen teacher's training-split logits (kept in the fine-tuned teacher's
+    folder), computed once: a trial that reads them trains exactly as one that computed them."""
+    import logging
+
+    spec = RunSpec(task="rte", method="kd", cache_dir=str(tmp_path / "cache"), save_model=False, **QUICK)
+    first = run(spec)
+    (kept,) = (tmp_path / "cache" / "teachers").glob("rte-*/logits/*.safetensors")
+    with caplog.at_level(logging.INFO, logger="opdf_ray.teacher"):
+        second = run(spec)
+    assert f"read from {kept}" in caplog.text
+    assert second["history"] == first["history"] and second["dev"] == first["dev"]
+    run(dataclasses.replace(spec, eval_batch_size=32))   # batched otherwise: the last bits may move, own logits
+    assert len(list(kept.parent.iterdir())) == 2
