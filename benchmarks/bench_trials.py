@@ -99,7 +99,7 @@ def summary(result: dict) -> dict:
     # a trial ASHA stopped has no final result: its loop ends with its last one
     after = [t["complete"] - t.get("final_result", t["last_result"]) for t in trials]
     phase = max(t["complete"] for t in trials) - min(t["start"] for t in trials)
-    train = sum(t["train_seconds"] or 0 for t in trials)
+    train = sum(t.get("train_seconds") or 0 for t in trials)     # a pruned trial: no final result
     return {"trials": len(trials), "search_wall_s": round(result["process_wall"], 1),
             "setup_s_median": round(statistics.median(setup), 2),
             "after_final_result_s_median": round(statistics.median(after), 2),
