@@ -333,15 +333,19 @@ def mlflow_uri(args) -> str | None:
     return f"sqlite:///{join(args.storage, 'mlflow.db')}"
 
 
-def other_local_ray_instances() -> list[str]:
-    """GCS addresses of the Ray instances already running on this machine (Ray's own process scan; empty when that
-    private helper has moved, which must never stop a search)."""
-    try:
-        from ray._private.services import find_gcs_addresses
-
-        return sorted(find_gcs_addresses())
-    except Exception:  # noqa: BLE001 - a private helper: no scan, no warning
-        return []
+def other_local_ray_instances(proc: Path = Path("/proc")) -> list[str]:
+    """GCS addresses of the Ray instances already running on this machine: each local Ray has one ``raylet``
+    process, started with ``--gcs-address=HOST:PORT``. Read from ``/proc`` (Linux; elsewhere none are found, which
+    must never stop a search)."""
+    found = set()
+    for cmdline in proc.glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:                         # a process that ended meanwhile, or another user's
+            continue
+        if argv and Path(argv[0]).name == "raylet":
+            found.update(a.split("=", 1)[1] for a in argv[1:] if a.startswith("--gcs-address="))
+    return sorted(found)
 
 
 def second_local_instance_warning(others: list[str]) -> str:
