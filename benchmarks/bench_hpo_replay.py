@@ -31,7 +31,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from opdf_ray.report.stats import mean_interval  # noqa: E402
-from opdf_ray.tune import SearchSettings, startup_trials  # noqa: E402
+from opdf_ray.hpo.tuner import SearchSettings, startup_trials  # noqa: E402
 
 
 def landscape(csv: Path) -> dict[tuple, list[tuple[float, float]]]:

@@ -5,7 +5,7 @@ per poll of its workers, every 2 s, and a worker holds one unconsumed report at 
 blocks until the next poll: on the lent H200 a MiniLM trial trained at ~0.2 s a step against 33 ms in one process.
 This runs one Train worker through a loop of sleeps standing in for steps, three ways in one Ray run: no reports
 (the baseline), a report every ``--log-steps`` steps (the old trial), and the same paced by
-``opdf_ray.train.ReportPacer`` (what a trial does now), and prints seconds per step and the ratio to the baseline.
+``opdf_ray.hpo.trial.ReportPacer`` (what a trial does now), and prints seconds per step and the ratio to the baseline.
 
     python benchmarks/bench_report.py [--step-ms 33] [--steps 200] [--log-steps 10]
 """
@@ -30,7 +30,7 @@ def worker_loop(config: dict) -> None:
     import ray.train
 
     from opdf_ray.parallel import Parallel
-    from opdf_ray.train import ReportPacer
+    from opdf_ray.hpo.trial import ReportPacer
 
     timings = {}
     for mode in MODES:

@@ -38,7 +38,7 @@ from opdf_ray import trial_metrics as tm  # noqa: E402
 from opdf_ray.config import RunSpec  # noqa: E402
 from opdf_ray.leaderboard import read_leaderboard  # noqa: E402
 from opdf_ray.search_space import parse_space  # noqa: E402
-from opdf_ray.tune import SearchSettings, run_search, startup_trials  # noqa: E402
+from opdf_ray.hpo.tuner import SearchSettings, run_search, startup_trials  # noqa: E402
 
 FIXED = {"max_length": 64, "batch_size": 32, "eval_batch_size": 128, "teacher_epochs": 2}
 BASE = dict(task="rte", preset="minilm", max_train_samples=512, seed=42)

@@ -41,7 +41,10 @@ CASES = {
 # run inside the checkout under test: its own opdf_ray, a timing callback appended to the search's callbacks
 HARNESS = r"""
 import json, sys, time
-import opdf_ray.tune as tune_module
+try:
+    import opdf_ray.hpo.tuner as tune_module
+except ImportError:                       # a checkout before opdf_ray/hpo/
+    import opdf_ray.tune as tune_module
 from ray.tune import Callback
 
 events = {}

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from opdf_ray import cli  # noqa: E402
+from opdf_ray.hpo import checks  # noqa: E402
 from opdf_ray.leaderboard import read_leaderboard  # noqa: E402
 
 CASES = [("kd", 0), ("kd", 5), ("lgtm", 0), ("lgtm", 5)]
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = commands(Path(args.out), args.task, args.samples, max(gpus, 1), args.cases)
     for cmd in runs:
         parsed = cli.build_parser().parse_args(cmd[2:])
-        cli.validate(parsed)                       # what tune_main.py checks before Ray starts
+        checks.validate(parsed)                       # what tune_main.py checks before Ray starts
         print("would run:" if args.dry_run else "running:", " ".join(cmd[1:]))
         if not args.dry_run:
             subprocess.run(cmd, check=True, cwd=REPO)

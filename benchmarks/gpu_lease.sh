@@ -24,7 +24,7 @@ fi
 export PYTHONPATH="$SITE:$PWD"
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nproc
   python3 -c "import sys, torch, ray, transformers, optuna, datasets; from transformers import AutoModel; \
-import opdf_ray.tune, opdf_ray.engine; print(sys.version.split()[0], torch.__version__, ray.__version__, \
+import opdf_ray.hpo.tuner, opdf_ray.engine; print(sys.version.split()[0], torch.__version__, ray.__version__, \
 transformers.__version__, optuna.__version__, torch.cuda.get_device_name())"; } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 

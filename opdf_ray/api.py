@@ -13,7 +13,7 @@ starts or any model trains.
 
 from __future__ import annotations
 
-from opdf_ray.cli import SearchOutcome
+from opdf_ray.hpo.execute import SearchOutcome
 
 
 def search(task: str | list[str], *, settings: dict | None = None, **options) -> SearchOutcome:
@@ -24,7 +24,10 @@ def search(task: str | list[str], *, settings: dict | None = None, **options) ->
     ``settings`` are run settings every trial gets (``{"eval_steps": 16}``: what ``--set`` and ``--config`` give).
     Returns the leaderboard, its rows and its best row per cell, and the tasks whose search stopped early.
     """
-    from opdf_ray.cli import build_parser, check_trial_settings, execute, split_list
+    from opdf_ray.cli import build_parser
+    from opdf_ray.commands import split_list
+    from opdf_ray.hpo.checks import check_trial_settings
+    from opdf_ray.hpo.execute import execute
     from opdf_ray.commands import as_flags, parse_or_raise
     from opdf_ray.config import typed_settings
 

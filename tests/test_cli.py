@@ -50,7 +50,7 @@ def test_a_second_local_ray_instance_is_found_and_explained():
     """A search that would start its own Ray beside a running one is told how to join it instead."""
     import ray
 
-    from opdf_ray.cli import other_local_ray_instances, second_local_instance_warning
+    from opdf_ray.hpo.cluster import other_local_ray_instances, second_local_instance_warning
 
     ray.init(num_cpus=1, include_dashboard=False)
     try:
@@ -67,9 +67,9 @@ def test_a_local_ray_listens_on_loopback_only_and_keeps_its_token_private(tmp_pa
     """Before: a search's local Ray listened on every interface behind a token any local user could read (0644)."""
     import os
 
-    script = ("from opdf_ray import cli\n"
-              "cli.bind_local_ray_to_loopback()\n"
-              "cli.start_ray(None)\n"
+    script = ("from opdf_ray.hpo import cluster\n"
+              "cluster.bind_local_ray_to_loopback()\n"
+              "cluster.start_ray(None)\n"
               "import ray\n"
               "print('NODE', ray.nodes()[0]['NodeManagerAddress'], ray.get_runtime_context().gcs_address)\n"
               "ray.shutdown()\n")
@@ -88,7 +88,8 @@ def test_the_pre_flight_data_check_logs_the_split_the_trials_get(tmp_path, caplo
     """The driver's data line states the run's seed and sizes, not ``load_glue``'s defaults."""
     import logging
 
-    from opdf_ray.cli import build_parser, validate
+    from opdf_ray.cli import build_parser
+    from opdf_ray.hpo.checks import validate
 
     args = build_parser().parse_args(["--task", "mrpc", "--seed", "7", "--max-train-samples", "300",
                                       "--storage", str(tmp_path)])
@@ -101,7 +102,7 @@ def test_the_pre_flight_data_check_logs_the_split_the_trials_get(tmp_path, caplo
 def test_local_paths_reach_trials_absolute_and_hub_ids_stay(tmp_path, monkeypatch):
     """Ray tasks and trials resolve relative paths from their own working directories: the search hands them
     absolute ones (a relative --cache-dir once filled the Ray workers' folder instead of the user's)."""
-    from opdf_ray.cli import absolute_local_paths
+    from opdf_ray.hpo.checks import absolute_local_paths
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "my-teacher").mkdir()

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from opdf_ray.tune import DRIVER_RESOURCE
+from opdf_ray.hpo.tuner import DRIVER_RESOURCE
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((REPO / "cluster").glob("*.yaml"))
@@ -115,7 +115,7 @@ def test_only_the_code_is_copied_to_nodes_and_secrets_stay_private(path, tmp_pat
 
 
 def test_the_search_takes_its_gpu_intent_from_the_autoscalers_node_types(tmp_path):
-    from opdf_ray.cli import autoscaler_gpu_node_types
+    from opdf_ray.hpo.cluster import autoscaler_gpu_node_types
 
     bootstrap = tmp_path / "ray_bootstrap_config.yaml"       # what `ray up` leaves on the head
     bootstrap.write_text(yaml.safe_dump(prepare_config(yaml.safe_load((REPO / "cluster" / "gpu.yaml").read_text()))))
@@ -132,7 +132,8 @@ s3fs /mnt/s3 fuse.s3fs rw 0 0
 
 
 def test_a_multi_node_search_refuses_storage_on_one_nodes_disk():
-    from opdf_ray.cli import build_parser, check_shared
+    from opdf_ray.cli import build_parser
+    from opdf_ray.hpo.checks import check_shared
 
     def check(*argv, multi_node=True):
         check_shared(build_parser().parse_args(["--task", "rte", *argv]), multi_node, MOUNTS)

@@ -40,7 +40,8 @@ def test_lists_are_given_with_commas_or_spaces_everywhere():
 
 
 def test_any_run_setting_reaches_a_search_with_set(tmp_path):
-    from opdf_ray.cli import overrides, validate
+    from opdf_ray.hpo.checks import validate
+    from opdf_ray.hpo.sizing import overrides
 
     args = search_parser().parse_args(["--task", "rte", "--preset", "tiny", "--storage", str(tmp_path),
                                        "--set", "mpo_weight=per-forward", "--set", "cudnn-attention=true",
@@ -63,7 +64,7 @@ def test_any_run_setting_reaches_a_search_with_set(tmp_path):
     (["--set", "mpo_weight=sometimes"], "mpo_weight='sometimes' is invalid"),
 ])
 def test_a_setting_given_twice_or_badly_is_refused_before_ray_starts(tmp_path, flags, message):
-    from opdf_ray.cli import validate
+    from opdf_ray.hpo.checks import validate
 
     space = tmp_path / "space.yaml"
     space.write_text("fixed: {max_train_samples: 64}\nparams:\n  lr: {type: loguniform, low: 1.0e-5, high: 1.0e-3}\n")
@@ -74,7 +75,7 @@ def test_a_setting_given_twice_or_badly_is_refused_before_ray_starts(tmp_path, f
 
 
 def test_storage_that_is_a_file_and_a_resume_of_nothing_are_refused_before_ray_starts(tmp_path):
-    from opdf_ray.cli import validate
+    from opdf_ray.hpo.checks import validate
 
     def check(*flags):
         validate(search_parser().parse_args(["--task", "rte", "--preset", "tiny", *flags]))
@@ -99,7 +100,7 @@ def test_a_search_space_with_a_key_given_twice_is_refused(tmp_path):
 
 
 def test_a_search_whose_every_trial_failed_is_an_error_not_a_success():
-    from opdf_ray.cli import check_not_all_failed
+    from opdf_ray.hpo.execute import check_not_all_failed
 
     check_not_all_failed(3, 2)                     # some finished: a search that worked
     check_not_all_failed(0, 0)                     # nothing to run (a resumed search that was done)
@@ -108,7 +109,9 @@ def test_a_search_whose_every_trial_failed_is_an_error_not_a_success():
 
 
 def test_a_config_file_sets_a_run_and_a_search_and_flags_override_it(tmp_path):
-    from opdf_ray.cli import overrides, parse_args, validate
+    from opdf_ray.cli import parse_args
+    from opdf_ray.hpo.checks import validate
+    from opdf_ray.hpo.sizing import overrides
     from opdf_ray.commands import parse_with_config
 
     config = tmp_path / "run.yaml"
@@ -181,7 +184,7 @@ def test_the_python_api_refuses_what_the_command_line_refuses_before_ray_starts(
 
 def test_a_resume_with_other_settings_than_the_search_was_started_with_is_refused(tmp_path):
     """Before: --resume restored the pickled search and silently ignored a changed space, --set or --num-samples."""
-    from opdf_ray.cli import search_signature, validate, write_signature
+    from opdf_ray.hpo.checks import search_signature, validate, write_signature
 
     space = tmp_path / "space.yaml"
     space.write_text("params:\n  lr: {type: loguniform, low: 1.0e-5, high: 1.0e-3}\n")

@@ -8,7 +8,7 @@ import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from opdf_ray.leaderboard import read_leaderboard  # noqa: E402
-from opdf_ray.tune import run_search  # noqa: E402
+from opdf_ray.hpo.tuner import run_search  # noqa: E402
 
 pytestmark = pytest.mark.slow   # real Ray searches: minutes
 

@@ -248,7 +248,7 @@ def test_the_best_configuration_block_loads_as_a_space_and_rebuilds_the_same_con
     from opdf_ray.leaderboard import config_id
     from opdf_ray.report import config_block
     from opdf_ray.search_space import parse_space
-    from opdf_ray.tune import SearchSettings, grid_of, trial_spec
+    from opdf_ray.hpo.tuner import SearchSettings, grid_of, trial_spec
 
     spec = RunSpec(task="sst2", method="theseus", seed=2, epochs=2, max_train_samples=1000, max_length=64,
                    opdf_cores=5, opdf_core_lr="1.0", lr=3e-5, replacing_rate=0.4, init_classifier_to_zero=True)
@@ -276,7 +276,7 @@ def test_every_block_of_the_committed_study_reports_rebuilds_its_configuration(r
 
     from opdf_ray.leaderboard import config_id
     from opdf_ray.search_space import parse_space
-    from opdf_ray.tune import SearchSettings, trial_spec
+    from opdf_ray.hpo.tuner import SearchSettings, trial_spec
 
     text = (Path(__file__).resolve().parent.parent / "docs" / "study" / report).read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)

@@ -15,11 +15,11 @@ from ray_helpers import TINY_SPACE, settings, tiny_base, tiny_space  # noqa: I00
 
 import ray  # noqa: E402
 
-from opdf_ray.cli import failed_trials, summarise_search  # noqa: E402
+from opdf_ray.hpo.execute import failed_trials, summarise_search  # noqa: E402
 from opdf_ray.leaderboard import SCHEMA, read_leaderboard  # noqa: E402
 from opdf_ray.search_space import parse_space  # noqa: E402
 from fault_drill import FAIL_ONCE_ENV  # noqa: E402
-from opdf_ray.tune import run_search  # noqa: E402
+from opdf_ray.hpo.tuner import run_search  # noqa: E402
 
 pytestmark = pytest.mark.slow   # real Ray searches: minutes
 

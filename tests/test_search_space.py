@@ -133,7 +133,7 @@ STUDY_SPACES = Path(__file__).resolve().parent.parent / "benchmarks/study/spaces
 def test_the_study_grids_are_valid_grids(path):
     """The multi-seed study runs these with tune_main.py --sampler grid: each must be a valid, all-categorical grid."""
     from opdf_ray.search_space import load_space
-    from opdf_ray.tune import grid_of
+    from opdf_ray.hpo.tuner import grid_of
 
     assert grid_of(load_space(path))
 
@@ -155,7 +155,7 @@ def test_every_search_efficiency_landscape_is_a_valid_grid_and_tpe_space():
     """benchmarks/bench_search.py efficiency: a landscape the space rules refuse fails after minutes of Ray set-up."""
     import importlib.util
 
-    from opdf_ray.tune import grid_of
+    from opdf_ray.hpo.tuner import grid_of
 
     path = STUDY_SPACES.parent.parent / "bench_search.py"
     spec = importlib.util.spec_from_file_location("bench_search", path)

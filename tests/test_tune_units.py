@@ -15,7 +15,7 @@ from opdf_ray.checkpoint import Progress
 from opdf_ray.config import RunSpec
 from opdf_ray.leaderboard import make_row, read_leaderboard, write_row
 from opdf_ray.search_space import parse_space
-from opdf_ray.tune import (DRIVER_CPU, METRIC, MODE, default_parallelism, grid_of, prune_aware_optuna_search,
+from opdf_ray.hpo.tuner import (DRIVER_CPU, METRIC, MODE, default_parallelism, grid_of, prune_aware_optuna_search,
                            trial_epochs, trial_spec)
 
 
@@ -132,7 +132,7 @@ def test_rows_of_an_older_schema_version_are_read_with_the_new_columns_empty(tmp
 
 
 def test_orphan_optuna_trials_are_closed_when_a_search_ends(tmp_path):
-    from opdf_ray.tune import close_orphan_trials
+    from opdf_ray.hpo.tuner import close_orphan_trials
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="s", storage=storage)
@@ -158,7 +158,9 @@ def test_a_resumed_trial_that_optuna_already_finished_does_not_stop_the_search(t
 def test_a_grid_search_runs_each_combination_once_to_its_last_epoch():
     import argparse
 
-    from opdf_ray.cli import build_parser, resolve_num_samples, search_settings
+    from opdf_ray.cli import build_parser
+    from opdf_ray.hpo.checks import resolve_num_samples
+    from opdf_ray.hpo.sizing import search_settings
     from opdf_ray.search_space import load_space
 
     space = load_space(Path(__file__).resolve().parent.parent / "benchmarks/study/spaces/lr.yaml")
@@ -175,7 +177,7 @@ def test_a_grid_search_runs_each_combination_once_to_its_last_epoch():
 
 def test_tpe_models_the_results_after_a_third_of_the_trials_not_after_optunas_ten(tmp_path):
     """With Optuna's default 10 start-up trials the default 8-trial search never used TPE: it was random search."""
-    from opdf_ray.tune import TrialSampler, _optuna_search, startup_trials
+    from opdf_ray.hpo.tuner import TrialSampler, _optuna_search, startup_trials
 
     assert [startup_trials(settings(tmp_path, num_samples=n)) for n in (4, 7, 8, 15, 30, 100)] == [2, 2, 2, 5, 10, 10]
     assert startup_trials(settings(tmp_path, num_samples=7, tpe_startup_trials=7)) == 7
@@ -206,7 +208,7 @@ def test_the_minus_inf_best_score_before_the_first_evaluation_does_not_warn_on_e
 
 def test_a_space_that_draws_the_seed_gets_a_teacher_per_seed_and_each_trial_its_own(tmp_path):
     from opdf_ray.teacher import teacher_settings_key
-    from opdf_ray.tune import TrialSampler, teacher_variants, trial_spec
+    from opdf_ray.hpo.tuner import TrialSampler, teacher_variants, trial_spec
 
     space = tiny_space(seed={"type": "categorical", "choices": [1, 2]})
     assert teacher_variants(space) == [{"seed": 1}, {"seed": 2}]
@@ -249,7 +251,7 @@ def test_a_gpu_fraction_is_refused_for_a_trial_of_several_workers(tmp_path):
 
 
 def test_a_trial_row_says_where_its_time_went_besides_training():
-    from opdf_ray.tune import trial_timing
+    from opdf_ray.hpo.tuner import trial_timing
 
     result = {tm.TRAINING_STARTED_AT: 105.0, tm.TRAINING_ENDED_AT: 160.0}
     assert trial_timing(result, started=100.0, now=162.5) == {"setup_seconds": 5.0, "finish_seconds": 2.5}

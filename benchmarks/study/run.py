@@ -244,7 +244,7 @@ def ablation_view(seeds: Path, ablations: Path, tasks: list[str], view: Path) ->
 
 def grid_size(space: Path) -> int:
     from opdf_ray.search_space import load_space
-    from opdf_ray.tune import grid_of
+    from opdf_ray.hpo.tuner import grid_of
 
     return math.prod(len(c) for c in grid_of(load_space(space)).values())
 

@@ -1,4 +1,4 @@
-"""The search: per task, Ray Tune + Optuna (TPE, seeded) + ASHA over a search space; a trial is ``train.trial``.
+"""The search: per task, Ray Tune + Optuna (TPE, seeded) + ASHA over a search space; a trial is ``hpo.trial.trial``.
 
 Names are deterministic (``<name>-<task>`` experiments under ``--storage``, trials named by id), so a search
 can be restored. Every finished trial becomes a leaderboard row; trials ASHA stopped are told to Optuna as
@@ -25,7 +25,7 @@ from opdf_ray.leaderboard import make_row, write_row
 from opdf_ray.search_space import SearchSpace, spec_values
 from opdf_ray.storage import delete_dir, is_uri, join, remove_temporaries
 from opdf_ray.text import is_utf8, quoted
-from opdf_ray.train import trial, worker_threads
+from opdf_ray.hpo.trial import trial, worker_threads
 
 log = logging.getLogger(__name__)
 METRIC, MODE = tm.BEST_SCORE, "max"
@@ -529,8 +529,8 @@ def close_orphan_trials(study_name: str, storage: str) -> int:
 
     study = optuna.load_study(study_name=study_name, storage=storage)
     orphans = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    for trial in orphans:
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    for orphan in orphans:
+        study.tell(orphan.number, state=optuna.trial.TrialState.FAIL)
     return len(orphans)
 
 
