@@ -73,6 +73,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    "(offline: WANDB_MODE=offline, then `wandb sync`)")
     return p
 
+
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     """The search's arguments, a ``--config`` file's settings included (flags override it). Raises ``ValueError``
     or ``FileNotFoundError`` for a bad config file."""
@@ -84,6 +85,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     check_trial_settings(args.config_settings, f"--config {args.config}")
     args.methods = split_list(args.methods)
     return args
+
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     try:

@@ -29,6 +29,7 @@ def _tasks(value: str) -> list[str]:
         raise ValueError(f"--task {value!r} names {', '.join(twice)} more than once; each task is searched once")
     return tasks
 
+
 def check_trial_settings(settings: dict, where: str) -> None:
     """Settings a search hands every trial must not be ones it sets per task or per trial itself."""
     searched = sorted(k for k in settings if k in SET_BY_THE_SEARCH)
@@ -47,6 +48,7 @@ def absolute_local_paths(values: dict) -> dict:
         if value and (key in ("cache_dir", "data_dir") or Path(value).expanduser().exists()):
             out[key] = join(value)
     return out
+
 
 def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     """Everything that can be checked without Ray: tasks, space, base specs, data, the teacher, where results go.
@@ -117,6 +119,7 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     check_address(args.address)
     return tasks, bases, space
 
+
 def check_storage(storage: str, experiments: list[str], resume: bool) -> None:
     """Before Ray and the teacher: ``--storage`` must be a folder (or not exist yet), and ``--resume`` needs at least
     one of the experiments it resumes (none there is a typo in --name or --storage, not a fresh start)."""
@@ -138,7 +141,9 @@ def check_storage(storage: str, experiments: list[str], resume: bool) -> None:
             raise ValueError(f"--resume: no search {', '.join(missing)} under {storage} to resume (searches there: "
                              f"{', '.join(there) or 'none'}); check --name and --storage, or drop --resume")
 
+
 SIGNATURE = "opdf-search.json"      # in each experiment folder: what the search was started with
+
 
 def search_signature(args, space, base: RunSpec) -> dict:
     """What a search is, as given: its space, its task's base settings, the settings every trial gets and the
@@ -154,6 +159,7 @@ def search_signature(args, space, base: RunSpec) -> dict:
                  "every_trial": overrides(args), "search": {k: getattr(args, k) for k in knobs}}
     return json.loads(json.dumps(signature, default=str))       # the form it has once written and read back
 
+
 def write_signature(storage: str, experiment: str, signature: dict, resumed: bool) -> None:
     """Record a new search's signature (a resumed one keeps the one it was started with)."""
     import json
@@ -168,6 +174,7 @@ def write_signature(storage: str, experiment: str, signature: dict, resumed: boo
     fs.create_dir(f"{base}/{experiment}", recursive=True)
     with fs.open_output_stream(f"{base}/{experiment}/{SIGNATURE}") as out:
         out.write(json.dumps(signature, indent=1, sort_keys=True).encode())
+
 
 def check_resume_signature(storage: str, experiment: str, signature: dict) -> None:
     """``--resume`` with a space or settings other than the search's own: one line naming what changed. (A search
@@ -191,6 +198,7 @@ def check_resume_signature(storage: str, experiment: str, signature: dict) -> No
         raise ValueError(f"--resume: {experiment} was started with other settings ({', '.join(changed)} differ); "
                          f"a resumed search keeps its own, so resume it as it was started, or give the new search "
                          f"its own --name")
+
 
 def resolve_num_samples(args, space) -> None:
     """``--num-samples`` when not given: 8 trials, or the grid's size with ``--sampler grid`` (never more)."""
@@ -219,6 +227,7 @@ def check_shared(args, multi_node: bool, mounts: str | None = None) -> None:
             raise ValueError(f"{flag} {path} is on a node-local disk ({filesystem_type(path, mounts)}) but this Ray "
                              f"cluster has several nodes; use a shared mount every node sees (EFS/NFS, e.g. "
                              f"/mnt/efs/opdf) or a URI (s3://bucket/opdf)")
+
 
 def check_fits(settings, total: dict, local: bool) -> None:
     """A trial that can never be scheduled makes Ray Train wait forever: refuse it now. On a local Ray (no

@@ -24,6 +24,7 @@ def other_local_ray_instances(proc: Path = Path("/proc")) -> list[str]:
             found.update(a.split("=", 1)[1] for a in argv[1:] if a.startswith("--gcs-address="))
     return sorted(found)
 
+
 def second_local_instance_warning(others: list[str]) -> str:
     """Two local Ray instances on one machine stall searches: Ray Train's placement-group cleaner asks the State API
     without an address, fails with "Found multiple active Ray instances", and a finished trial's workers stay
@@ -32,10 +33,12 @@ def second_local_instance_warning(others: list[str]) -> str:
             f"Train cannot free a finished trial's placement group, and later trials can stall waiting for workers. "
             f"Join it with --address {others[0]}, or run one search per machine.")
 
+
 def bind_local_ray_to_loopback() -> None:
     """Before Ray is imported: a local cluster binds and advertises 127.0.0.1 only. Otherwise its ports listen on
     every interface of the machine, guarded by nothing but the token. A value the user set is kept."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 
 def start_ray(address: str | None) -> None:
     """Join the cluster at ``address``, or start a local Ray (with ray[default]: the State API Ray Train needs to
@@ -46,6 +49,7 @@ def start_ray(address: str | None) -> None:
     token = Path.home() / ".ray" / "auth_token"
     if address is None and token.is_file() and token.stat().st_mode & 0o077:
         token.chmod(0o600)
+
 
 def check_address(address: str | None, timeout: float = 5.0) -> None:
     """A cluster address where nothing answers fails in seconds (``ray.init`` retries it for minutes)."""

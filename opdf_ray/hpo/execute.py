@@ -34,6 +34,7 @@ class SearchOutcome:
     best: pd.DataFrame | None
     failed: list[str]
 
+
 def execute(args: argparse.Namespace) -> SearchOutcome:
     """Run a parsed search (``parse_args``, or ``opdf_ray.search``): validate, start or join Ray, size the trials,
     search each task. Bad input raises ``ValueError``/``FileNotFoundError`` before any work; a task whose search
@@ -45,8 +46,8 @@ def execute(args: argparse.Namespace) -> SearchOutcome:
     tasks, bases, space = validate(args)
     import ray
 
-    from opdf_ray.leaderboard import best_per_cell, read_leaderboard
     from opdf_ray.hpo.tuner import EarlyTeachers, experiment_name, run_search
+    from opdf_ray.leaderboard import best_per_cell, read_leaderboard
 
     local, early = args.address is None, None
     if not ray.is_initialized():
@@ -90,15 +91,18 @@ def execute(args: argparse.Namespace) -> SearchOutcome:
     return SearchOutcome(settings.leaderboard, board, None if board is None else best_per_cell(board, pruned_too=True),
                          failed)
 
+
 def check_not_all_failed(trials: int, failed: int) -> None:
     """A search whose every trial failed is an error (the command exits 1), not an empty success."""
     if trials and failed == trials:
         raise RuntimeError(f"every trial failed ({failed} of {trials}); each one's error is in the leaderboard's "
                            f"error column")
 
+
 def failed_trials(grid) -> int:
     """Trials that errored, and those whose loss became NaN/inf (they end without an error: a NaN is not retried)."""
     return sum(1 for result in grid if result.error or (result.metrics or {}).get(tm.NONFINITE))
+
 
 def summarise_search(task: str, grid, experiment: str) -> None:
     """Print one task's search outcome (``grid``: its Tune ``ResultGrid``); raise when every trial failed."""
@@ -114,6 +118,7 @@ def summarise_search(task: str, grid, experiment: str) -> None:
     except (RuntimeError, KeyError, TypeError):
         print(f"{task}: no trial reported a score")
 
+
 def run_each(tasks: list[str], search) -> list[str]:
     """``search(task)`` for every task; one that raises (its teacher fine-tune, its leaderboard) is reported in
     one line and the next task goes on. Returns the tasks that failed."""
@@ -127,10 +132,12 @@ def run_each(tasks: list[str], search) -> list[str]:
             print(f"error: {task}: the search stopped: {_one_line(e)}", file=sys.stderr)
     return failed
 
+
 def _one_line(error: BaseException) -> str:
     """The last line of a (possibly Tune-wrapped) error: what actually went wrong."""
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__
+
 
 def _dev(metrics: dict) -> str:
     values = [f"{k[len(tm.DEV_PREFIX):]}={v:.2f}" for k, v in metrics.items() if k.startswith(tm.DEV_PREFIX)]

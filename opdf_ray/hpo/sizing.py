@@ -16,6 +16,7 @@ log = logging.getLogger("opdf_ray")
 
 CPU_QUICK = {"max_epochs": 2, "max_length": 64}   # a search without GPUs and without budget flags
 
+
 def search_settings(args, cpus: float, concurrent: int, gpus: float, max_epochs: int | None):
     """The validated ``SearchSettings``: explicit flags win over what the cluster's size suggests."""
     from opdf_ray.hpo.tuner import SearchSettings
@@ -32,6 +33,7 @@ def search_settings(args, cpus: float, concurrent: int, gpus: float, max_epochs:
         wandb_project=args.wandb, sampler=args.sampler, tpe_startup_trials=args.tpe_startup_trials,
         early_stopping=not (args.no_early_stopping or args.sampler == "grid"), cover_cells=not args.no_cover_cells)
 
+
 def mlflow_uri(args) -> str | None:
     """``--mlflow`` alone: an SQLite store beside the experiments (MLflow 3 refuses its old file store)."""
     if args.mlflow is None:
@@ -44,11 +46,13 @@ def mlflow_uri(args) -> str | None:
     Path(join(args.storage)).mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{join(args.storage, 'mlflow.db')}"
 
+
 def local_resources() -> dict:
     """What a local Ray will find on this machine: the CPUs this process may use and the CUDA GPUs."""
     import torch
 
     return {"CPU": float(len(os.sched_getaffinity(0))), "GPU": float(torch.cuda.device_count())}
+
 
 def size_search(args, total: dict, local: bool, quiet: bool = True) -> tuple:
     """``(SearchSettings, overrides for every trial)`` for a cluster of ``total`` resources (``ray.cluster_resources``
