@@ -34,10 +34,19 @@ def second_local_instance_warning(others: list[str]) -> str:
             f"Join it with --address {others[0]}, or run one search per machine.")
 
 
+# Ray has no public setting that keeps a local cluster on loopback (upstream: ray-project/ray#1677, closed without
+# one): ``ray.init``'s ``_node_ip_address`` is hidden/experimental, and ``ray start --head --node-ip-address
+# 127.0.0.1`` (the documented CLI) advertised the machine's address instead with Ray 2.60 (its localhost is
+# "resolved" to the node IP; tried on 2026-12-07). What does it is the variable Ray documents for Windows and macOS
+# clusters, whose default there (0: single-node, loopback; ray-project/ray#18730) we ask for on Linux too. This is
+# the one place it is set; tests/test_cli.py checks the node and GCS advertise 127.0.0.1.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
 def bind_local_ray_to_loopback() -> None:
     """Before Ray is imported: a local cluster binds and advertises 127.0.0.1 only. Otherwise its ports listen on
     every interface of the machine, guarded by nothing but the token. A value the user set is kept."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault(LOOPBACK_ENV, "0")
 
 
 def start_ray(address: str | None) -> None:

@@ -160,13 +160,12 @@ def _report(session: Session, metrics: dict, job=None, progress=None, results=No
     if not session.parallel.is_main:
         session.report(metrics)
         return
+    if final_from is not None:                   # the finished trial's own checkpoint, reported again
+        session.report(metrics, checkpoint=session.checkpoint_type.from_directory(final_from))
+        return
     with tempfile.TemporaryDirectory(prefix="opdf-ckpt-") as tmp:
         if marker is not None:
             (Path(tmp) / NONFINITE_MARKER).write_text(json.dumps(marker))
-        elif final_from is not None:
-            checkpoint = session.checkpoint_type.from_directory(final_from)
-            session.report(metrics, checkpoint=checkpoint)
-            return
         elif results is not None:
             save_student(results, exported, job.data.tokenizer, Path(tmp))
             (Path(tmp) / FINAL_METRICS).write_text(json.dumps(metrics))
