@@ -255,11 +255,12 @@ def leaderboard_of(step: str, storage: Path) -> Path:
     if not board.exists() and csv.exists():
         import pandas as pd
 
-        from opdf_ray.leaderboard import SCHEMA, write_row
+        from opdf_ray.leaderboard import ROW_TASK, SCHEMA, write_row
 
         kinds = {f.name: f.type for f in SCHEMA}
         for record in pd.read_csv(csv).to_dict("records"):
             row = {k: None if pd.isna(v) else v for k, v in record.items() if k in kinds}
+            row[ROW_TASK] = row.get(ROW_TASK) or row["task"]   # rows older than schema 10 did not store it
             for k, v in row.items():
                 if v is not None and pa_is(kinds[k], "timestamp"):
                     row[k] = pd.Timestamp(v).to_pydatetime()
