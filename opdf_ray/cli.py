@@ -69,6 +69,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: start Ray locally; 'auto' on a cluster)")
     p.add_argument("--mlflow", nargs="?", const="", metavar="TRACKING_URI",
                    help="log every trial to MLflow (default URI: sqlite:///<storage>/mlflow.db)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more console detail: -v Tune's status "
+                   "table and every trial process's log, -vv every result too (default: one line per trial event)")
     p.add_argument("--wandb", metavar="PROJECT", help="log every trial to this Weights & Biases project "
                    "(offline: WANDB_MODE=offline, then `wandb sync`)")
     return p
@@ -102,9 +104,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"leaderboard: {outcome.leaderboard} ({len(outcome.rows)} rows); best per (task, method, OPDF on/off):")
         best = outcome.best
         print(best.to_string(index=False) if len(best) else "  (no completed trial yet)")
+        print("next:")
         if (best["status"] == "completed").any():
             command = shell_join(["opdf-ray", "export", outcome.leaderboard, "--out", "best"])
-            print(f"take the best student home: {command}" + (" --task TASK" if best["task"].nunique() > 1 else ""))
+            print(f"  {command}" + (" --task TASK" if best["task"].nunique() > 1 else "")
+                  + "   # the best student, a Hugging Face folder")
+        print(f"  {shell_join(['opdf-ray', 'report', outcome.leaderboard, '--out', 'outputs/report'])}"
+              f"   # tables, verdicts, plots")
+        print(f"  {shell_join(['tensorboard', '--logdir', args.storage])}   # every trial's curves")
     if outcome.failed:
         print(f"error: the search of {', '.join(outcome.failed)} stopped early (see above); the other tasks "
               f"finished", file=sys.stderr)

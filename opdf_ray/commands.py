@@ -86,6 +86,10 @@ def as_flags(action: argparse.Action, value, where: str) -> list[str]:
         if isinstance(action, argparse.BooleanOptionalAction):       # option_strings: --flag, --no-flag
             return [action.option_strings[0] if value else action.option_strings[-1]]
         return [flag] if value == isinstance(action, argparse._StoreTrueAction) else []
+    if isinstance(action, argparse._CountAction):                 # -v: verbose=2 is -v -v
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{where}={quoted(value)}: expected a count (0, 1, 2)")
+        return [flag] * value
     values = value if isinstance(value, list) else [value]
     if any(isinstance(v, (dict, list)) or v is None for v in values):
         raise ValueError(f"{where}={quoted(value)}: expected a value or a list of values")

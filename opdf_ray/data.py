@@ -24,6 +24,7 @@ from opdf_ray import shipped_path
 from opdf_ray.storage import published
 
 log = logging.getLogger(__name__)
+_SAID: set[str] = set()         # the split summaries this process has logged already
 
 BUNDLED_GLUE = shipped_path("data/glue")
 HUB_DATASET = "nyu-mll/glue"
@@ -272,9 +273,11 @@ def load_glue(task_name: str, data_dir=None, selection_fraction: float = 0.1, se
     dev, sources = {}, {"train": train_source}
     for split in task.dev_splits:
         dev[split], sources[split] = load_split(task.name, split, data_dir)
-    log.info("%s: %d train, %d selection%s (held out of train, seed %d), dev %s; from %s", task.name, len(rest),
-             len(selection), f" + {len(feedback_frame)} feedback" if feedback == "split" else "", seed,
-             {k: len(v) for k, v in dev.items()}, sources)
+    summary = (f"{task.name}: {len(rest)} train, {len(selection)} selection"
+               f"{f' + {len(feedback_frame)} feedback' if feedback == 'split' else ''} (held out of train, seed "
+               f"{seed}), dev { {k: len(v) for k, v in dev.items()} }; from {sources}")
+    log.log(logging.DEBUG if summary in _SAID else logging.INFO, "%s", summary)   # once a process (the driver
+    _SAID.add(summary)                                                            # loads a task to check it too)
     return GlueSplits(task, rest, selection, feedback_frame, dev, sources)
 
 

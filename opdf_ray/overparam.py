@@ -81,13 +81,15 @@ def encoder_matrices(layers: nn.Module) -> dict[str, nn.Linear | MPOLinear]:
 
 
 def overparameterize(model: nn.Module, n_cores: int, bond_dim: int | None = None,
-                     targets: Sequence[str] | str | None = None, style: str = "paper") -> nn.Module:
+                     targets: Sequence[str] | str | None = None, style: str = "paper", name: str = "the model"
+                     ) -> nn.Module:
     """Replace, in place, every target ``nn.Linear`` of ``model`` by an ``MPOLinear`` with ``n_cores`` cores.
 
     Works for any hidden size, head count and depth: factor shapes come from each matrix's real size. At full
     rank (``bond_dim=None``) the model computes the same function as before (to float rounding).
 
-    ``targets``: see ``find_targets`` (default: the six encoder matrices of every layer).
+    ``targets``: see ``find_targets`` (default: the six encoder matrices of every layer). ``name``: what ``model`` is,
+    for the log line.
 
     Returns:
         ``model`` itself (modified in place), for chaining.
@@ -107,8 +109,8 @@ def overparameterize(model: nn.Module, n_cores: int, bond_dim: int | None = None
         size = (linear.out_features, linear.in_features)
         setattr(parent, child, MPOLinear.from_linear(linear, n_cores, bond_dim, shapes=shapes[size]))
     counts = parameter_counts(model)
-    log.info("over-parameterised %d matrices with %d cores (bond_dim=%s, style=%s): %s train / %s inference "
-             "parameters (%.2f×)", len(names), n_cores, bond_dim, style, f"{counts['train']:,}",
+    log.info("over-parameterised %s: %d matrices with %d cores (bond_dim=%s, style=%s): %s train / %s inference "
+             "parameters (%.2f×)", name, len(names), n_cores, bond_dim, style, f"{counts['train']:,}",
              f"{counts['inference']:,}", counts["train"] / counts["inference"])
     return model
 

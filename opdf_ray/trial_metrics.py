@@ -26,6 +26,7 @@ WARM_START = "warm_start"                         # the trial's process had run 
 TRAINING_STARTED_AT = "training_started_at"       # wall clock when data and models were ready (the first step)
 TRAINING_ENDED_AT = "training_ended_at"           # wall clock after the last step (final result only)
 STEPS, TRAIN_SECONDS, WORKERS = "steps", "train_seconds", "workers"
+TOTAL_STEPS = "total_steps"                       # the steps the trial will train (in every evaluation: the ETA)
 TRAINABLE_PARAMS, INFERENCE_PARAMS = "trainable_params", "inference_params"
 MERGE_DIFF, BYTES_ALL_REDUCED = "merge_max_abs_logit_diff", "bytes_all_reduced"
 # mean ‖W − W0‖ / ‖W0‖ at the selected step: the deployed encoder matrices, and (OPDF) the trained cores

@@ -149,3 +149,16 @@ def test_the_panel_verdict_credits_opdf_only_beyond_the_best_cheaper_control(tmp
     rows[0]["teacher_dev_score"] = 70.0
     pd.DataFrame(rows).to_csv(csv, index=False)
     assert verdict.teachers_agree(pd.read_csv(csv)) == [1]
+
+
+def test_every_committed_step_rebuilds_its_leaderboard_with_every_row(tmp_path, monkeypatch):
+    """A fresh checkout's study starts from the committed CSVs: rows older than schema 10 (no trial_task) included,
+    none may be skipped as mislabelled (a skipped row reruns its search, and the next export loses it)."""
+    import pandas as pd
+
+    from opdf_ray.leaderboard import read_leaderboard
+
+    study = load("run.py")
+    for csv in sorted(study.RESULTS.glob("*.csv")):
+        board = study.leaderboard_of(csv.stem, tmp_path)
+        assert len(read_leaderboard(str(board))) == len(pd.read_csv(csv)), csv.name

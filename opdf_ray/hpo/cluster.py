@@ -49,12 +49,15 @@ def bind_local_ray_to_loopback() -> None:
     os.environ.setdefault(LOOPBACK_ENV, "0")
 
 
-def start_ray(address: str | None) -> None:
+def start_ray(address: str | None, verbose: int = 0) -> None:
     """Join the cluster at ``address``, or start a local Ray (with ray[default]: the State API Ray Train needs to
-    free placement groups) whose auth token only this user can read (Ray writes it world-readable)."""
+    free placement groups) whose auth token only this user can read (Ray writes it world-readable); console
+    output as ``verbose`` says (``console.ray_init_options``)."""
     import ray
 
-    ray.init(address=address)
+    from opdf_ray.hpo.console import ray_init_options
+
+    ray.init(address=address, **ray_init_options(verbose))
     token = Path.home() / ".ray" / "auth_token"
     if address is None and token.is_file() and token.stat().st_mode & 0o077:
         token.chmod(0o600)

@@ -15,6 +15,7 @@ from opdf_ray import trial_metrics as tm
 from opdf_ray.hpo.checks import check_fits, check_shared, search_signature, validate, write_signature
 from opdf_ray.hpo.cluster import (autoscaler_gpu_node_types, bind_local_ray_to_loopback, other_local_ray_instances,
                                   second_local_instance_warning, start_ray)
+from opdf_ray.hpo.console import quiet_libraries
 from opdf_ray.hpo.sizing import local_resources, size_search
 from opdf_ray.storage import join
 
@@ -43,6 +44,7 @@ def execute(args: argparse.Namespace) -> SearchOutcome:
     if args.address is None:
         bind_local_ray_to_loopback()
     log_to_console()
+    quiet_libraries(args.verbose)
     tasks, bases, space = validate(args)
     import ray
 
@@ -58,7 +60,7 @@ def execute(args: argparse.Namespace) -> SearchOutcome:
         if others:
             log.warning(second_local_instance_warning(others))
         try:
-            start_ray(args.address)
+            start_ray(args.address, args.verbose)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise ValueError(f"could not start or reach Ray (--address {args.address}): "
                              f"{str(e).splitlines()[0]}") from None

@@ -31,7 +31,8 @@ def search_settings(args, cpus: float, concurrent: int, gpus: float, max_epochs:
         gpus_per_worker=gpus, seed=args.seed, max_epochs=max_epochs, grace_epochs=args.grace_epochs,
         max_failures=args.max_failures, optuna_storage=args.optuna_storage, mlflow_uri=mlflow_uri(args),
         wandb_project=args.wandb, sampler=args.sampler, tpe_startup_trials=args.tpe_startup_trials,
-        early_stopping=not (args.no_early_stopping or args.sampler == "grid"), cover_cells=not args.no_cover_cells)
+        early_stopping=not (args.no_early_stopping or args.sampler == "grid"), cover_cells=not args.no_cover_cells,
+        verbose=args.verbose)
 
 
 def mlflow_uri(args) -> str | None:

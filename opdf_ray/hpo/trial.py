@@ -90,7 +90,7 @@ def worker_loop(config: dict, session: Session) -> None:
             return
         job = prepare(spec, parallel, config.get("finetuned_teacher"))
         last_step = job.plan.total_steps
-        placement = _placement(job, parallel) | {tm.WARM_START: warm}
+        placement = _placement(job, parallel) | {tm.WARM_START: warm, tm.TOTAL_STEPS: last_step}
         restored = {tm.RESTORED_AT_STEP: 0}
         select_split = selection_split(job.data.task, spec.select_on)
 

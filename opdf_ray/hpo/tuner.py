@@ -21,10 +21,12 @@ from pathlib import Path
 
 from opdf_ray import trial_metrics as tm
 from opdf_ray.config import RunSpec
+from opdf_ray.data import TASKS
 from opdf_ray.leaderboard import make_row, write_row
 from opdf_ray.search_space import SearchSpace, spec_values
 from opdf_ray.storage import delete_dir, is_uri, join, remove_temporaries
 from opdf_ray.text import is_utf8, quoted
+from opdf_ray.hpo.console import Console, tune_output, tune_verbosity
 from opdf_ray.hpo.trial import trial, worker_threads
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class SearchSettings:
     cover_cells: bool = True       # TPE: the first trials are every (method, OPDF on/off) cell of the space
     mlflow_uri: str | None = None  # log every trial to this MLflow tracking URI (Ray's MLflowLoggerCallback)
     wandb_project: str | None = None   # log every trial to this W&B project (WANDB_MODE=offline works offline)
+    verbose: int = 0               # the console (hpo/console.py): 0 our lines only, 1 Tune's table and trial logs, 2 more
 
     def __post_init__(self):
         def bad(field, allowed):
@@ -228,18 +231,22 @@ def grid_of(space: SearchSpace) -> dict[str, list]:
     return {p.name: list(p.choices) for p in space.params}
 
 
-def _callbacks(run_id: str, settings: SearchSettings, train_storage: str):
+def _callbacks(run_id: str, settings: SearchSettings, train_storage: str, console: Console):
     from ray.tune import Callback
 
     class RecordTrials(Callback):
         """On the driver: every finished trial → one leaderboard row (with where its time went); stopped and failed
-        trials' checkpoints go."""
+        trials' checkpoints go. Each trial's start, evaluations and end are told to the ``console``."""
 
         def __init__(self):
             self.started: dict[str, float] = {}
 
         def on_trial_start(self, iteration, trials, trial, **info):
             self.started[trial.trial_id] = time.time()
+            console.trial_started(trial.trial_id, trial.config["spec"])
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            console.trial_result(trial.trial_id, result)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             result = trial.last_result or {}
@@ -267,7 +274,8 @@ def _callbacks(run_id: str, settings: SearchSettings, train_storage: str):
             except (OSError, ValueError) as e:   # stop the search: every later row would be lost the same way
                 raise LeaderboardWriteError(f"could not write the leaderboard row of trial {trial.trial_id} to "
                                             f"{settings.leaderboard}: {e}") from e
-            log.info("leaderboard: %s %s → %s", trial.trial_id, status, path)
+            log.debug("leaderboard: %s %s → %s", trial.trial_id, status, path)
+            console.trial_finished(trial.trial_id, status, result, error)
 
     return [RecordTrials(), *experiment_loggers(settings, run_id)]
 
@@ -495,8 +503,9 @@ def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resu
     trainable = tune.with_resources(trial, trial_resources(settings) if in_process else driver_resources(settings))
     scheduler = make_scheduler(settings, trial_epochs(space, base.task, settings))
     search = _optuna_search(TrialSampler(base, space, settings, run, teachers, overrides), settings, name)
-    run_config = tune.RunConfig(name=name, storage_path=join(settings.storage),
-                                callbacks=_callbacks(name, settings, train_storage),
+    console = Console(settings.num_samples, TASKS[base.task].selection_metric)
+    run_config = tune.RunConfig(name=name, storage_path=join(settings.storage), verbose=tune_verbosity(settings.verbose),
+                                callbacks=_callbacks(name, settings, train_storage, console),
                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=settings.checkpoints_to_keep),
                                 # one-worker trials retry through Tune; a TorchTrainer retries its own workers
                                 failure_config=tune.FailureConfig(max_failures=settings.max_failures if in_process
@@ -504,7 +513,7 @@ def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resu
     # warm trial processes for in-process trials (imports, data, teacher stay loaded; docs/search.md); a nested
     # TorchTrainer may still run when ASHA stops its trial, and a reset would fail the next one
     tune_config = tune.TuneConfig(search_alg=search, scheduler=scheduler, reuse_actors=in_process,
-                                  num_samples=settings.num_samples, max_concurrent_trials=settings.max_concurrent,
+                                  num_samples=settings.num_samples,      # concurrency: _optuna_search's limiter
                                   trial_dirname_creator=lambda trial: trial.trial_id)
     if resume and tune.Tuner.can_restore(exp_dir):
         log.info("restoring %s", exp_dir)
@@ -513,7 +522,8 @@ def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resu
         if resume:
             log.info("nothing to resume at %s: starting a new search", exp_dir)
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
-    grid = tuner.fit()
+    with tune_output(settings.verbose):
+        grid = tuner.fit()
     if settings.optuna_storage:
         closed = close_orphan_trials(name, settings.optuna_storage)
         if closed:

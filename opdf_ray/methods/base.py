@@ -123,14 +123,16 @@ class Method:
         if self.aligns and not (self.trains_teacher and s.opdf_bond_dim is None):
             teacher_layers = self.teacher_layers()
             self.align_targets = nn.ModuleList(copy.deepcopy(teacher_layers[j]) for _, j in sorted(mapping.items()))
-            overparameterize(self.align_targets, s.opdf_cores, s.opdf_bond_dim, style=s.opdf_style)
+            overparameterize(self.align_targets, s.opdf_cores, s.opdf_bond_dim, style=s.opdf_style,
+                             name="the alignment targets (frozen teacher layers)")
             self.align_targets.requires_grad_(False)
             self.align_map = {i: k for k, (i, _) in enumerate(sorted(mapping.items()))}
         if self.uses_teacher and s.opdf_teacher and self.trains_teacher:
-            overparameterize(self.teacher_layers(), s.opdf_cores, None, style=s.opdf_style)   # exact
+            overparameterize(self.teacher_layers(), s.opdf_cores, None, style=s.opdf_style, name="the teacher")
             if self.aligns and s.opdf_bond_dim is None:
                 self.align_targets, self.align_map = self.teacher_layers(), mapping
-        overparameterize(self.student_layers(), s.opdf_cores, s.opdf_bond_dim, style=s.opdf_style)
+        overparameterize(self.student_layers(), s.opdf_cores, s.opdf_bond_dim, style=s.opdf_style,
+                         name="the student")
         if s.opdf_train_cores == "central":
             for layer in mpo_modules(self.student_layers()).values():
                 for core in layer.auxiliary_cores():

@@ -190,7 +190,7 @@ def variant_label(method: str, key: tuple, by: tuple[str, ...], method_first: bo
         label = (METHOD_TITLES[method] if cores == 0 else f"+ OPDF ({cores} cores)" if bond == 0
                  else f"+ MPO compression ({cores} cores, bond {bond})")      # truncated: not over-parameterised
     if key[2]:                                          # the dense anchor (L2-SP) on this row
-        label = f"{label} + L2-SP" if cores else f"+ L2-SP"
+        label = f"{label} + L2-SP" if cores else "+ L2-SP"
     if method_first and (cores or key[2]):
         label = f"{METHOD_TITLES[method]} {label}"
     inert = _alignment_inert(part)
