@@ -65,10 +65,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    "--set student=PATH; python -m opdf_ray.run --help lists them); the space must not set it too")
     p.add_argument("--grace-epochs", type=int, default=1, help="ASHA: epochs every trial gets before it can stop")
     p.add_argument("--max-failures", type=int, default=2, help="worker errors a trial recovers from (checkpoint)")
-    p.add_argument("--optuna-storage", help="Optuna RDB URL (e.g. sqlite:///optuna.db) for optuna-dashboard")
+    p.add_argument("--optuna-storage", help="the Optuna study's storage: a database URL (postgresql://…, sqlite:///…) "
+                   "or a journal file (.journal/.log); default: <storage>/optuna.journal (`optuna-dashboard` opens "
+                   "it), in memory for a cloud --storage")
     p.add_argument("--address", help="Ray cluster address (default: start Ray locally; 'auto' on a cluster)")
     p.add_argument("--mlflow", nargs="?", const="", metavar="TRACKING_URI",
                    help="log every trial to MLflow (default URI: sqlite:///<storage>/mlflow.db)")
+    p.add_argument("--mlflow-students", action="store_true", help="with --mlflow: each completed trial's merged "
+                   "student becomes its run's 'student' artifact (~20-90 MB a trial)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more console detail: -v Tune's status "
                    "table and every trial process's log, -vv every result too (default: one line per trial event)")
     p.add_argument("--wandb", metavar="PROJECT", help="log every trial to this Weights & Biases project "

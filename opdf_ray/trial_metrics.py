@@ -33,6 +33,8 @@ MERGE_DIFF, BYTES_ALL_REDUCED = "merge_max_abs_logit_diff", "bytes_all_reduced"
 DRIFT_DEPLOYED, DRIFT_CORES, DRIFT_CURVE = "drift_deployed", "drift_cores", "drift_curve"
 # added by Tune itself to every result
 TRAINING_ITERATION, TIME_TOTAL_S = "training_iteration", "time_total_s"
+# the optimiser step again under Tune's name for a result's x-axis: its TensorBoard and MLflow loggers plot on it
+TIMESTEPS_TOTAL = "timesteps_total"
 
 # the final numbers a run produces (``engine.finalize``) that travel as they are
 RUN_SCALARS = (BEST_STEP, STEPS, TRAINABLE_PARAMS, INFERENCE_PARAMS, TRAIN_SECONDS, EXAMPLES_PER_SECOND, MERGE_DIFF,
@@ -72,7 +74,8 @@ def finetuned_teacher_dev_key(split: str, metric: str) -> str:
 
 def log_metrics(step: int, logs: dict[str, float], best_score: float) -> dict[str, float]:
     """A log result: the step, this step's loss terms and the best score so far."""
-    return {STEP: step, BEST_SCORE: best_score} | {train_key(k): float(v) for k, v in logs.items()}
+    return ({STEP: step, TIMESTEPS_TOTAL: step, BEST_SCORE: best_score}
+            | {train_key(k): float(v) for k, v in logs.items()})
 
 
 def is_evaluation(result: dict) -> bool:
@@ -86,7 +89,8 @@ def evaluation_metrics(progress, score: float | None, selection_metric: str, sel
     last = progress.history[-1] if progress.history else {}
     curve = [[round(h[EPOCH], 4), h[f"{select_split}_{selection_metric}"]] for h in progress.history]
     drift = [[round(h[EPOCH], 4), h[DRIFT_DEPLOYED]] for h in progress.history if DRIFT_DEPLOYED in h]
-    out = {STEP: progress.step, EPOCH: last.get(EPOCH, 0.0), EVALUATIONS: len(progress.history),
+    out = {STEP: progress.step, TIMESTEPS_TOTAL: progress.step, EPOCH: last.get(EPOCH, 0.0),
+           EVALUATIONS: len(progress.history),
            SCORE: progress.best_score if score is None else score, BEST_SCORE: progress.best_score,
            BEST_STEP: progress.best_step, EXAMPLES_PER_SECOND: progress.examples_per_second,
            CURVE: json.dumps(curve), DRIFT_CURVE: json.dumps(drift)}

@@ -19,6 +19,7 @@ from opdf_ray.hpo.execute import failed_trials, summarise_search  # noqa: E402
 from opdf_ray.leaderboard import SCHEMA, read_leaderboard  # noqa: E402
 from opdf_ray.search_space import parse_space  # noqa: E402
 from fault_drill import FAIL_ONCE_ENV  # noqa: E402
+from opdf_ray.hpo.tracking import optuna_storage  # noqa: E402
 from opdf_ray.hpo.tuner import run_search  # noqa: E402
 
 pytestmark = pytest.mark.slow   # real Ray searches: minutes
@@ -171,7 +172,9 @@ def test_consecutive_trials_in_one_warm_process_equal_trials_in_fresh_ones(local
     space = parse_space({**TINY_SPACE, "params": {name: {"type": "categorical", "choices": choices} for name, choices
                                                   in (("method", ["kd"]), ("opdf", [True, False]),
                                                       ("opdf_cores", [3]), ("lr", [3e-4]))}}, "warm")
-    conf = settings(tmp_path, name="warm", num_samples=2, sampler="grid", early_stopping=False)
+    conf = settings(tmp_path, name="warm", num_samples=2, sampler="grid", early_stopping=False,
+                    optuna_storage=str(tmp_path / "storage" / "optuna.journal"),
+                    mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", mlflow_students=True)
     run_search(tiny_base(tmp_path), space, conf)
     board = read_leaderboard(conf.leaderboard).sort_values("finished_at", kind="stable")
     assert list(board["status"]) == ["completed"] * 2 and list(board["warm_start"]) == [False, True]
@@ -182,6 +185,36 @@ def test_consecutive_trials_in_one_warm_process_equal_trials_in_fresh_ones(local
         assert alone["dev"]["validation"]["accuracy"] == row["dev_accuracy"]
         events = b"".join(p.read_bytes() for p in (Path(conf.storage) / "warm-rte" / row["trial_id"]).glob("events*"))
         assert events.count(b"train/loss") > row["evaluations"]
+    check_trackers(conf, board, searched={"method", "opdf_cores", "lr"})     # opdf: a switch, not a setting
+
+
+def check_trackers(conf, board, searched: set[str]) -> None:
+    """What a user opens after a search: TensorBoard's curves on the optimiser step and an HParams summary of the
+    searched settings → selection and dev score; MLflow runs with params once, metrics on the step, no config
+    copies, the student as an artifact; the Optuna study in its journal (what optuna-dashboard reads)."""
+    from mlflow.tracking import MlflowClient
+
+    from tb_events import hparams_summary, scalars
+
+    for _, row in board.iterrows():
+        folder = Path(conf.storage) / "warm-rte" / row["trial_id"]
+        loss = scalars(folder, "ray/tune/train/loss")
+        assert [step for step, _ in loss] == list(range(1, int(row["steps"]) + 1))      # every optimiser step
+        params, metrics = hparams_summary(folder)
+        assert set(params) == searched and params["lr"] == 3e-4
+        assert metrics == {"hparams/selection_score", "hparams/dev_score"}
+        assert scalars(folder, "hparams/dev_score")[0][1] == pytest.approx(row["dev_accuracy"])
+    client = MlflowClient(tracking_uri=conf.mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name("warm-rte").experiment_id])
+    assert len(runs) == len(board)
+    for mlflow_run in runs:
+        steps = [m.step for m in client.get_metric_history(mlflow_run.info.run_id, "train/loss")]
+        assert steps == sorted(steps) and steps[0] == 1 and len(steps) == len(set(steps))
+        assert not [k for k in mlflow_run.data.metrics if k.startswith("config")]
+        assert mlflow_run.data.params["spec/lr"] == "0.0003"
+        assert "student/config.json" in {a.path for a in client.list_artifacts(mlflow_run.info.run_id, "student")}
+    study = optuna.load_study(study_name="warm-rte", storage=optuna_storage(conf.optuna_storage))
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "COMPLETE"]
 
 
 def nan_space(lrs: list[float]):

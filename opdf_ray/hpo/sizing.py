@@ -9,6 +9,7 @@ from pathlib import Path
 
 from opdf_ray.config import parse_setting
 from opdf_ray.hpo.cluster import autoscaler_gpu_node_types
+from opdf_ray.hpo.tracking import default_optuna_storage
 from opdf_ray.storage import is_uri, join
 
 log = logging.getLogger("opdf_ray")
@@ -29,7 +30,8 @@ def search_settings(args, cpus: float, concurrent: int, gpus: float, max_epochs:
         num_samples=args.num_samples, max_concurrent=given(args.max_concurrent, concurrent),
         workers_per_trial=args.workers_per_trial, cpus_per_worker=given(args.cpus_per_worker, cpus),
         gpus_per_worker=gpus, seed=args.seed, max_epochs=max_epochs, grace_epochs=args.grace_epochs,
-        max_failures=args.max_failures, optuna_storage=args.optuna_storage, mlflow_uri=mlflow_uri(args),
+        max_failures=args.max_failures, mlflow_uri=mlflow_uri(args), mlflow_students=args.mlflow_students,
+        optuna_storage=args.optuna_storage or default_optuna_storage(args.storage),
         wandb_project=args.wandb, sampler=args.sampler, tpe_startup_trials=args.tpe_startup_trials,
         early_stopping=not (args.no_early_stopping or args.sampler == "grid"), cover_cells=not args.no_cover_cells,
         verbose=args.verbose)

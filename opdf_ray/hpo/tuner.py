@@ -27,6 +27,7 @@ from opdf_ray.search_space import SearchSpace, spec_values
 from opdf_ray.storage import delete_dir, is_uri, join, remove_temporaries
 from opdf_ray.text import is_utf8, quoted
 from opdf_ray.hpo.console import Console, tune_output, tune_verbosity
+from opdf_ray.hpo.tracking import experiment_loggers, optuna_storage, start_fresh_study
 from opdf_ray.hpo.trial import trial, worker_threads
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class SearchSettings:
     early_stopping: bool = True    # ASHA; off for a grid baseline
     cover_cells: bool = True       # TPE: the first trials are every (method, OPDF on/off) cell of the space
     mlflow_uri: str | None = None  # log every trial to this MLflow tracking URI (Ray's MLflowLoggerCallback)
+    mlflow_students: bool = False  # and each completed trial's student as its run's artifact
     wandb_project: str | None = None   # log every trial to this W&B project (WANDB_MODE=offline works offline)
     verbose: int = 0               # the console (hpo/console.py): 0 our lines only, 1 Tune's table and trial logs, 2 more
 
@@ -105,15 +107,19 @@ class SearchSettings:
             bad("sampler", "tpe or grid")
         if not self.name or "/" in self.name or self.name[0] in "._":
             bad("name", "a non-empty name without '/' that does not start with '.' or '_' (readers skip those)")
-        if self.optuna_storage is not None and "://" not in self.optuna_storage:
-            bad("optuna_storage", f"an SQLAlchemy database URL, e.g. sqlite:///{self.optuna_storage}")
+        if self.optuna_storage is not None and "://" not in self.optuna_storage and not (
+                self.optuna_storage.endswith((".journal", ".log")) and self.optuna_storage.strip()):
+            bad("optuna_storage", f"an SQLAlchemy database URL (sqlite:///{self.optuna_storage}) or an Optuna journal "
+                                  f"file ending in .journal or .log")
         if self.optuna_storage is not None and self.optuna_storage.startswith("sqlite:///"):
             folder = Path(self.optuna_storage[len("sqlite:///"):]).expanduser().parent
             if not folder.is_dir():                  # SQLite makes the file, never its folder (an error after Ray)
                 bad("optuna_storage", f"a database in a folder that exists ({folder} does not)")
         if self.wandb_project is not None and not self.wandb_project.strip():
             bad("wandb_project", "a W&B project name")
-        for field, module, extra in (("mlflow_uri", "mlflow", "mlflow-skinny"), ("wandb_project", "wandb", "wandb")):
+        if self.mlflow_students and self.mlflow_uri is None:
+            bad("mlflow_students", "false without an MLflow tracking URI (--mlflow-students needs --mlflow)")
+        for field, module, extra in (("mlflow_uri", "mlflow", "mlflow"), ("wandb_project", "wandb", "wandb")):
             if getattr(self, field) is not None and importlib.util.find_spec(module) is None:
                 raise ValueError(f"{field}={getattr(self, field)!r} needs the {module} package: pip install {extra} "
                                  f"(or pip install 'opdf-ray[tracking]')")
@@ -206,11 +212,13 @@ def prune_aware_optuna_search(**kwargs):
     return PruneAwareOptunaSearch(**kwargs)
 
 
-def _optuna_search(sampler_fn: TrialSampler, settings: SearchSettings, study_name: str):
+def _optuna_search(sampler_fn: TrialSampler, settings: SearchSettings, study_name: str, resume: bool = False):
     import optuna
     from ray.tune.search import ConcurrencyLimiter
 
-    storage = optuna.storages.RDBStorage(settings.optuna_storage) if settings.optuna_storage else None
+    storage = optuna_storage(settings.optuna_storage)
+    if not resume:
+        start_fresh_study(study_name, storage)
     if settings.sampler == "grid":
         sampler = optuna.samplers.GridSampler(grid_of(sampler_fn.space), seed=settings.seed)
     else:
@@ -231,7 +239,8 @@ def grid_of(space: SearchSpace) -> dict[str, list]:
     return {p.name: list(p.choices) for p in space.params}
 
 
-def _callbacks(run_id: str, settings: SearchSettings, train_storage: str, console: Console):
+def _callbacks(run_id: str, settings: SearchSettings, train_storage: str, console: Console,
+               hyperparameters: list[str]):
     from ray.tune import Callback
 
     class RecordTrials(Callback):
@@ -277,7 +286,8 @@ def _callbacks(run_id: str, settings: SearchSettings, train_storage: str, consol
             log.debug("leaderboard: %s %s → %s", trial.trial_id, status, path)
             console.trial_finished(trial.trial_id, status, result, error)
 
-    return [RecordTrials(), *experiment_loggers(settings, run_id)]
+    return [RecordTrials(), *experiment_loggers(settings, run_id, hyperparameters,
+                                                lambda trial: saved_student(trial, trial.last_result))]
 
 
 def trial_timing(result: dict, started: float | None, now: float | None = None) -> dict:
@@ -320,25 +330,6 @@ def delete_checkpoints(trial, train_storage: str) -> None:
             for entry in fs.get_file_info(pafs.FileSelector(base)):
                 if entry.type == pafs.FileType.Directory and entry.base_name.startswith("checkpoint_"):
                     fs.delete_dir(entry.path)
-
-
-def experiment_loggers(settings: SearchSettings, experiment: str) -> list:
-    """Opt-in experiment trackers through Ray's logger callbacks: every trial becomes an MLflow run / a W&B run
-    with its config and every reported result (per-step training loss included). TensorBoard needs nothing:
-    Tune writes ``events.out.tfevents*`` into each trial folder (``tensorboard --logdir <storage>/<experiment>``).
-    """
-    loggers = []
-    if settings.mlflow_uri:
-        from ray.air.integrations.mlflow import MLflowLoggerCallback
-
-        loggers.append(MLflowLoggerCallback(tracking_uri=settings.mlflow_uri, experiment_name=experiment))
-    if settings.wandb_project:
-        from ray.air.integrations.wandb import WandbLoggerCallback
-
-        # upload_timeout bounds the wait for a trial's uploads at the end (Ray's default, 30 min, also applies when
-        # the search ends on an error, with actors that never got their end signal)
-        loggers.append(WandbLoggerCallback(project=settings.wandb_project, group=experiment, upload_timeout=120))
-    return loggers
 
 
 class LeaderboardWriteError(RuntimeError):
@@ -502,10 +493,13 @@ def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resu
     in_process = settings.workers_per_trial == 1     # the loop runs in the trial's process (train.trial)
     trainable = tune.with_resources(trial, trial_resources(settings) if in_process else driver_resources(settings))
     scheduler = make_scheduler(settings, trial_epochs(space, base.task, settings))
-    search = _optuna_search(TrialSampler(base, space, settings, run, teachers, overrides), settings, name)
+    restoring = resume and tune.Tuner.can_restore(exp_dir)
+    search = _optuna_search(TrialSampler(base, space, settings, run, teachers, overrides), settings, name,
+                            resume=restoring)
     console = Console(settings.num_samples, TASKS[base.task].selection_metric)
     run_config = tune.RunConfig(name=name, storage_path=join(settings.storage), verbose=tune_verbosity(settings.verbose),
-                                callbacks=_callbacks(name, settings, train_storage, console),
+                                callbacks=_callbacks(name, settings, train_storage, console,
+                                                     ["method", "opdf_cores", *(p.name for p in space.params)]),
                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=settings.checkpoints_to_keep),
                                 # one-worker trials retry through Tune; a TorchTrainer retries its own workers
                                 failure_config=tune.FailureConfig(max_failures=settings.max_failures if in_process
@@ -515,7 +509,7 @@ def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resu
     tune_config = tune.TuneConfig(search_alg=search, scheduler=scheduler, reuse_actors=in_process,
                                   num_samples=settings.num_samples,      # concurrency: _optuna_search's limiter
                                   trial_dirname_creator=lambda trial: trial.trial_id)
-    if resume and tune.Tuner.can_restore(exp_dir):
+    if restoring:
         log.info("restoring %s", exp_dir)
         tuner = tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True)
     else:
@@ -537,7 +531,7 @@ def close_orphan_trials(study_name: str, storage: str) -> int:
     search can finish it. TPE ignores failed trials. Returns how many were closed."""
     import optuna
 
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    study = optuna.load_study(study_name=study_name, storage=optuna_storage(storage))
     orphans = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     for orphan in orphans:
         study.tell(orphan.number, state=optuna.trial.TrialState.FAIL)
