@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
-from opdf_ray.data import GlueSplits, GlueTask, load_glue, tokenize
+from opdf_ray.data import GlueSplits, load_glue, tokenize
+
+from opdf_ray.tasks import GlueTask
 from opdf_ray.parallel import Parallel
 
 

@@ -14,7 +14,7 @@ import sys
 
 from opdf_ray.commands import CONFIG_HELP, HelpFormatter, parse_with_config, split_list
 from opdf_ray.config import PRESETS
-from opdf_ray.data import TASKS
+from opdf_ray.tasks import TASKS
 from opdf_ray.hpo.checks import check_trial_settings
 from opdf_ray.hpo.execute import execute
 from opdf_ray.text import shell_join
@@ -23,60 +23,72 @@ log = logging.getLogger("opdf_ray")
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Ray Tune + Optuna + ASHA search of OPDF "
-                                "distillation over GLUE tasks; every finished trial lands in a Parquet leaderboard.",
+    p = argparse.ArgumentParser(prog=prog, description="Ray Tune + Optuna + ASHA search of OPDF distillation over "
+                                "GLUE tasks; every finished trial lands in a Parquet leaderboard.",
                                 formatter_class=HelpFormatter)
-    p.add_argument("--task", help=f"one task, a comma list, or 'all' ({', '.join(TASKS)}); required here or in "
-                   f"--config")
-    p.add_argument("--config", help=CONFIG_HELP + "; settings without a flag here reach every trial, as --set does")
     p.set_defaults(config_settings={})      # filled by parse_args: the --config settings that have no flag here
-    p.add_argument("--preset", default="minilm", choices=tuple(PRESETS),
-                   help="model preset (see python -m opdf_ray.run)")
-    p.add_argument("--teacher", help="teacher path or hub id (overrides the preset's)")
-    p.add_argument("--space", default=None, help="search space YAML (default: search_spaces/default.yaml)")
-    p.add_argument("--methods", nargs="+", help="methods to keep from the space, e.g. kd,lgtm or kd lgtm")
-    p.add_argument("--num-samples", type=int, default=None, help="trials per task (default: 8; with --sampler grid, "
-                   "the grid's size)")
-    p.add_argument("--sampler", default="tpe", choices=("tpe", "grid"), help="tpe: Optuna TPE with ASHA early "
-                   "stopping; grid: every combination of an all-categorical space once, each trial to its last epoch "
-                   "(fixed configurations, e.g. a multi-seed study with --seed)")
-    p.add_argument("--no-early-stopping", action="store_true", help="ASHA off: every trial runs all its epochs")
-    p.add_argument("--no-cover-cells", action="store_true", help="TPE: do not start with one trial per (method, "
-                   "OPDF on/off) cell of the space (the first trials then are TPE's random start)")
-    p.add_argument("--tpe-startup-trials", type=int, default=None, help="random trials before TPE models the results "
-                   "(default: a third of --num-samples, 2 to 10; Optuna's own 10 keeps small searches random)")
-    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what the cluster fits)")
-    p.add_argument("--workers-per-trial", type=int, default=1, help="data-parallel Ray Train workers per trial")
-    p.add_argument("--cpus-per-worker", type=float, default=None, help="default: the CPUs a trial's share allows")
-    p.add_argument("--gpus-per-worker", type=float, default=None, help="default: 1 when the cluster has GPUs, else 0; "
-                   "a fraction (0.25) packs single-worker trials onto one GPU")
-    p.add_argument("--storage", default="outputs/search", help="local directory or cloud URI for the experiments")
-    p.add_argument("--name", default="opdf", help="search name; experiments are <name>-<task> (deterministic)")
-    p.add_argument("--resume", action="store_true", help="restore the interrupted search of the same name")
-    p.add_argument("--leaderboard", default=None, help="Parquet leaderboard directory (default: <storage>/leaderboard)")
-    p.add_argument("--data-dir", help="GLUE folder (default: $OPDF_GLUE_DIR, the bundled data/glue, then the hub)")
-    p.add_argument("--cache-dir", help="tokenised splits and models cache (default: ~/.cache/opdf-ray)")
-    p.add_argument("--seed", type=int, default=42, help="trial seed (data split, init) and the Optuna sampler seed")
-    p.add_argument("--max-train-samples", type=int, help="quick runs: at most this many training examples")
-    p.add_argument("--max-epochs", type=int, help="quick runs: cap the space's epochs per task")
-    p.add_argument("--max-length", type=int, help="override the space's max_length")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other run setting for every trial, repeatable (e.g. --set mpo_weight=per-forward "
-                   "--set student=PATH; python -m opdf_ray.run --help lists them); the space must not set it too")
-    p.add_argument("--grace-epochs", type=int, default=1, help="ASHA: epochs every trial gets before it can stop")
-    p.add_argument("--max-failures", type=int, default=2, help="worker errors a trial recovers from (checkpoint)")
-    p.add_argument("--optuna-storage", help="the Optuna study's storage: a database URL (postgresql://…, sqlite:///…) "
-                   "or a journal file (.journal/.log); default: <storage>/optuna.journal (`optuna-dashboard` opens "
-                   "it), in memory for a cloud --storage")
-    p.add_argument("--address", help="Ray cluster address (default: start Ray locally; 'auto' on a cluster)")
-    p.add_argument("--mlflow", nargs="?", const="", metavar="TRACKING_URI",
-                   help="log every trial to MLflow (default URI: sqlite:///<storage>/mlflow.db)")
-    p.add_argument("--mlflow-students", action="store_true", help="with --mlflow: each completed trial's merged "
-                   "student becomes its run's 'student' artifact (~20-90 MB a trial)")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more console detail: -v Tune's status "
-                   "table and every trial process's log, -vv every result too (default: one line per trial event)")
-    p.add_argument("--wandb", metavar="PROJECT", help="log every trial to this Weights & Biases project "
-                   "(offline: WANDB_MODE=offline, then `wandb sync`)")
+    what = p.add_argument_group("what to search (task, models, space, data)")
+    what.add_argument("--task", help=f"one task, a comma list, or 'all' ({', '.join(TASKS)}); required here or in "
+                      f"--config")
+    what.add_argument("--config", help=CONFIG_HELP + "; settings without a flag here reach every trial, as --set does")
+    what.add_argument("--preset", default="minilm", choices=tuple(PRESETS), help="model preset (opdf-ray run --help)")
+    what.add_argument("--teacher", help="teacher path or hub id (overrides the preset's)")
+    what.add_argument("--space", default=None, help="search space YAML (default: search_spaces/default.yaml)")
+    what.add_argument("--methods", "--method", nargs="+", help="methods to keep from the space, e.g. kd,lgtm or "
+                      "kd lgtm (--method: the same)")
+    what.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="any other run setting for every trial, repeatable (e.g. --set mpo_weight=per-forward "
+                      "--set student=PATH; opdf-ray run --help lists them); the space must not set it too")
+    what.add_argument("--data-dir", help="GLUE folder (default: $OPDF_GLUE_DIR, the bundled data/glue, then the hub)")
+    what.add_argument("--seed", type=int, default=42, help="trial seed (data split, init) and the Optuna sampler seed")
+    what.add_argument("--max-train-samples", type=int, help="quick runs: at most this many training examples")
+    what.add_argument("--max-epochs", type=int, help="quick runs: cap the space's epochs per task (a run's "
+                      "--epochs sets them; a search draws or fixes them in its space)")
+    what.add_argument("--max-length", type=int, help="override the space's max_length")
+    search = p.add_argument_group("the search (sampler, early stopping, trials)")
+    search.add_argument("--num-samples", type=int, default=None, help="trials per task (default: 8; with --sampler "
+                        "grid, the grid's size)")
+    search.add_argument("--sampler", default="tpe", choices=("tpe", "grid"), help="tpe: Optuna TPE with ASHA early "
+                        "stopping; grid: every combination of an all-categorical space once, each trial to its last "
+                        "epoch (fixed configurations, e.g. a multi-seed study with --seed)")
+    search.add_argument("--no-early-stopping", action="store_true", help="ASHA off: every trial runs all its epochs")
+    search.add_argument("--no-cover-cells", action="store_true", help="TPE: do not start with one trial per "
+                        "(method, OPDF on/off) cell of the space (the first trials then are TPE's random start)")
+    search.add_argument("--tpe-startup-trials", type=int, default=None, help="random trials before TPE models the "
+                        "results (default: a third of --num-samples, 2 to 10; Optuna's own 10 keeps small searches "
+                        "random)")
+    search.add_argument("--grace-epochs", type=int, default=1, help="ASHA: epochs every trial gets before it can stop")
+    search.add_argument("--name", default="opdf", help="search name; experiments are <name>-<task> (deterministic)")
+    search.add_argument("--resume", action="store_true", help="restore the interrupted search of the same name")
+    execution = p.add_argument_group("execution (cluster, workers, retries)")
+    execution.add_argument("--address", help="Ray cluster address (default: start Ray locally; 'auto' on a cluster)")
+    execution.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what the "
+                           "cluster fits)")
+    execution.add_argument("--workers-per-trial", type=int, default=1, help="data-parallel Ray Train workers per "
+                           "trial")
+    execution.add_argument("--cpus-per-worker", type=float, default=None, help="default: the CPUs a trial's share "
+                           "allows")
+    execution.add_argument("--gpus-per-worker", type=float, default=None, help="default: 1 when the cluster has "
+                           "GPUs, else 0; a fraction (0.25) packs single-worker trials onto one GPU")
+    execution.add_argument("--max-failures", type=int, default=2, help="worker errors a trial recovers from "
+                           "(checkpoint)")
+    execution.add_argument("--cache-dir", help="tokenised splits and models cache (default: ~/.cache/opdf-ray)")
+    out = p.add_argument_group("results, tracking and console")
+    out.add_argument("--storage", default="outputs/search", help="local directory or cloud URI for the experiments, "
+                     "teachers and leaderboard (a run's --output-dir is where its one student goes)")
+    out.add_argument("--leaderboard", default=None, help="Parquet leaderboard directory (default: "
+                     "<storage>/leaderboard)")
+    out.add_argument("--optuna-storage", help="the Optuna study's storage: a database URL (postgresql://…, "
+                     "sqlite:///…) or a journal file (.journal/.log); default: <storage>/optuna.journal "
+                     "(`optuna-dashboard` opens it), in memory for a cloud --storage")
+    out.add_argument("--mlflow", nargs="?", const="", metavar="TRACKING_URI",
+                     help="log every trial to MLflow (default URI: sqlite:///<storage>/mlflow.db)")
+    out.add_argument("--mlflow-students", action="store_true", help="with --mlflow: each completed trial's merged "
+                     "student becomes its run's 'student' artifact (~20-90 MB a trial)")
+    out.add_argument("--wandb", metavar="PROJECT", help="log every trial to this Weights & Biases project "
+                     "(offline: WANDB_MODE=offline, then `wandb sync`)")
+    out.add_argument("-v", "--verbose", action="count", default=0, help="more console detail: -v Tune's status "
+                     "table and every trial process's log, -vv every result too (default: one line per trial event)")
     return p
 
 

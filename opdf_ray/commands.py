@@ -44,7 +44,7 @@ def split_list(values: str | list[str] | None) -> list[str] | None:
     return [part for item in items for part in item.split(",") if part]
 
 
-CONFIG_HELP = ("YAML file of run settings (lr: 1.0e-4, opdf_cores: 5, …: the names python -m opdf_ray.run --help "
+CONFIG_HELP = ("YAML file of run settings (lr: 1.0e-4, opdf_cores: 5, …: the names opdf-ray run --help "
                "lists); a flag given as well overrides it")
 
 

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from opdf_ray.data import LGTM_FEEDBACK, SELECT_ON, TASKS
-from opdf_ray.losses import CORE_SELECTIONS
-from opdf_ray.mpo import STYLES
+from opdf_ray.choices import CORE_SELECTIONS, STYLES
+from opdf_ray.tasks import LGTM_FEEDBACK, SELECT_ON, TASKS
 from opdf_ray.text import is_utf8, quoted
 
 # every method, in the order reports list them, with its display name (``opdf_ray.methods`` holds the classes)
@@ -78,6 +77,13 @@ def _positive_number(value) -> bool:
 
 def _knob(default, help: str, type=None, choices=None, role: str | None = None):
     return field(default=default, metadata={"help": help, "type": type, "choices": choices, "role": role})
+
+
+# RunSpec's settings by subject, each named by its first field (RunSpec keeps them in these sections): the sections
+# of ``opdf-ray run --help``
+SUBJECTS = {"task": "task, models and method", "data_dir": "data and protocol", "seed": "optimisation",
+            "temperature": "distillation (KD, ProKT, LGTM, BERT-of-Theseus)", "l2sp_ratio": "the dense anchor (L2-SP)",
+            "opdf_cores": "OPDF (over-parameterisation and alignment)", "device": "execution"}
 
 
 @dataclass(frozen=True)
@@ -424,8 +430,7 @@ def parse_setting(text: str) -> tuple[str, object]:
     key = key.strip().replace("-", "_")
     fields = {f.name: f for f in dataclasses.fields(RunSpec)}
     if not sep or key not in fields:
-        raise ValueError(f"--set {quoted(text)}: expected KEY=VALUE with KEY a run setting (python -m opdf_ray.run "
-                         f"--help "
+        raise ValueError(f"--set {quoted(text)}: expected KEY=VALUE with KEY a run setting (opdf-ray run --help "
                          f"lists them), e.g. --set mpo_weight=per-forward")
     if key in SET_BY_THE_SEARCH:
         raise ValueError(f"--set {key}: a search sets it itself (task: --task; epochs: the space's epochs section "
@@ -503,7 +508,7 @@ def typed_settings(raw, where: str) -> dict:
     for key, value in raw.items():
         name = str(key).replace("-", "_")
         if name not in fields:
-            raise ValueError(f"{where}: {quoted(key)} is not a run setting (python -m opdf_ray.run --help lists them)")
+            raise ValueError(f"{where}: {quoted(key)} is not a run setting (opdf-ray run --help lists them)")
         kind = fields[name].metadata.get("type") or type(fields[name].default)
         if isinstance(value, str) and kind is not str:
             value = typed_value(name, value, f"{where}:")

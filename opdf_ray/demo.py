@@ -15,8 +15,6 @@ import logging
 import tempfile
 import time
 
-import torch
-
 SENTENCE_PAIRS = [
     ("A man is eating food.", "A man eats a meal."),
     ("The cat sat on the mat.", "A dog is running in the park."),
@@ -38,6 +36,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m opdf_ray.demo") -
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     log = logging.getLogger("opdf_ray.demo")
 
+    import torch          # here, not at the top: --help answers without it
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 

@@ -21,7 +21,8 @@ from opdf_ray import trial_metrics as tm
 from opdf_ray.batches import Data, prepare_data, to_device
 from opdf_ray.checkpoint import Progress
 from opdf_ray.config import RunSpec
-from opdf_ray.data import TASKS, default_cache_dir, selection_split
+from opdf_ray.data import default_cache_dir, selection_split
+from opdf_ray.tasks import TASKS
 from opdf_ray.loop import Plan, banner, evaluate, fit, make_plan
 from opdf_ray.methods import Method, get_method
 from opdf_ray.methods.base import model_inputs

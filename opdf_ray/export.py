@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from opdf_ray.config import METHOD_TITLES, RunSpec, inert_settings
-from opdf_ray.data import TASKS
+from opdf_ray.tasks import TASKS
 from opdf_ray.leaderboard import read_leaderboard, spec_of, usable
 from opdf_ray.storage import check_folder, filesystem, is_uri, published
 from opdf_ray.text import markdown, quoted, shell_join

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from opdf_ray import __version__
 from opdf_ray import trial_metrics as tm
 from opdf_ray.config import EXECUTION, SEED, RunSpec, inert_settings
-from opdf_ray.data import TASKS
+from opdf_ray.tasks import TASKS
 from opdf_ray.storage import filesystem, join, published
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader
 
 from opdf_ray.batches import Data, cycle, set_epoch, to_device
 from opdf_ray.checkpoint import Progress, load_checkpoint
-from opdf_ray.data import GlueTask, compute_metrics, selection_split
+from opdf_ray.data import compute_metrics, selection_split
+from opdf_ray.tasks import GlueTask
 from opdf_ray.methods import Method
 from opdf_ray.methods.base import model_inputs
 from opdf_ray.parallel import Parallel

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from opdf_ray.choices import CORE_SELECTIONS
 from opdf_ray.overparam import pair_mpo_layers
 
-CORE_SELECTIONS = ("auxiliary", "central", "all")
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,

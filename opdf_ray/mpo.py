@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
-STYLES = ("paper", "balanced")
+from opdf_ray.choices import STYLES
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import yaml
 
 from opdf_ray import log_to_console
 from opdf_ray.commands import CONFIG_HELP, HelpFormatter, parse_with_config
-from opdf_ray.config import RunSpec
+from opdf_ray.config import SUBJECTS, RunSpec
 
 
 def build_parser(prog: str = "python -m opdf_ray.run") -> argparse.ArgumentParser:
@@ -24,13 +24,16 @@ def build_parser(prog: str = "python -m opdf_ray.run") -> argparse.ArgumentParse
     parser.add_argument("--config", help=CONFIG_HELP)
     parser.add_argument("--print-config", action="store_true", help="print the effective settings (flags over "
                         "--config over the defaults) as YAML that --config reads back, and stop")
-    for f in dataclasses.fields(RunSpec):
+    group = parser
+    for f in dataclasses.fields(RunSpec):             # in RunSpec's order, one help section per subject
+        if f.name in SUBJECTS:
+            group = parser.add_argument_group(SUBJECTS[f.name])
         flag, meta = "--" + f.name.replace("_", "-"), f.metadata
         if (meta.get("type") or type(f.default)) is bool:     # unset (None) is a third state where allowed
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=meta["help"])
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=meta["help"])
         else:
-            parser.add_argument(flag, type=meta.get("type") or type(f.default), default=f.default,
-                                choices=meta.get("choices"), help=meta["help"])
+            group.add_argument(flag, type=meta.get("type") or type(f.default), default=f.default,
+                               choices=meta.get("choices"), help=meta["help"])
     return parser
 
 

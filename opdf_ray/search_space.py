@@ -267,7 +267,7 @@ def parse_space(raw, source: str = "<dict>") -> SearchSpace:
     epochs = raw.get("epochs") or {}
     if not isinstance(epochs, dict):
         _fail(f"{source} epochs", f"expected a mapping task → epochs, got {quoted(epochs)}")
-    from opdf_ray.data import TASKS
+    from opdf_ray.tasks import TASKS
 
     for task, n in epochs.items():
         if task != "default" and task not in TASKS:

@@ -3,7 +3,7 @@
 import json
 
 from opdf_ray import trial_metrics as tm
-from opdf_ray.data import TASKS
+from opdf_ray.tasks import TASKS
 
 
 def completed_result(task: str, selection: float, dev: float, trainable: int = 10, inference: int = 10,

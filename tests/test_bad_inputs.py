@@ -21,6 +21,7 @@ from opdf_ray.report import main as report_main
 from opdf_ray.search_space import parse_space
 from opdf_ray.storage import published, remove_temporaries
 from opdf_ray.hpo.tuner import LeaderboardWriteError, SearchSettings, _callbacks, default_parallelism, make_scheduler
+from opdf_ray.hpo.console import Console
 
 
 def validate(tmp_path, *argv):
@@ -55,9 +56,9 @@ def test_a_trial_that_cannot_fit_the_cluster_is_refused_instead_of_waiting_forev
                    {"CPU": 8.0}, local=False)                # a cluster: its autoscaler may add a GPU node
 
 
-def test_an_optuna_storage_that_is_not_a_url_fails_before_ray_starts(tmp_path):
-    with pytest.raises(ValueError, match="optuna_storage='optuna.db' is invalid; allowed: an SQLAlchemy database "
-                                         "URL, e.g. sqlite:///optuna.db"):
+def test_an_optuna_storage_that_is_neither_a_url_nor_a_journal_fails_before_ray_starts(tmp_path):
+    with pytest.raises(ValueError, match=r"optuna_storage='optuna.db' is invalid; allowed: an SQLAlchemy database "
+                                         r"URL \(sqlite:///optuna.db\) or an Optuna journal file"):
         validate(tmp_path, "--optuna-storage", "optuna.db")
 
 
@@ -197,7 +198,8 @@ def test_a_leaderboard_that_cannot_be_written_stops_the_search_with_a_clear_erro
     blocker.write_text("not a folder")
     with pytest.raises(ValueError, match="is not writable"):
         validate(tmp_path, "--leaderboard", str(blocker / "board"))
-    record = _callbacks("run", settings(tmp_path, leaderboard=str(blocker / "board")), str(tmp_path / "train"))[0]
+    record = _callbacks("run", settings(tmp_path, leaderboard=str(blocker / "board")), str(tmp_path / "train"),
+                        Console(1, "accuracy"), ["lr"])[0]
     trial = SimpleNamespace(trial_id="t1", config={"spec": RunSpec(task="rte").to_dict()},
                             last_result=completed_result("rte", 60.0, 61.0), checkpoint=None, path=None)
     with pytest.raises(LeaderboardWriteError, match="could not write the leaderboard row of trial t1"):

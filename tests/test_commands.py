@@ -1,6 +1,8 @@
 """``opdf-ray``: one entry point, its subcommands naming themselves, one list syntax, each default said once."""
 
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -16,6 +18,16 @@ def test_version_and_the_command_list(capsys):
     listing = capsys.readouterr().out
     assert all(name in listing for name in COMMANDS)
     assert main(["distil"]) == 2 and "unknown command 'distil'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_subcommand_helps_without_importing_torch(command):
+    """--help is for reading: it answers in a fraction of a second, before torch, Ray or transformers load."""
+    probe = ("import sys; from opdf_ray.commands import main\n"
+             f"try:\n    main([{command!r}, '--help'])\nexcept SystemExit:\n    pass\n"
+             "heavy = sorted({'torch', 'ray', 'transformers'} & set(sys.modules)); print(heavy, file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr.strip().splitlines()[-1] == "[]", done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
@@ -216,3 +228,15 @@ def test_run_prints_its_effective_settings_as_a_config_it_reads_back(tmp_path, c
     again = run_cli.parse_spec(["--config", str(tmp_path / "back.yaml")])
     assert again == run_cli.parse_spec(["--config", str(config), "--task", "mrpc", "--seed", "3"])
     assert (again.lr, again.opdf_cores, again.task, again.seed) == (1e-4, 5, "mrpc", 3)
+
+
+def test_run_and_search_help_come_in_sections_by_subject(capsys):
+    from opdf_ray.config import SUBJECTS
+
+    for command, titles in (("run", list(SUBJECTS.values())),
+                            ("search", ["what to search", "the search", "execution", "results, tracking"])):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = capsys.readouterr().out
+        at = [out.find(f"\n{title}") for title in titles]
+        assert -1 not in at and at == sorted(at), (command, at)

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from opdf_ray.data import BUNDLED_GLUE, TASKS, compute_metrics, get_task, load_glue, load_split, tokenize
+from opdf_ray.data import BUNDLED_GLUE, compute_metrics, load_glue, load_split, tokenize
+
+from opdf_ray.tasks import TASKS, get_task
 
 SHARED_SIZES = {  # shared/glue/README.md
     ("cola", "train"): 8551, ("cola", "validation"): 1043, ("sst2", "train"): 67349, ("sst2", "validation"): 872,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from opdf_ray.commands import split_list
 from opdf_ray.config import SET_BY_THE_SEARCH, RunSpec, parse_setting
-from opdf_ray.data import TASKS
+from opdf_ray.tasks import TASKS
 from opdf_ray.hpo.cluster import check_address
 from opdf_ray.hpo.sizing import overrides, search_settings
 from opdf_ray.storage import join

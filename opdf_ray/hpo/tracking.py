@@ -123,7 +123,7 @@ def trial_mlflow(uri: str, experiment: str, log_students: bool, student_of):
 
         def log_trial_end(self, trial, failed=False):
             student = student_of(trial) if log_students and not failed else None
-            if student and not is_uri(student) and trial in self._trial_runs:       # Ray's own run of this trial (pinned by a test)
+            if student and not is_uri(student) and trial in self._trial_runs:   # Ray's run of it (pinned by a test)
                 from mlflow.tracking import MlflowClient
 
                 MlflowClient(tracking_uri=uri).log_artifacts(self._trial_runs[trial], student, artifact_path="student")

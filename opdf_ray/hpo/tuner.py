@@ -21,7 +21,7 @@ from pathlib import Path
 
 from opdf_ray import trial_metrics as tm
 from opdf_ray.config import RunSpec
-from opdf_ray.data import TASKS
+from opdf_ray.tasks import TASKS
 from opdf_ray.leaderboard import make_row, write_row
 from opdf_ray.search_space import SearchSpace, spec_values
 from opdf_ray.storage import delete_dir, is_uri, join, remove_temporaries
@@ -71,7 +71,7 @@ class SearchSettings:
     mlflow_uri: str | None = None  # log every trial to this MLflow tracking URI (Ray's MLflowLoggerCallback)
     mlflow_students: bool = False  # and each completed trial's student as its run's artifact
     wandb_project: str | None = None   # log every trial to this W&B project (WANDB_MODE=offline works offline)
-    verbose: int = 0               # the console (hpo/console.py): 0 our lines only, 1 Tune's table and trial logs, 2 more
+    verbose: int = 0               # the console (hpo/console.py): 0 our lines only, 1 + Tune's table and trial logs
 
     def __post_init__(self):
         def bad(field, allowed):
@@ -497,7 +497,8 @@ def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resu
     search = _optuna_search(TrialSampler(base, space, settings, run, teachers, overrides), settings, name,
                             resume=restoring)
     console = Console(settings.num_samples, TASKS[base.task].selection_metric)
-    run_config = tune.RunConfig(name=name, storage_path=join(settings.storage), verbose=tune_verbosity(settings.verbose),
+    run_config = tune.RunConfig(name=name, storage_path=join(settings.storage),
+                                verbose=tune_verbosity(settings.verbose),
                                 callbacks=_callbacks(name, settings, train_storage, console,
                                                      ["method", "opdf_cores", *(p.name for p in space.params)]),
                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=settings.checkpoints_to_keep),

@@ -29,7 +29,7 @@ import pyarrow.fs as pafs
 from opdf_ray.config import METHODS
 from opdf_ray.storage import check_folder
 from opdf_ray.text import markdown
-from opdf_ray.data import TASKS
+from opdf_ray.tasks import TASKS
 from opdf_ray.leaderboard import duplicate_runs, read_leaderboard
 from opdf_ray.report.plots import plot_cores, plot_curves, plot_importance, plot_lr
 from opdf_ray.report.summary import config_block, run_summary

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from opdf_ray.config import METHOD_TITLES, METHODS, RunSpec
-from opdf_ray.data import TASKS
+from opdf_ray.tasks import TASKS
 from opdf_ray.leaderboard import VARIANT, usable
 from opdf_ray.report.stats import mean_interval
 
@@ -112,7 +112,9 @@ def majority_metrics(task_name: str, data_dir: str | None = None) -> dict[str, f
     """
     import numpy as np
 
-    from opdf_ray.data import compute_metrics, get_task, load_split
+    from opdf_ray.data import compute_metrics, load_split
+
+    from opdf_ray.tasks import get_task
 
     task = get_task(task_name)
     train = load_split(task_name, "train", data_dir)[0]["label"]

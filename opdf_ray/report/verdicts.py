@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from opdf_ray.config import METHODS
-from opdf_ray.data import TASKS
+from opdf_ray.tasks import TASKS
 from opdf_ray.report.stats import holm, mean_interval, t_test_p
 from opdf_ray.report.tables import METRIC_NAMES, task_label, variant_label, variants
 
