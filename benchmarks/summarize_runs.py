@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from opdf_ray.data import compute_metrics, get_task, load_split
+from opdf_ray.data import compute_metrics, load_split
+
+from opdf_ray.tasks import get_task
 
 
 def majority_baseline(task_name: str) -> dict[str, float]:

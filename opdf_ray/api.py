@@ -17,12 +17,26 @@ from opdf_ray.hpo.execute import SearchOutcome
 
 
 def search(task: str | list[str], *, settings: dict | None = None, **options) -> SearchOutcome:
-    """Search ``task`` (a task, a list of tasks or ``"all"``) as ``opdf-ray search`` does.
+    """Search ``task`` (a task, a list of tasks or ``"all"``) as ``opdf-ray search`` does; returns a
+    ``SearchOutcome``: ``leaderboard`` (its folder), ``rows`` (every row, a DataFrame), ``best`` (the best row per
+    task, method and OPDF on/off) and ``failed`` (the tasks whose search stopped early).
 
-    ``options`` are the search's flags as keyword arguments (``space="my.yaml"``, ``num_samples=8``,
-    ``methods=["kd"]``, ``sampler="grid"``, ``storage=…``, ``resume=True``; ``opdf-ray search --help`` lists them);
-    ``settings`` are run settings every trial gets (``{"eval_steps": 16}``: what ``--set`` and ``--config`` give).
-    Returns the leaderboard, its rows and its best row per cell, and the tasks whose search stopped early.
+    ``options``, the search's flags as keyword arguments (``opdf-ray search --help`` has them all, in sections):
+
+    - what: ``space`` (a search-space YAML; default ``search_spaces/default.yaml``), ``methods`` (a list kept from
+      the space), ``preset`` ("minilm", "bert-base", "tiny"), ``teacher``, ``data_dir``, ``seed`` (42),
+      ``max_train_samples``, ``max_epochs``, ``max_length``;
+    - the search: ``num_samples`` (8 trials a task), ``sampler`` ("tpe" with ASHA, or "grid"),
+      ``no_early_stopping``, ``no_cover_cells``, ``tpe_startup_trials``, ``grace_epochs`` (1), ``name`` ("opdf"),
+      ``resume``;
+    - execution: ``address`` (a Ray cluster; default: a local Ray), ``max_concurrent``, ``workers_per_trial`` (1),
+      ``cpus_per_worker``, ``gpus_per_worker``, ``max_failures`` (2), ``cache_dir``;
+    - results: ``storage`` ("outputs/search"), ``leaderboard``, ``optuna_storage`` (default: a journal under
+      ``storage``), ``mlflow`` (a URI, or "" for one under ``storage``), ``mlflow_students``, ``wandb`` (a project),
+      ``verbose`` (0: a line per trial event; 1, 2: Ray's and Tune's detail).
+
+    ``settings`` are run settings every trial gets (``{"eval_steps": 16}``: what ``--set`` and ``--config`` give;
+    ``opdf-ray run --help`` lists them). Bad input raises ``ValueError`` before Ray starts.
     """
     from opdf_ray.cli import build_parser
     from opdf_ray.commands import split_list

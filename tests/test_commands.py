@@ -240,3 +240,14 @@ def test_run_and_search_help_come_in_sections_by_subject(capsys):
         out = capsys.readouterr().out
         at = [out.find(f"\n{title}") for title in titles]
         assert -1 not in at and at == sorted(at), (command, at)
+
+
+def test_the_python_search_documents_every_option_it_takes():
+    """help(opdf_ray.search) lists the search's real options: none missing, none that does not exist."""
+    import opdf_ray
+
+    parser = search_parser()
+    options = {a.dest for a in parser._actions if a.option_strings} - {"help", "task", "config", "set"}
+    documented = set(re.findall(r"``(\w+)``", opdf_ray.search.__doc__.split("``settings`` are")[0]))
+    documented -= {"task", "options", "SearchOutcome", "leaderboard", "rows", "best", "failed"} - options
+    assert options == documented, options ^ documented
