@@ -188,6 +188,11 @@ def test_consecutive_trials_in_one_warm_process_equal_trials_in_fresh_ones(local
     check_trackers(conf, board, searched={"method", "opdf_cores", "lr"})     # opdf: a switch, not a setting
 
 
+def tmp_path_of(conf) -> Path:
+    """The folder of the tracker test's MLflow database."""
+    return Path(conf.mlflow_uri[len("sqlite:///"):]).parent
+
+
 def check_trackers(conf, board, searched: set[str]) -> None:
     """What a user opens after a search: TensorBoard's curves on the optimiser step and an HParams summary of the
     searched settings → selection and dev score; MLflow runs with params once, metrics on the step, no config
@@ -213,6 +218,7 @@ def check_trackers(conf, board, searched: set[str]) -> None:
         assert not [k for k in mlflow_run.data.metrics if k.startswith("config")]
         assert mlflow_run.data.params["spec/lr"] == "0.0003"
         assert "student/config.json" in {a.path for a in client.list_artifacts(mlflow_run.info.run_id, "student")}
+        assert mlflow_run.info.artifact_uri.startswith((tmp_path_of(conf) / "mlartifacts").as_uri())
     study = optuna.load_study(study_name="warm-rte", storage=optuna_storage(conf.optuna_storage))
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "COMPLETE"]
 

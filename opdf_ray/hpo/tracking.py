@@ -129,4 +129,19 @@ def trial_mlflow(uri: str, experiment: str, log_students: bool, student_of):
                 MlflowClient(tracking_uri=uri).log_artifacts(self._trial_runs[trial], student, artifact_path="student")
             super().log_trial_end(trial, failed)
 
+    create_beside_database(uri, experiment)
     return TrialMLflow(tracking_uri=uri, experiment_name=experiment)
+
+
+def create_beside_database(uri: str, experiment: str) -> None:
+    """An SQLite tracking store has no server to keep artifacts: MLflow would put them in ``./mlruns`` of whatever
+    folder the search ran from. The experiment is created with its artifacts beside the database instead
+    (``<folder of mlflow.db>/mlartifacts``), unless it exists already."""
+    if not uri.startswith("sqlite:///"):
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    if client.get_experiment_by_name(experiment) is None:
+        root = Path(uri[len("sqlite:///"):]).expanduser().resolve().parent / "mlartifacts"
+        client.create_experiment(experiment, artifact_location=root.as_uri())
