@@ -381,3 +381,19 @@ def test_a_methods_opdf_rows_stay_under_it_when_its_dense_trial_was_pruned_and_a
     assert labels == ["KD", "+ OPDF (3 cores)", "BERT-of-Theseus (dense: 1 pruned)", "+ OPDF (3 cores)"]
     assert "| BERT-of-Theseus (dense: 1 pruned) | – | – | – | – |" in md
     assert "Not drawn — " in md and "param_importance: needs at least 4 completed trials" in md
+
+
+def test_the_cores_plot_ticks_only_the_core_counts_that_ran(tmp_path, monkeypatch):
+    """0 and 3 cores: two evenly spaced ticks labelled 0 and 3, no axis between them that suggests 1 or 2 ran."""
+    import pandas as pd
+
+    from opdf_ray.report import plots
+
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    chosen = pd.DataFrame({"task": ["rte"] * 2, "method": ["kd"] * 2, "opdf_cores": [0, 3], "mpo_bond": [0, 0],
+                           "dev_score": [60.0, 62.0]})
+    assert plots.plot_cores(chosen, chosen, tmp_path / "cores.png") is not None
+    ax = drawn["fig"].axes[0]
+    assert list(ax.get_xticks()) == [0, 1] and [t.get_text() for t in ax.get_xticklabels()] == ["0", "3"]
+    assert list(ax.lines[0].get_xdata()) == [0, 1]
