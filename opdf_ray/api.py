@@ -47,7 +47,7 @@ def search(task: str | list[str], *, settings: dict | None = None, **options) ->
 
     parser = build_parser()
     actions = {a.dest: a for a in parser._actions if a.option_strings}
-    allowed = sorted(k for k in actions if k not in ("task", "config", "set", "help"))
+    allowed = sorted(k for k in actions if k not in ("task", "config", "set", "help", "print_config"))
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"search() got unknown option(s) {unknown}; allowed: {', '.join(allowed)}, settings")

@@ -87,6 +87,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                      "student becomes its run's 'student' artifact (~20-90 MB a trial)")
     out.add_argument("--wandb", metavar="PROJECT", help="log every trial to this Weights & Biases project "
                      "(offline: WANDB_MODE=offline, then `wandb sync`)")
+    out.add_argument("--print-config", action="store_true", help="print the effective search options and run "
+                     "settings as YAML that --config reads back, and stop")
     out.add_argument("-v", "--verbose", action="count", default=0, help="more console detail: -v Tune's status "
                      "table and every trial process's log, -vv every result too (default: one line per trial event)")
     return p
@@ -105,9 +107,24 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     return args
 
 
+def effective_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    """The search as one ``--config`` mapping: every option's value, then the run settings every trial gets
+    (``--config``'s and ``--set``'s)."""
+    from opdf_ray.config import parse_setting
+
+    skip = {"help", "config", "print_config", "set"}
+    options = {a.dest: getattr(args, a.dest) for a in parser._actions if a.option_strings and a.dest not in skip}
+    return options | args.config_settings | dict(parse_setting(text) for text in args.set)
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     try:
         args = parse_args(argv, prog)
+        if args.print_config:
+            import yaml
+
+            print(yaml.safe_dump(effective_config(args, build_parser(prog)), sort_keys=False), end="")
+            return 0
         outcome = execute(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -56,8 +56,8 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -
 
     argv = sys.argv[1:] if argv is None else list(argv)
     first, _ = parser.parse_known_args(argv)
-    settings = load_settings(first.config) if first.config else {}
     actions = {action.dest: action for action in parser._actions if action.option_strings}
+    settings = load_settings(first.config, frozenset(actions) - {"help", "config"}) if first.config else {}
     # as flags written before the command line's own (which win): argparse then checks their types and choices,
     # which it never does for defaults
     given = [token for key, value in settings.items() if key in actions

@@ -484,9 +484,10 @@ def yaml_problem(error: yaml.YAMLError) -> str:
     return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
 
 
-def load_settings(path: str | Path) -> dict:
+def load_settings(path: str | Path, options: frozenset[str] = frozenset()) -> dict:
     """A ``--config`` file: a YAML mapping of run settings (``RunSpec`` fields, ``lr: 1e-4`` or ``opdf-cores: 5``)
-    → ``{field: value}`` (``typed_settings``)."""
+    → ``{field: value}`` (``typed_settings``). Names in ``options`` that are not run settings (a command's own
+    flags, e.g. a search's ``num_samples``) pass as they are: the command's parser checks them."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--config {path} is not a file; pass a YAML file of run settings (lr: 1.0e-4, …)")
@@ -494,7 +495,12 @@ def load_settings(path: str | Path) -> dict:
         raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
     except yaml.YAMLError as e:
         raise ValueError(f"--config {path} is not valid YAML: {yaml_problem(e)}") from None
-    return typed_settings(raw, f"--config {path}")
+    if not isinstance(raw, dict):
+        return typed_settings(raw, f"--config {path}")            # its error: a mapping is expected
+    options = options - {f.name for f in dataclasses.fields(RunSpec)}
+    mine = {str(k).replace("-", "_"): v for k, v in raw.items() if str(k).replace("-", "_") in options}
+    rest = {k: v for k, v in raw.items() if str(k).replace("-", "_") not in options}
+    return typed_settings(rest, f"--config {path}") | mine
 
 
 def typed_settings(raw, where: str) -> dict:

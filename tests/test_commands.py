@@ -230,6 +230,24 @@ def test_run_prints_its_effective_settings_as_a_config_it_reads_back(tmp_path, c
     assert (again.lr, again.opdf_cores, again.task, again.seed) == (1e-4, 5, "mrpc", 3)
 
 
+def test_a_search_config_holds_search_options_and_prints_back_as_one(tmp_path, capsys):
+    from opdf_ray import cli
+
+    config = tmp_path / "s.yaml"
+    config.write_text("task: rte\nnum-samples: 3\nmethods: [kd, theseus]\nsampler: grid\nlr: 1e-4\n")
+    args = cli.parse_args(["--config", str(config), "--set", "eval_steps=16"])
+    assert (args.task, args.num_samples, args.methods, args.sampler) == ("rte", 3, ["kd", "theseus"], "grid")
+    assert args.config_settings == {"lr": 1e-4}
+    assert cli.main(["--config", str(config), "--set", "eval_steps=16", "--max-epochs", "2", "--print-config"]) == 0
+    (tmp_path / "back.yaml").write_text(capsys.readouterr().out)
+    again = cli.parse_args(["--config", str(tmp_path / "back.yaml")])
+    assert (again.num_samples, again.methods, again.max_epochs) == (3, ["kd", "theseus"], 2)
+    assert again.config_settings == {"lr": 1e-4, "eval_steps": 16}
+    config.write_text("task: rte\nnum_samples: many\n")
+    with pytest.raises(SystemExit):                       # argparse's own type check, as on the command line
+        cli.parse_args(["--config", str(config)])
+
+
 def test_run_and_search_help_come_in_sections_by_subject(capsys):
     from opdf_ray.config import SUBJECTS
 
@@ -247,7 +265,7 @@ def test_the_python_search_documents_every_option_it_takes():
     import opdf_ray
 
     parser = search_parser()
-    options = {a.dest for a in parser._actions if a.option_strings} - {"help", "task", "config", "set"}
+    options = {a.dest for a in parser._actions if a.option_strings} - {"help", "task", "config", "set", "print_config"}
     documented = set(re.findall(r"``(\w+)``", opdf_ray.search.__doc__.split("``settings`` are")[0]))
     documented -= {"task", "options", "SearchOutcome", "leaderboard", "rows", "best", "failed"} - options
     assert options == documented, options ^ documented
