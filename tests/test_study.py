@@ -162,3 +162,53 @@ def test_every_committed_step_rebuilds_its_leaderboard_with_every_row(tmp_path, 
     for csv in sorted(study.RESULTS.glob("*.csv")):
         board = study.leaderboard_of(csv.stem, tmp_path)
         assert len(read_leaderboard(str(board))) == len(pd.read_csv(csv)), csv.name
+
+
+def test_the_convergence_and_cola_steps_widen_only_what_they_are_for(tmp_path, monkeypatch):
+    """panel-convergence: dense/opdf/l2sp at 10 epochs (max_epochs lifted) and on all of train (no sample cap);
+    panel-cola: each arm's lr grid on seed 0, then every seed at the arm's best lr; all into the panel's rows."""
+    import yaml
+
+    study = load("run.py")
+    calls = []
+    monkeypatch.setattr(study, "SPACES", tmp_path)
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "kd-opdf-stsb.yaml").write_text(yaml.safe_dump({"fixed": {
+        "method": "kd", "lr": 2e-4, "opdf_cores": 4, "opdf_align_map": "init", "opdf_align_ratio": 0.086}}))
+    monkeypatch.setattr(study, "launch", lambda step, name, space, task, seed, storage, search, trials: calls.append(
+        (step, name, yaml.safe_load(space.read_text()), task, seed, search, trials)))
+    study.panel_convergence(tmp_path, [1])
+    assert [c[1] for c in calls] == [f"panel-{arm}-{v}-s1" for v in ("e10", "full")
+                                     for arm in ("dense", "opdf", "l2sp")]
+    e10, full = calls[0], calls[3]
+    assert e10[2]["epochs"] == {"stsb": 10} and e10[5] == {"sampler": "grid", "max_epochs": 10}
+    assert full[2]["epochs"] == {"stsb": 3} and full[5] == {"sampler": "grid", "max_train_samples": None}
+    assert all(c[0] == "panel" and c[2]["params"]["seed"]["choices"] == [1] for c in calls)
+    calls.clear()
+    monkeypatch.setattr(study, "best_value",
+                        lambda storage, run_id, column: {"panel-opdf-lr-cola": 1e-4}.get(run_id, 4e-4))
+    study.panel_cola(tmp_path, [1, 2])
+    grids = [c for c in calls if c[1].endswith("-lr")]
+    assert [c[1] for c in grids] == [f"panel-{arm}-lr" for arm in study.COLA_ARMS]
+    assert all(c[3] == "cola" and c[4] == 0 and c[6] == 4 and "lr" not in c[2]["fixed"] for c in grids)
+    seeds = [c for c in calls if not c[1].endswith("-lr")]
+    assert [(c[1], c[2]["fixed"]["lr"]) for c in seeds[:5]] == [
+        (f"panel-{arm}-s1", 1e-4 if arm == "opdf" else 4e-4) for arm in study.COLA_ARMS]
+    assert study.budget("cola") == {"preset": "minilm", "max_epochs": 3, "max_length": 64, "max_train_samples": 2000}
+
+
+def test_the_verdict_has_a_section_per_task_and_a_convergence_table(tmp_path):
+    import pandas as pd
+
+    verdict = load("panel_verdict.py")
+    rows = [{"run_id": f"panel-{arm}-s{seed}-{task}", "task": task, "seed": seed, "status": "completed",
+             "teacher_dev_score": 70.0 + (task == "cola"), "dev_score": 50.0 + seed + (arm == "opdf"),
+             "best_step": 100, "steps": 100}
+            for task in ("stsb", "cola") for arm in ("dense", "opdf") for seed in (1, 2)]
+    rows += [{"run_id": f"panel-opdf-e10-s{seed}-stsb", "task": "stsb", "seed": seed, "status": "completed",
+              "teacher_dev_score": 70.0, "dev_score": 60.0, "best_step": 250, "steps": 500} for seed in (1, 2)]
+    page = verdict.report(pd.DataFrame(rows))
+    assert "## STS-B" in page and "## CoLA" in page and "| dense | dev MCC |" not in page
+    assert page.count("| opdf − dense | +1.0") == 2                      # each task its own comparison
+    assert "| opdf | 10 epochs, 2,000 examples | 60.0 ± 0.0 | 0.50 ± 0.00 | 0 of 2 | 1, 2 |" in page
+    assert "Teachers: every arm" in page and "seeds [" not in page       # the e10 rows are not arms

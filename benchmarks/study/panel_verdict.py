@@ -1,4 +1,5 @@
-"""Issue 37's verdict: what KD + OPDF-4's STS-B gain is made of, from the panel's leaderboard (``run.py panel``).
+"""The panel's verdict: what KD + OPDF-4's STS-B gain is made of, from its leaderboard (``run.py panel``,
+``panel-convergence``, ``panel-cola``): a section per task, then the convergence runs.
 
     python benchmarks/study/panel_verdict.py [--csv benchmarks/study/results/panel.csv] [--out docs/study/panel]
 
@@ -25,7 +26,10 @@ from opdf_ray.report.stats import holm, mean_interval, t_test_p  # noqa: E402
 
 ARMS = ("dense", "opdf", "l2sp", "l2sp-fixed", "central", "block-last", "lr1.5", "lr2", "align-off")
 CONTROLS = ("l2sp", "l2sp-fixed", "central", "lr1.5", "lr2")     # what a cheaper run could give instead
-METRIC = "dev_score"                                             # STS-B: dev Spearman
+METRIC = "dev_score"                                             # the task's selection metric on dev
+TASK_TITLES = {"stsb": ("STS-B", "dev Spearman"), "cola": ("CoLA", "dev MCC")}
+CONVERGENCE = {"": "3 epochs, 2,000 examples (the panel)", "e10": "10 epochs, 2,000 examples",
+               "full": "3 epochs, all of train"}
 
 
 def arm_of(run_id: str) -> str | None:
@@ -36,14 +40,15 @@ def arm_of(run_id: str) -> str | None:
 
 
 def scores(rows: pd.DataFrame) -> dict[str, dict[int, float]]:
-    """arm → seed → dev score of the panel's completed rows."""
-    done = rows[rows["status"] == "completed"].assign(arm=rows["run_id"].map(arm_of)).dropna(subset=["arm"])
+    """arm → seed → dev score of the panel's completed rows (of one task; the convergence runs are not arms)."""
+    done = rows[rows["status"] == "completed"].assign(arm=rows["run_id"].map(arm_of))
+    done = done[done["arm"].isin(ARMS)]
     return {arm: dict(zip(part["seed"].astype(int), part[METRIC])) for arm, part in done.groupby("arm")}
 
 
 def teachers_agree(rows: pd.DataFrame) -> list[int]:
     """Seeds whose arms did not all start from one teacher (distinct ``teacher_dev_score``): must be empty."""
-    done = rows[(rows["status"] == "completed") & rows["run_id"].map(arm_of).notna()]
+    done = rows[(rows["status"] == "completed") & rows["run_id"].map(arm_of).isin(ARMS)]
     return sorted(int(s) for s, part in done.groupby("seed") if part["teacher_dev_score"].round(6).nunique() > 1)
 
 
@@ -76,10 +81,11 @@ def _p(p: float) -> str:
     return "–" if math.isnan(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def render(by_arm: dict[str, dict[int, float]], rows: list[dict], disagree: list[int]) -> str:
-    lines = ["# Issue 37's panel: what KD + OPDF-4's STS-B gain is made of", "",
-             "Dev Spearman of each arm (mean ± half-width of its 95% t-interval over seeds; seeds):", "",
-             "| arm | dev Spearman | seeds |", "|---|---|---|"]
+def render(by_arm: dict[str, dict[int, float]], rows: list[dict], disagree: list[int], task: str = "stsb") -> str:
+    title, metric = TASK_TITLES.get(task, (task, "dev score"))
+    lines = [f"## {title}", "",
+             f"{metric[0].upper() + metric[1:]} of each arm (mean ± half-width of its 95% t-interval over seeds; "
+             f"seeds):", "", f"| arm | {metric} | seeds |", "|---|---|---|"]
     for arm in ARMS:
         if arm in by_arm:
             mean, half, n = mean_interval(list(by_arm[arm].values()))
@@ -100,14 +106,53 @@ def render(by_arm: dict[str, dict[int, float]], rows: list[dict], disagree: list
     return "\n".join(lines) + "\n"
 
 
+def convergence(rows: pd.DataFrame) -> str:
+    """Is OPDF faster, better, or both? Per arm and budget (the panel's, 10 epochs, all of train): the dev score
+    and where the selected checkpoint lies (best_step / steps: 1.00 = the last evaluation, still improving)."""
+    done = rows[(rows["status"] == "completed") & (rows["task"] == "stsb")]
+    lines = ["## Convergence (STS-B)", "", "Dev Spearman and the selected step as a fraction of the run (mean ± "
+             "half-width of the 95% t-interval over seeds; last = runs whose best checkpoint was their last "
+             "evaluation):", "", "| arm | budget | dev Spearman | selected step / steps | last | seeds |",
+             "|---|---|---|---|---|---|"]
+    found = False
+    for arm in ("dense", "opdf", "l2sp"):
+        for variant, label in CONVERGENCE.items():
+            run = f"panel-{arm}-{variant}-s" if variant else f"panel-{arm}-s"
+            part = done[done["run_id"].str.startswith(run) & done["run_id"].str.endswith("-stsb")]
+            if variant == "" and len(done[done["run_id"].str.contains("-e10-|-full-")]) == 0:
+                continue                                   # no convergence run yet: the panel table says it all
+            if part.empty:
+                continue
+            found = True
+            dev, dev_half, n = mean_interval(list(part[METRIC]))
+            where = list(part["best_step"] / part["steps"])
+            at, at_half, _ = mean_interval(where)
+            last = int((part["best_step"] == part["steps"]).sum())
+            fmt = (lambda m, h, d: f"{m:.{d}f} ± {h:.{d}f}" if n > 1 else f"{m:.{d}f}")
+            lines.append(f"| {arm} | {label} | {fmt(dev, dev_half, 1)} | {fmt(at, at_half, 2)} | {last} of {n} | "
+                         f"{', '.join(map(str, sorted(part['seed'].astype(int))))} |")
+    return "\n".join(lines) + "\n" if found else ""
+
+
+def report(rows: pd.DataFrame) -> str:
+    """The whole verdict page: a section per task (its own Holm family), then the convergence runs."""
+    parts = ["# The panel: what KD + OPDF-4's STS-B gain is made of\n"]
+    for task in [t for t in TASK_TITLES if t in set(rows["task"])]:
+        part = rows[rows["task"] == task]
+        by_arm = scores(part)
+        if by_arm:
+            parts.append(render(by_arm, verdict(by_arm), teachers_agree(part), task))
+    parts.append(convergence(rows))
+    return "\n".join(p for p in parts if p)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--csv", default=str(HERE / "results" / "panel.csv"))
     p.add_argument("--out", default=str(REPO / "docs" / "study" / "panel"))
     a = p.parse_args()
     rows = pd.read_csv(a.csv)
-    by_arm = scores(rows)
-    text = render(by_arm, verdict(by_arm), teachers_agree(rows))
+    text = report(rows)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "verdict.md").write_text(text)

@@ -7,6 +7,9 @@ rendered by ``python -m opdf_ray.report``.
     python benchmarks/study/run.py main [--tasks sst2 mrpc stsb] [--seeds 1 2 3] [--methods kd theseus prokt lgtm]
     python benchmarks/study/run.py ablations [--task mrpc] [--seeds 1 2 3]
     python benchmarks/study/run.py report --out docs/study    # opdf_ray.report: main, first-pass/, ablations/
+    python benchmarks/study/run.py panel [--seeds 5 6 7 8]      # issue 37's panel on STS-B (default seeds 1-8)
+    python benchmarks/study/run.py panel-convergence            # dense/opdf/l2sp at 10 epochs and on all of train
+    python benchmarks/study/run.py panel-cola                   # five arms on CoLA, each at its own lr
 
 The equal-budget study (issue 23 §2): per task, method (KD, BERT-of-Theseus) and arm (dense, OPDF) one TPE + ASHA
 search on seed 0, 16 trials of at most 3 epochs for both arms (``spaces/eq-*.yaml``), then each search's best
@@ -48,7 +51,7 @@ BUDGET = {"preset": "minilm", "max_epochs": 3, "max_length": 64}
 # Seeded subsets where the whole split does not fit: SST-2 (67k sentences) and STS-B (5,174 pairs: about 3 h a seed
 # here; at 2,000 its seed-1 teacher reaches dev Pearson 78.4 and a 3-epoch KD student 58.9, still rising). MRPC on its
 # whole training split (minus the selection slice): at 1,000 pairs its teacher stayed at the majority class.
-TRAIN_SAMPLES = {"sst2": 1000, "stsb": 2000}
+TRAIN_SAMPLES = {"sst2": 1000, "stsb": 2000, "cola": 2000}     # cola: issue 37's replication
 
 
 def budget(task: str) -> dict:
@@ -203,6 +206,61 @@ def panel(storage: Path, seeds: list[int]) -> None:
                    storage, {"sampler": "grid"}, 1)
 
 
+# Issue 37's convergence check: is OPDF faster, better, or both? dense, opdf and l2sp at 10 epochs, and at 3 epochs on
+# the whole STS-B training split (minus the selection slice), seeds 1-4; each row's best_step says where it peaked
+CONVERGENCE_ARMS, CONVERGENCE_SEEDS = ("dense", "opdf", "l2sp"), [1, 2, 3, 4]
+CONVERGENCE = {"e10": ({"max_epochs": 10}, 10), "full": ({"max_train_samples": None}, 3)}   # budget, epochs
+
+
+def panel_convergence(storage: Path, seeds: list[int]) -> None:
+    """The convergence runs, seed-major: run ids ``panel-<arm>-<e10|full>-s<seed>-stsb``."""
+    arms = panel_spaces()
+    for seed in seeds:
+        for variant, (widened, epochs) in CONVERGENCE.items():
+            for arm in CONVERGENCE_ARMS:
+                one = arms[arm] | {"epochs": {PANEL_TASK: epochs},
+                                   "params": {"seed": {"type": "categorical", "choices": [seed]}}}
+                name = f"panel-{arm}-{variant}-s{seed}"
+                launch("panel", name, panel_space_file(f"{arm}-{variant}-s{seed}", one), PANEL_TASK, seed, storage,
+                       {"sampler": "grid"} | widened, 1)
+
+
+# Issue 37's replication on CoLA (MCC; 2,000 training examples, 3 epochs): five arms, each at its own lr picked by
+# selection score from this grid on seed 0, then seeds 1-5 (run ids panel-<arm>-lr-cola, panel-<arm>-s<seed>-cola)
+COLA_TASK, COLA_ARMS, COLA_SEEDS = "cola", ("dense", "opdf", "l2sp", "central", "block-last"), [1, 2, 3, 4, 5]
+COLA_LRS = [5e-5, 1e-4, 2e-4, 4e-4]
+
+
+def panel_cola(storage: Path, seeds: list[int]) -> None:
+    """Each arm's lr grid on seed 0, then every arm on each seed at its lr (seed-major)."""
+    arms = {arm: panel_spaces()[arm] | {"epochs": {COLA_TASK: 3}} for arm in COLA_ARMS}
+    lrs = {}
+    for arm, space in arms.items():
+        grid_space = space | {"fixed": {k: v for k, v in space["fixed"].items() if k != "lr"},
+                              "params": {"seed": {"type": "categorical", "choices": [PANEL_GRID_SEED]},
+                                         "lr": {"type": "categorical", "choices": COLA_LRS}}}
+        launch("panel", f"panel-{arm}-lr", panel_space_file(f"{arm}-lr-cola", grid_space), COLA_TASK,
+               PANEL_GRID_SEED, storage, {"sampler": "grid"}, len(COLA_LRS))
+        lrs[arm] = best_value(storage, f"panel-{arm}-lr-{COLA_TASK}", "lr")
+    for seed in seeds:
+        for arm, space in arms.items():
+            one = space | {"fixed": space["fixed"] | {"lr": lrs[arm]},
+                           "params": {"seed": {"type": "categorical", "choices": [seed]}}}
+            launch("panel", f"panel-{arm}-s{seed}", panel_space_file(f"{arm}-s{seed}-cola", one), COLA_TASK, seed,
+                   storage, {"sampler": "grid"}, 1)
+
+
+def best_value(storage: Path, run_id: str, column: str):
+    """``column`` of the completed row of ``run_id`` with the best selection score."""
+    from opdf_ray.leaderboard import read_leaderboard
+
+    rows = read_leaderboard(str(leaderboard_of("panel", storage)))
+    rows = rows[(rows["run_id"] == run_id) & (rows["status"] == "completed")]
+    if rows.empty:
+        raise SystemExit(f"{run_id} has no completed trial: run the step again")
+    return rows.loc[rows["selection_score"].idxmax(), column].item()
+
+
 def equal_report(out: Path, storage: Path) -> None:
     """Issue 23 §2's reports under ``out``: the OPDF − dense verdicts from the seed re-runs, one OPDF row per method
     (each task's searched best, whatever its cores); ``searches/``, each search's best trial and its cost in
@@ -328,7 +386,7 @@ def launch(step: str, name: str, space: Path, task: str, seed: int, storage: Pat
               f"again", flush=True)
         started = False
     options = dict(space=str(space), seed=seed, name=name, storage=str(storage), leaderboard=str(leaderboard),
-                   max_concurrent=1, resume=started, **budget(task), **search)
+                   max_concurrent=1, resume=started) | budget(task) | search      # a step may widen the budget
     print(f"+ opdf_ray.search({task!r}, **{options})", flush=True)
     try:
         outcome = opdf_ray.search(task, **options)
@@ -361,7 +419,7 @@ def drop_checkpoints(experiment: Path) -> int:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("step", choices=["lr", "lr-opdf", "main", "ablations", "report", "equal", "equal-seeds",
-                                    "equal-ablations", "equal-report", "panel"])
+                                    "equal-ablations", "equal-report", "panel", "panel-convergence", "panel-cola"])
     p.add_argument("--out", default=str(REPO / "docs" / "study"), help="report: where it goes")
     p.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "stsb"])
     p.add_argument("--task", default=None,
@@ -397,6 +455,12 @@ def main() -> None:
         return
     if a.step == "panel":                         # issue 37: --seeds 1 2 … (default 1-8)
         panel(storage, a.seeds if a.seeds != [1, 2, 3] else PANEL_SEEDS)
+        return
+    if a.step == "panel-convergence":             # default seeds 1-4
+        panel_convergence(storage, a.seeds if a.seeds != [1, 2, 3] else CONVERGENCE_SEEDS)
+        return
+    if a.step == "panel-cola":                    # default seeds 1-5
+        panel_cola(storage, a.seeds if a.seeds != [1, 2, 3] else COLA_SEEDS)
         return
     a.methods = a.methods or ["kd", "theseus", "prokt", "lgtm"]
     if a.step in ("lr", "lr-opdf"):               # both write the lr leaderboard (results/lr.csv)
