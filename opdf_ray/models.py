@@ -95,7 +95,7 @@ def from_pretrained(loader, source: str, **kwargs):
             f"--preset minilm (offline).") from None
 
 
-SUPPORTED_MODEL_TYPES = ("bert",)    # BERT-family encoders: MiniLM, bert-base, TinyBERT, … (what layers.py factors)
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra")   # BERT's module names: MiniLM, bert-base, …
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")    # never pickles: loading one runs code
 PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
 
@@ -107,8 +107,9 @@ def check_checkpoint(source: str, role: str) -> None:
 
     config = from_pretrained(AutoConfig, source)
     if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise ValueError(f"{role} {source} is a {config.model_type!r} model; opdf-ray distils BERT-family encoders "
-                         f"(model_type {', '.join(SUPPORTED_MODEL_TYPES)}: bert-base-uncased, all-MiniLM-L6-v2, …)")
+        raise ValueError(f"{role} {source} is a {config.model_type!r} model; opdf-ray distils encoders with BERT's "
+                         f"layer layout (model_type {', '.join(SUPPORTED_MODEL_TYPES)}: bert-base-uncased, "
+                         f"all-MiniLM-L6-v2, roberta-base, xlm-roberta-base, google/electra-base-discriminator, …)")
     path = Path(source)
     if path.is_dir() and not any((path / name).is_file() for name in WEIGHT_FILES):
         pickled = [name for name in PICKLED_WEIGHTS if (path / name).is_file()]
