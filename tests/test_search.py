@@ -280,3 +280,26 @@ def test_resume_after_the_driver_is_stopped_neither_loses_nor_duplicates_rows(tm
     assert "best trial" in done.stdout and str(board) in done.stdout
     states = [t.state.name for t in optuna.load_study(study_name="resume-rte", storage=optuna_db).trials]
     assert "RUNNING" not in states                                 # no orphan trial in the Optuna study
+
+
+def test_a_search_distils_a_roberta_teacher_and_exports_a_stock_student(local_ray, tmp_path):
+    """Another family through the whole search: a tiny random RoBERTa teacher (tests/test_families.py builds it),
+    KD + OPDF and BERT-of-Theseus dense; the completed students load in stock transformers as RoBERTa."""
+    import dataclasses
+
+    from transformers import AutoModelForSequenceClassification
+
+    from test_families import tiny_teacher
+
+    teacher = tiny_teacher("roberta", tmp_path)
+    space = parse_space({**TINY_SPACE, "params": {name: {"type": "categorical", "choices": choices} for name, choices
+                                                  in (("method", ["kd", "theseus"]), ("opdf", [True, False]),
+                                                      ("opdf_cores", [3]))}}, "roberta")
+    conf = settings(tmp_path, name="roberta", num_samples=4, sampler="grid", early_stopping=False)
+    run_search(dataclasses.replace(tiny_base(tmp_path), teacher=str(teacher)), space, conf)
+    board = read_leaderboard(conf.leaderboard)
+    assert sorted(zip(board["method"], board["opdf"])) == [("kd", False), ("kd", True), ("theseus", False),
+                                                           ("theseus", True)]
+    assert set(board["status"]) == {"completed"}
+    for path in board["student_path"]:
+        assert AutoModelForSequenceClassification.from_pretrained(path).config.model_type == "roberta"
