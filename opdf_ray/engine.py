@@ -26,7 +26,8 @@ from opdf_ray.tasks import TASKS
 from opdf_ray.loop import Plan, banner, evaluate, fit, make_plan
 from opdf_ray.methods import Method, get_method
 from opdf_ray.methods.base import model_inputs
-from opdf_ray.models import check_checkpoint, from_pretrained, keep_layers, load_classifier, load_tokenizer, run_device
+from opdf_ray.models import (check_checkpoint, from_pretrained, keep_layers, load_classifier, load_tokenizer, run_device,
+                             takes_token_types)
 from opdf_ray.parallel import Parallel
 from opdf_ray.storage import check_folder
 from opdf_ray.teacher import shared_train_logits, starting_models, teacher_from_finetuned, teacher_source
@@ -64,7 +65,8 @@ def check_spec_against_models(spec: RunSpec, source: str, lengths: tuple[int, ..
         raise ValueError(f"pad_to_multiple_of={pad} pads max_length={max((spec.max_length, *lengths))} beyond the "
                          f"{most} positions of {source}; allowed: a multiple that keeps batches within them")
     if spec.opdf:
-        for rows, cols in {(config.hidden_size, config.hidden_size), (config.intermediate_size, config.hidden_size)}:
+        ffn = getattr(config, "intermediate_size", None) or config.hidden_dim            # DistilBERT: hidden_dim
+        for rows, cols in {(config.hidden_size, config.hidden_size), (ffn, config.hidden_size)}:
             mpo.factor_shapes(rows, cols, spec.opdf_cores, spec.opdf_style)
 
 
@@ -105,6 +107,8 @@ def prepare(spec: RunSpec, parallel: Parallel | None = None, finetuned_teacher: 
     source = teacher_source(spec.preset, spec.teacher, cache_dir)
     check_spec_against_models(spec, source)
     data = prepare_data(spec, load_tokenizer(source), cache_dir, device)
+    if not takes_token_types(source):
+        data.without_token_types()
     plan = make_plan(spec, data.size("train"), parallel.world_size)   # a bad batch split fails before any work
 
     student_base, teacher, teacher_info, teacher_dir = starting_models(spec, method_cls, source, data, device,

@@ -95,7 +95,18 @@ def from_pretrained(loader, source: str, **kwargs):
             f"--preset minilm (offline).") from None
 
 
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra")   # BERT's module names: MiniLM, bert-base, …
+# The encoder families opdf-ray distils, and where each keeps its layer list (from ``model.base_model``); their six
+# matrices per layer are ``overparam.LAYER_MATRICES``. BERT's layout: MiniLM, bert-base, RoBERTa, XLM-R, ELECTRA.
+LAYER_LISTS = {"bert": "encoder.layer", "roberta": "encoder.layer", "xlm-roberta": "encoder.layer",
+               "electra": "encoder.layer", "deberta-v2": "encoder.layer", "distilbert": "transformer.layer"}
+SUPPORTED_MODEL_TYPES = tuple(LAYER_LISTS)
+NO_TOKEN_TYPES = ("distilbert",)      # families whose forward takes no token_type_ids
+
+
+def takes_token_types(source: str) -> bool:
+    from transformers import AutoConfig
+
+    return from_pretrained(AutoConfig, source).model_type not in NO_TOKEN_TYPES
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")    # never pickles: loading one runs code
 PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
 
@@ -107,9 +118,9 @@ def check_checkpoint(source: str, role: str) -> None:
 
     config = from_pretrained(AutoConfig, source)
     if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise ValueError(f"{role} {source} is a {config.model_type!r} model; opdf-ray distils encoders with BERT's "
-                         f"layer layout (model_type {', '.join(SUPPORTED_MODEL_TYPES)}: bert-base-uncased, "
-                         f"all-MiniLM-L6-v2, roberta-base, xlm-roberta-base, google/electra-base-discriminator, …)")
+        raise ValueError(f"{role} {source} is a {config.model_type!r} model; opdf-ray distils these encoder "
+                         f"families (model_type {', '.join(SUPPORTED_MODEL_TYPES)}: bert-base-uncased, "
+                         f"all-MiniLM-L6-v2, roberta-base, microsoft/deberta-v3-base, distilbert-base-uncased, …)")
     path = Path(source)
     if path.is_dir() and not any((path / name).is_file() for name in WEIGHT_FILES):
         pickled = [name for name in PICKLED_WEIGHTS if (path / name).is_file()]
@@ -162,17 +173,26 @@ def keep_layers(model: nn.Module, layer_ids: Sequence[int]) -> nn.Module:
     return student
 
 
+def _layer_list_path(model: nn.Module) -> str:
+    model_type = getattr(getattr(model, "config", None), "model_type", "bert")
+    return LAYER_LISTS.get(model_type, "encoder.layer")
+
+
 def encoder_layer_list(model: nn.Module) -> nn.ModuleList:
-    layers = getattr(getattr(getattr(model, "base_model", None), "encoder", None), "layer", None)
+    """The encoder's layers (``base_model.encoder.layer``, DistilBERT's ``base_model.transformer.layer``)."""
+    owner, _, name = _layer_list_path(model).rpartition(".")
+    layers = getattr(getattr(getattr(model, "base_model", None), owner, None), name, None)
     if not isinstance(layers, nn.ModuleList):
-        raise ValueError(f"{type(model).__name__} has no base_model.encoder.layer list; expected a BERT-family model")
+        raise ValueError(f"{type(model).__name__} has no base_model.{_layer_list_path(model)} list; expected an "
+                         f"encoder of a family opdf-ray distils ({', '.join(SUPPORTED_MODEL_TYPES)})")
     return layers
 
 
 def set_encoder_layers(model: nn.Module, layers: Sequence[nn.Module]) -> None:
     """Install ``layers`` as the encoder of ``model``, keeping config depth and per-layer indices consistent."""
-    model.base_model.encoder.layer = nn.ModuleList(layers)
-    model.config.num_hidden_layers = len(layers)
+    owner, _, name = _layer_list_path(model).rpartition(".")
+    setattr(getattr(model.base_model, owner), name, nn.ModuleList(layers))
+    model.config.num_hidden_layers = len(layers)      # DistilBERT's config maps it to n_layers
     for index, layer in enumerate(layers):
         attention = getattr(getattr(layer, "attention", None), "self", None)
         if attention is not None and hasattr(attention, "layer_idx"):

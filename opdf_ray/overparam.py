@@ -18,13 +18,16 @@ from opdf_ray.layers import MPOLinear
 
 log = logging.getLogger(__name__)
 
-# The six matrices of every encoder layer of BERT, RoBERTa, ELECTRA, … (Hugging Face names, relative to a layer):
-# Q, K, V, attention output, FFN in, FFN out. Biases, LayerNorm, embeddings, pooler and classifier stay dense.
+# The six matrices of every encoder layer (Hugging Face names, relative to a layer): Q, K, V, attention output, FFN
+# in, FFN out — BERT, RoBERTa, XLM-R, ELECTRA and DeBERTa-v2 (``query_proj``…) share the layout, DistilBERT names them
+# ``q_lin``…``lin2``. Biases, LayerNorm, embeddings, pooler and classifier stay dense.
 LAYER_MATRICES: tuple[str, ...] = (
-    r"attention\.self\.(query|key|value)",
+    r"attention\.self\.(query|key|value)(_proj)?",
     r"attention\.output\.dense",
     r"intermediate\.dense",
     r"output\.dense",
+    r"attention\.(q_lin|k_lin|v_lin|out_lin)",
+    r"ffn\.(lin1|lin2)",
 )
 # ... addressed from a whole model (``bert.encoder.layer.3.intermediate.dense``) or from a layer list
 # (``3.output.dense``)

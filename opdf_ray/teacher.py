@@ -20,7 +20,7 @@ from opdf_ray.config import RunSpec, get_preset
 from opdf_ray.data import default_cache_dir, frame_digest
 from opdf_ray.loop import autocast, banner, evaluate, fit, make_plan
 from opdf_ray.models import (build_tiny_model, fingerprint, load_classifier, load_tokenizer, packaged_minilm_path,
-                             run_device)
+                             run_device, takes_token_types)
 from opdf_ray.storage import published
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ def finetune_teacher(spec: RunSpec, source: str, tokenizer, device: torch.device
     ft_spec = finetune_spec(spec)
     cache_dir = Path(spec.cache_dir or default_cache_dir())
     data = prepare_data(ft_spec, tokenizer, cache_dir, device)
+    if not takes_token_types(source):
+        data.without_token_types()
     path = root / "teachers" / f"{spec.task}-{teacher_key(spec, source, data)}"
     if (path / INFO_FILE).is_file():
         info = json.loads((path / INFO_FILE).read_text())

@@ -131,8 +131,8 @@ def test_model_folders_that_cannot_be_distilled_fail_before_ray_starts(tmp_path)
 
     gpt2 = tmp_path / "gpt2"
     GPT2Config(n_layer=2, n_embd=32, n_head=2).save_pretrained(gpt2)
-    with pytest.raises(ValueError, match=f"teacher {gpt2} is a 'gpt2' model; opdf-ray distils encoders with "
-                                         f"BERT's layer layout"):
+    with pytest.raises(ValueError, match=f"teacher {gpt2} is a 'gpt2' model; opdf-ray distils these encoder "
+                                         f"families"):
         validate(tmp_path, "--teacher", str(gpt2))
     no_weights = tmp_path / "no-weights"
     shutil.copytree(build_tiny_model(tmp_path / "cache"), no_weights,

@@ -1,6 +1,6 @@
-"""Encoder families beyond BERT: RoBERTa (and XLM-R, the same classes) and ELECTRA share BERT's module names, so
-every method ± OPDF trains them, merges them and exports a student that stock transformers loads with the trained
-logits. Tiny random configs built offline (transformers' own config classes, no download)."""
+"""Encoder families beyond BERT: RoBERTa (XLM-R: the same classes), ELECTRA, DeBERTa-v2 and DistilBERT. Every
+method ± OPDF trains them, merges them and exports a student that stock transformers loads with the trained logits.
+Tiny random configs built offline (transformers' own config classes, no download)."""
 
 import pytest
 import torch
@@ -16,16 +16,23 @@ SIZES = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, interme
              max_position_embeddings=130, type_vocab_size=2)      # 2 segment types: the tiny tokenizer's pairs
 
 
+FAMILIES = ("roberta", "electra", "deberta-v2", "distilbert")
+
+
 def tiny_teacher(family: str, folder):
     """A random 4-layer teacher of ``family`` with the tiny character tokenizer (any family reads its ids)."""
-    from transformers import ElectraConfig, ElectraForSequenceClassification, RobertaConfig, \
-        RobertaForSequenceClassification
+    import transformers as t
 
     tokenizer = AutoTokenizer.from_pretrained(build_tiny_model(folder / "cache"))
-    config, model = {"roberta": (RobertaConfig(vocab_size=tokenizer.vocab_size, pad_token_id=0, **SIZES),
-                                 RobertaForSequenceClassification),
-                     "electra": (ElectraConfig(vocab_size=tokenizer.vocab_size, embedding_size=32, **SIZES),
-                                 ElectraForSequenceClassification)}[family]
+    vocab = tokenizer.vocab_size
+    config, model = {
+        "roberta": (t.RobertaConfig(vocab_size=vocab, pad_token_id=0, **SIZES), t.RobertaForSequenceClassification),
+        "electra": (t.ElectraConfig(vocab_size=vocab, embedding_size=32, **SIZES), t.ElectraForSequenceClassification),
+        "deberta-v2": (t.DebertaV2Config(vocab_size=vocab, relative_attention=True, pos_att_type=["p2c", "c2p"],
+                                         **SIZES), t.DebertaV2ForSequenceClassification),
+        "distilbert": (t.DistilBertConfig(vocab_size=vocab, dim=64, n_layers=4, n_heads=4, hidden_dim=128,
+                                          num_labels=2, max_position_embeddings=130),
+                       t.DistilBertForSequenceClassification)}[family]
     torch.manual_seed(0)
     path = folder / family
     model(config).save_pretrained(path)
@@ -36,10 +43,10 @@ def tiny_teacher(family: str, folder):
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory):
     folder = tmp_path_factory.mktemp("families")
-    return {family: tiny_teacher(family, folder) for family in ("roberta", "electra")}, folder / "cache"
+    return {family: tiny_teacher(family, folder) for family in FAMILIES}, folder / "cache"
 
 
-@pytest.mark.parametrize("family", ["roberta", "electra"])
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("method, cores", [("kd", 0), ("kd", 3), ("prokt", 3), ("lgtm", 3), ("theseus", 3),
                                            ("finetune", 3)])
 def test_every_method_trains_merges_and_exports_the_family(teachers, family, method, cores, tmp_path):
@@ -61,10 +68,11 @@ def test_every_method_trains_merges_and_exports_the_family(teachers, family, met
 
 
 def test_a_family_outside_the_table_is_refused_in_one_line(tmp_path):
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+    from transformers import AlbertConfig, AlbertForSequenceClassification
 
-    DistilBertForSequenceClassification(DistilBertConfig(vocab_size=64, dim=16, n_layers=2, n_heads=2,
-                                                         hidden_dim=32)).save_pretrained(tmp_path / "distil")
-    with pytest.raises(ValueError, match=r"is a 'distilbert' model; opdf-ray distils .*roberta.*electra"):
-        check_checkpoint(str(tmp_path / "distil"), "teacher")
-    assert {"bert", "roberta", "xlm-roberta", "electra"} <= set(SUPPORTED_MODEL_TYPES)
+    AlbertForSequenceClassification(AlbertConfig(vocab_size=64, embedding_size=8, hidden_size=16, num_hidden_layers=2,
+                                                 num_attention_heads=2, intermediate_size=32)).save_pretrained(
+        tmp_path / "albert")
+    with pytest.raises(ValueError, match=r"is a 'albert' model; opdf-ray distils .*roberta.*distilbert"):
+        check_checkpoint(str(tmp_path / "albert"), "teacher")
+    assert {"bert", "roberta", "xlm-roberta", "electra", "deberta-v2", "distilbert"} <= set(SUPPORTED_MODEL_TYPES)

@@ -282,24 +282,25 @@ def test_resume_after_the_driver_is_stopped_neither_loses_nor_duplicates_rows(tm
     assert "RUNNING" not in states                                 # no orphan trial in the Optuna study
 
 
-def test_a_search_distils_a_roberta_teacher_and_exports_a_stock_student(local_ray, tmp_path):
-    """Another family through the whole search: a tiny random RoBERTa teacher (tests/test_families.py builds it),
-    KD + OPDF and BERT-of-Theseus dense; the completed students load in stock transformers as RoBERTa."""
+@pytest.mark.parametrize("family", ["roberta", "electra", "deberta-v2", "distilbert"])
+def test_a_search_distils_every_family_with_every_method_and_exports_stock_students(local_ray, tmp_path, family):
+    """Each encoder family through the whole search: a tiny random teacher (tests/test_families.py builds it), the
+    four methods each ± OPDF; every student completes and loads in stock transformers as that family."""
     import dataclasses
 
     from transformers import AutoModelForSequenceClassification
 
     from test_families import tiny_teacher
 
-    teacher = tiny_teacher("roberta", tmp_path)
-    space = parse_space({**TINY_SPACE, "params": {name: {"type": "categorical", "choices": choices} for name, choices
-                                                  in (("method", ["kd", "theseus"]), ("opdf", [True, False]),
-                                                      ("opdf_cores", [3]))}}, "roberta")
-    conf = settings(tmp_path, name="roberta", num_samples=4, sampler="grid", early_stopping=False)
-    run_search(dataclasses.replace(tiny_base(tmp_path), teacher=str(teacher)), space, conf)
+    teacher = tiny_teacher(family, tmp_path)
+    methods = ["kd", "prokt", "lgtm", "theseus"]
+    space = parse_space({**TINY_SPACE, "epochs": {"default": 1},
+                         "params": {name: {"type": "categorical", "choices": choices} for name, choices
+                                    in (("method", methods), ("opdf", [True, False]), ("opdf_cores", [3]))}}, family)
+    conf = settings(tmp_path, name=family, num_samples=8, sampler="grid", early_stopping=False)
+    run_search(dataclasses.replace(tiny_base(tmp_path), teacher=str(teacher), max_train_samples=32), space, conf)
     board = read_leaderboard(conf.leaderboard)
-    assert sorted(zip(board["method"], board["opdf"])) == [("kd", False), ("kd", True), ("theseus", False),
-                                                           ("theseus", True)]
+    assert sorted(zip(board["method"], board["opdf"])) == sorted((m, o) for m in methods for o in (False, True))
     assert set(board["status"]) == {"completed"}
     for path in board["student_path"]:
-        assert AutoModelForSequenceClassification.from_pretrained(path).config.model_type == "roberta"
+        assert AutoModelForSequenceClassification.from_pretrained(path).config.model_type == family

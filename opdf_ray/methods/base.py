@@ -25,7 +25,8 @@ MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 
 
 def model_inputs(batch: dict) -> dict:
-    return {k: batch[k] for k in MODEL_INPUTS}
+    """What a model's forward takes from a batch (no ``token_type_ids`` for a family without them: DistilBERT)."""
+    return {k: batch[k] for k in MODEL_INPUTS if k in batch}
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -39,9 +39,10 @@ class TheseusBlock(nn.Module):
 
     def forward(self, hidden_states, *args, **kwargs):
         if self.training and torch.rand(()) >= self.replacing_rate:
-            for layer in self.predecessors:
-                hidden_states = layer(hidden_states, *args, **kwargs)
-            return hidden_states
+            out = hidden_states
+            for layer in self.predecessors:       # a layer may return a tuple (DeBERTa-v2: states, attentions)
+                out = layer(out[0] if isinstance(out, tuple) else out, *args, **kwargs)
+            return out
         return self.successor(hidden_states, *args, **kwargs)
 
 
