@@ -13,6 +13,7 @@ copied from where its search saved it (the leaderboard's ``student_path``) into 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import re
 import shutil
@@ -182,7 +183,8 @@ def write_onnx(folder: Path, row: pd.Series) -> dict:
     texts = [dev[k].tolist() for k in task.text_keys]
     batch = tokenizer(*texts, truncation=True, max_length=int(spec_of(row)["max_length"]), padding=True,
                       return_tensors="pt")
-    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in batch]
+    takes = inspect.signature(model.forward).parameters              # DistilBERT takes no token_type_ids
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in batch and n in takes]
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")               # the exporter's notes on its own internals

@@ -304,3 +304,8 @@ def test_a_search_distils_every_family_with_every_method_and_exports_stock_stude
     assert set(board["status"]) == {"completed"}
     for path in board["student_path"]:
         assert AutoModelForSequenceClassification.from_pretrained(path).config.model_type == family
+    if family == "distilbert":         # no token_type_ids: the ONNX export takes only what the model's forward takes
+        from opdf_ray.export import main as export_main
+
+        assert export_main([conf.leaderboard, "--out", str(tmp_path / "best"), "--onnx"]) == 0
+        assert (tmp_path / "best" / "model.onnx").is_file()
