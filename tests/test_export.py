@@ -244,3 +244,10 @@ def test_an_onnx_export_gives_pytorchs_logits_on_the_dev_examples_and_says_how_t
     with torch.no_grad():
         expected = reference(**{k: torch.tensor(v) for k, v in batch.items()}).logits.numpy()
     assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_int8_without_onnx_is_one_line(tmp_path, capsys):
+    from opdf_ray.export import main as export_main
+
+    assert export_main([str(tmp_path), "--out", str(tmp_path / "best"), "--int8"]) == 2
+    assert "--int8 quantises the ONNX export: pass --onnx too" in capsys.readouterr().err

@@ -307,5 +307,8 @@ def test_a_search_distils_every_family_with_every_method_and_exports_stock_stude
     if family == "distilbert":         # no token_type_ids: the ONNX export takes only what the model's forward takes
         from opdf_ray.export import main as export_main
 
-        assert export_main([conf.leaderboard, "--out", str(tmp_path / "best"), "--onnx"]) == 0
-        assert (tmp_path / "best" / "model.onnx").is_file()
+        assert export_main([conf.leaderboard, "--out", str(tmp_path / "best"), "--onnx", "--int8"]) == 0
+        assert (tmp_path / "best" / "model.onnx").is_file() and (tmp_path / "best" / "model.int8.onnx").is_file()
+        best = board.loc[board["selection_score"].idxmax()]
+        card = (tmp_path / "best" / "README.md").read_text()          # fp32 ONNX scores what the row says
+        assert f"the fp32 ONNX model {best['dev_score']:.2f}" in card and "`model.int8.onnx`" in card
