@@ -156,7 +156,7 @@ def fit(method: Method, spec, data: Data, device: torch.device, plan: Plan, desc
                 drift = method.start.drift() if method.start is not None else {}   # how far from the start
                 progress.history.append({"step": progress.step, "epoch": progress.step / per_epoch, **logs,
                                          **{f"{select_name}_{k}": v for k, v in metrics.items()}, **drift})
-                log.info("step %d: %s %s = %.2f", progress.step, select_name, task.selection_metric, score)
+                log.info("step %d/%d: %s %s = %.2f", progress.step, steps, select_name, task.selection_metric, score)
                 if score > progress.best_score:
                     progress.best_score, progress.best_step = score, progress.step
                     progress.best_state, progress.best_metrics = method.trainable_state(), metrics
