@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 
 from opdf_ray import trial_metrics as tm
@@ -17,16 +18,21 @@ from opdf_ray.config import METHOD_TITLES
 log = logging.getLogger("opdf_ray")
 
 
-# Ray's notice that a new local cluster uses its default token authentication (a WARNING on every start, about a
-# default, not a problem): kept for -v. A logger name, not an import: if Ray moves it, the notice just comes back.
-RAY_AUTH_NOTICE_LOGGER = "ray._private.authentication"
 NEW_OUTPUT = "RAY_AIR_NEW_OUTPUT"
+AUTH_MODE = "RAY_AUTH_MODE"
+
+
+def choose_token_auth(verbose: int) -> None:
+    """Before Ray is imported, for a local Ray: ask for its default authentication (a token) by its documented
+    variable; Ray then starts without its "token authentication is enabled" notice. Not once Ray is imported (it
+    has read its settings then), nor where the user chose a mode."""
+    if not verbose and "ray" not in sys.modules:
+        os.environ.setdefault(AUTH_MODE, "token")
 
 
 def ray_init_options(verbose: int) -> dict:
     """``ray.init`` keyword arguments for this verbosity: quiet keeps the trial processes' output (model loading bars,
     Ray Train's checkpoint notices, core-worker shutdown chatter) off the driver's console, and Ray's INFO lines."""
-    logging.getLogger(RAY_AUTH_NOTICE_LOGGER).setLevel(logging.INFO if verbose > 0 else logging.ERROR)
     return {"log_to_driver": verbose > 0, "logging_level": logging.INFO if verbose > 0 else logging.WARNING}
 
 

@@ -15,7 +15,7 @@ from opdf_ray import trial_metrics as tm
 from opdf_ray.hpo.checks import check_fits, check_shared, search_signature, validate, write_signature
 from opdf_ray.hpo.cluster import (autoscaler_gpu_node_types, bind_local_ray_to_loopback, other_local_ray_instances,
                                   second_local_instance_warning, start_ray)
-from opdf_ray.hpo.console import quiet_libraries
+from opdf_ray.hpo.console import choose_token_auth, quiet_libraries
 from opdf_ray.hpo.sizing import local_resources, size_search
 from opdf_ray.storage import join
 
@@ -43,6 +43,7 @@ def execute(args: argparse.Namespace) -> SearchOutcome:
     started = time.time()
     if args.address is None:
         bind_local_ray_to_loopback()
+        choose_token_auth(args.verbose)
     log_to_console()
     quiet_libraries(args.verbose)
     tasks, bases, space = validate(args)
