@@ -17,7 +17,8 @@ from opdf_ray.hpo.execute import SearchOutcome
 
 
 def search(task: str | list[str], *, settings: dict | None = None, **options) -> SearchOutcome:
-    """Search ``task`` (a task, a list of tasks or ``"all"``) as ``opdf-ray search`` does; returns a
+    """Search ``task`` (a GLUE task, a list of tasks, ``"all"``, or your own data: a file, a folder or a hub
+    dataset id) as ``opdf-ray search`` does; returns a
     ``SearchOutcome``: ``leaderboard`` (its folder), ``rows`` (every row, a DataFrame), ``best`` (the best row per
     task, method and OPDF on/off) and ``failed`` (the tasks whose search stopped early).
 
@@ -25,7 +26,8 @@ def search(task: str | list[str], *, settings: dict | None = None, **options) ->
 
     - what: ``space`` (a search-space YAML; default ``search_spaces/default.yaml``), ``methods`` (a list kept from
       the space), ``preset`` ("minilm", "bert-base", "tiny"), ``teacher``, ``data_dir``, ``seed`` (42),
-      ``max_train_samples``, ``max_epochs``, ``max_length``;
+      ``max_train_samples``, ``max_epochs``, ``max_length``; your own data's ``text_columns`` ("sentence" or
+      "question,passage"), ``label_column`` ("label"), ``problem_type`` (detected), ``label_names`` (a JSON list);
     - the search: ``num_samples`` (8 trials a task), ``sampler`` ("tpe" with ASHA, or "grid"),
       ``no_early_stopping``, ``no_cover_cells``, ``tpe_startup_trials``, ``grace_epochs`` (1), ``name`` ("opdf"),
       ``resume``;
@@ -71,8 +73,10 @@ def search(task: str | list[str], *, settings: dict | None = None, **options) ->
 
 def distill(task: str, **settings) -> dict:
     """Train one configuration in this process as ``opdf-ray run`` does (``settings``: run settings, e.g.
-    ``method="kd", opdf_cores=5``); returns its results (selection and dev metrics, where the student was saved)."""
+    ``method="kd", opdf_cores=5``; ``task``: a GLUE name, or your own data with ``text_columns`` and
+    ``label_column``); returns its results (selection and dev metrics, where the student was saved)."""
     from opdf_ray.config import RunSpec, typed_settings
     from opdf_ray.engine import run
+    from opdf_ray.userdata import resolve
 
-    return run(RunSpec.from_dict({"task": task} | typed_settings(settings, "distill()")))
+    return run(RunSpec.from_dict(resolve({"task": task} | typed_settings(settings, "distill()"))))

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from opdf_ray.data import GlueSplits, load_glue, tokenize
 from opdf_ray.parallel import Parallel
-from opdf_ray.tasks import GlueTask
+from opdf_ray.tasks import Task, task_of
 
 
 class TokenizedDataset(Dataset):
@@ -31,7 +31,7 @@ class TokenizedDataset(Dataset):
 class Data:
     """Tokenised splits and how to batch them."""
 
-    task: GlueTask
+    task: Task
     splits: GlueSplits
     encoded: dict[str, dict[str, list]]   # "train", "selection", each dev split, and LGTM's "feedback" if split
     tokenizer: object
@@ -124,7 +124,7 @@ def prepare_data(spec, tokenizer, cache_dir: Path, device: torch.device) -> Data
     """Load the task under the run's protocol (``spec``: a ``RunSpec``) and tokenise every split (cached); batches
     are padded as suits ``device``."""
     feedback = spec.lgtm_feedback if spec.method == "lgtm" else "shared"
-    splits = load_glue(spec.task, spec.data_dir, spec.selection_fraction, spec.selection_cap, spec.seed,
+    splits = load_glue(task_of(spec), spec.data_dir, spec.selection_fraction, spec.selection_cap, spec.seed,
                        spec.max_train_samples, feedback)
     frames = {"train": splits.train, "selection": splits.selection, **splits.dev}
     encoded = {name: tokenize(df, splits.task, tokenizer, spec.max_length, cache_dir) for name, df in frames.items()}

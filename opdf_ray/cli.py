@@ -14,7 +14,7 @@ import sys
 
 from opdf_ray.commands import CONFIG_HELP, HelpFormatter, parse_with_config, split_list
 from opdf_ray.config import PRESETS
-from opdf_ray.tasks import TASKS
+from opdf_ray.tasks import PROBLEM_TYPES, TASKS
 from opdf_ray.hpo.checks import check_trial_settings
 from opdf_ray.hpo.execute import execute
 from opdf_ray.text import shell_join
@@ -28,8 +28,16 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                                 formatter_class=HelpFormatter)
     p.set_defaults(config_settings={})      # filled by parse_args: the --config settings that have no flag here
     what = p.add_argument_group("what to search (task, models, space, data)")
-    what.add_argument("--task", help=f"one task, a comma list, or 'all' ({', '.join(TASKS)}); required here or in "
-                      f"--config")
+    what.add_argument("--task", help=f"one task, a comma list, or 'all' ({', '.join(TASKS)}); or your own data: a "
+                      f"CSV/TSV/JSON Lines/Parquet file, a folder of train.<ext> (and validation.<ext>) or a hub "
+                      f"dataset id; required here or in --config")
+    what.add_argument("--text-columns", help="your own data: its one or two text columns, e.g. sentence or "
+                      "question,passage")
+    what.add_argument("--label-column", help="your own data: its label column (default: label)")
+    what.add_argument("--problem-type", choices=PROBLEM_TYPES, help="your own data: classification or regression "
+                      "(default: detected; labels with a fractional number are scores)")
+    what.add_argument("--label-names", help="your own classification data: its classes in id order, a JSON list "
+                      "(default: its training labels, sorted)")
     what.add_argument("--config", help=CONFIG_HELP + "; settings without a flag here reach every trial, as --set does")
     what.add_argument("--preset", default="minilm", choices=tuple(PRESETS), help="model preset (opdf-ray run --help)")
     what.add_argument("--teacher", help="teacher path or hub id (overrides the preset's)")

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from opdf_ray.choices import CORE_SELECTIONS, STYLES
-from opdf_ray.tasks import LGTM_FEEDBACK, SELECT_ON, TASKS
+from opdf_ray.tasks import DATASET_SETTINGS, LGTM_FEEDBACK, NAME, PROBLEM_TYPES, SELECT_ON, TASKS, is_regression
 from opdf_ray.text import is_utf8, quoted
 
 # every method, in the order reports list them, with its display name (``opdf_ray.methods`` holds the classes)
@@ -93,7 +93,20 @@ SUBJECTS = {"task": "task, models and method", "data_dir": "data and protocol", 
 @dataclass(frozen=True)
 class RunSpec:
     # what
-    task: str = _knob("rte", "GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli)", role=TARGET)
+    task: str = _knob("rte", "GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli), or your own data: a "
+                      "CSV/TSV/JSON Lines/Parquet file, a folder with train.<ext> (and validation.<ext>), or a hub "
+                      "dataset id, with --text-columns and --label-column", role=TARGET)
+    dataset: str | None = _knob(None, "your own data: filled in from --task (its absolute path or hub id; --task "
+                                "then becomes its name)", type=str, role=TARGET)
+    text_columns: str | None = _knob(None, "your own data: its one or two text columns, e.g. 'sentence' or "
+                                     "'question,passage'", type=str, role=TARGET)
+    label_column: str | None = _knob(None, "your own data: its label column (default: label)", type=str,
+                                     role=TARGET)
+    problem_type: str | None = _knob(None, "your own data: classification or regression (default: detected: "
+                                     "labels with a fractional number are scores)", type=str, choices=PROBLEM_TYPES,
+                                     role=TARGET)
+    label_names: str | None = _knob(None, "your own classification data: its classes in id order, a JSON list "
+                                    "(default: its training labels, sorted)", type=str, role=TARGET)
     method: str = _knob("kd", "distillation method; finetune = the student alone, no teacher", choices=METHODS)
     preset: str = _knob("minilm", "model preset: minilm (offline MiniLM-L6 → 3 layers), tiny (random, for tests); "
                         "from the hub: bert-base, roberta-base, deberta-v3-base (→ 6 layers), distilbert-base "
@@ -242,11 +255,11 @@ class RunSpec:
             if isinstance(value, str) and not is_utf8(value):
                 raise ValueError(f"{f.name}={quoted(value)} is not valid UTF-8 text (a path with undecodable bytes?); "
                                  f"allowed: text that can be stored and printed, e.g. a path in UTF-8")
-        if self.task not in TASKS:
-            bad("task", ", ".join(TASKS))
+        self._check_task()
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
+            if choices and getattr(self, f.name) not in choices and not (getattr(self, f.name) is None
+                                                                         and f.default is None):
                 bad(f.name, ", ".join(choices))
         if not 0 <= self.seed <= SEED_MAX:
             bad("seed", f"an int in 0..{SEED_MAX} (NumPy and torch seed with 32 bits)")
@@ -295,6 +308,28 @@ class RunSpec:
                              "from, but --student loads a separate model; use --opdf-align-map block-last")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             bad("device", "auto, cpu, cuda or cuda:N")
+
+    def _check_task(self) -> None:
+        """A GLUE name, or a dataset's name with every dataset setting filled in (``userdata.resolve`` does that)."""
+        given = [name for name in DATASET_SETTINGS if getattr(self, name) is not None]
+        if self.dataset is None:
+            if self.task not in TASKS:
+                raise ValueError(f"task={quoted(self.task)} is invalid; allowed: {', '.join(TASKS)}, or your own "
+                                 f"data (a file, a folder or a hub dataset id) with --text-columns and "
+                                 f"--label-column")
+            if given:
+                raise ValueError(f"{', '.join(given)} describe your own data, but task={quoted(self.task)} is GLUE's, "
+                                 f"with its own columns and labels; leave them out, or pass your data as --task")
+            return
+        if self.task in TASKS or not NAME.fullmatch(self.task):
+            raise ValueError(f"task={quoted(self.task)} cannot name the dataset {quoted(self.dataset)}; allowed: a name "
+                             f"that is not a GLUE task's, of letters, digits, '.', '_' and '-' (at most 64)")
+        unset = [name for name in DATASET_SETTINGS if getattr(self, name) is None
+                 and not (name == "label_names" and self.problem_type == "regression")]
+        if unset or (self.problem_type == "regression") != (self.label_names is None):
+            raise ValueError(f"dataset {quoted(self.dataset)} is not resolved ({', '.join(unset) or 'label_names'} "
+                             f"{'unset' if unset else 'set for a regression'}); pass it as --task (opdf_ray.userdata "
+                             f"fills these in from the data)")
 
     @property
     def opdf(self) -> bool:
@@ -389,8 +424,8 @@ def inert_settings(values: dict) -> tuple[str, ...]:
         return all(values.get(n) is not None for n in names)
 
     inert = set()
-    method, task = values.get("method"), values.get("task")
-    if task in TASKS and TASKS[task].is_regression:
+    method = values.get("method")
+    if is_regression(values):
         inert |= {"temperature", "t2_scaling"}
     if values.get("temperature") == 1:
         inert.add("t2_scaling")                # T² = 1
@@ -424,7 +459,10 @@ def inert_settings(values: dict) -> tuple[str, ...]:
 
 
 _FIELD_INDEX = {f.name: k for k, f in enumerate(dataclasses.fields(RunSpec))}
-SET_BY_THE_SEARCH = ("task", "epochs", "threads", "progress", "save_model")   # per task / per trial, not --set
+SET_BY_THE_SEARCH = ("task", *DATASET_SETTINGS, "epochs", "threads", "progress", "save_model")   # not --set
+SET_BY_THE_SEARCH_HELP = ("a search sets it itself (task and your data's columns: --task, --text-columns, "
+                          "--label-column, --problem-type, --label-names; epochs: the space's epochs section and "
+                          "--max-epochs; threads, progress, save_model: per trial)")
 
 
 def parse_setting(text: str) -> tuple[str, object]:
@@ -437,8 +475,7 @@ def parse_setting(text: str) -> tuple[str, object]:
         raise ValueError(f"--set {quoted(text)}: expected KEY=VALUE with KEY a run setting (opdf-ray run --help "
                          f"lists them), e.g. --set mpo_weight=per-forward")
     if key in SET_BY_THE_SEARCH:
-        raise ValueError(f"--set {key}: a search sets it itself (task: --task; epochs: the space's epochs section "
-                         f"and --max-epochs; threads, progress, save_model: per trial)")
+        raise ValueError(f"--set {key}: {SET_BY_THE_SEARCH_HELP}")
     return key, typed_value(key, raw, "--set")
 
 

@@ -1,8 +1,9 @@
-"""GLUE: the task table, where splits come from, tokenisation with a cache, batching, metrics, the protocol.
+"""Where a task's splits come from, tokenisation with a cache, metrics, the protocol (held-out selection slice).
 
 Sources, in order: a local directory (``--data-dir`` or ``OPDF_GLUE_DIR``) in the Hugging Face ``glue`` layout
 (``<task>/<split>.parquet``) or the classic GLUE TSV folders (``RTE/train.tsv`` …); the copy shipped in the repo
-(``data/glue``); the Hugging Face hub (``nyu-mll/glue``). Metrics use scikit-learn/scipy, never a hub script.
+(``data/glue``); the Hugging Face hub (``nyu-mll/glue``). A user's own dataset comes from where its task says
+(``opdf_ray.userdata``) and then meets the same checks. Metrics use scikit-learn/scipy, never a hub script.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pyarrow.parquet as pq
 
 from opdf_ray import shipped_path
 from opdf_ray.storage import published
-from opdf_ray.tasks import LGTM_FEEDBACK, SELECT_ON, GlueTask, get_task
+from opdf_ray.tasks import LGTM_FEEDBACK, SELECT_ON, Task, get_task
 
 log = logging.getLogger(__name__)
 _SAID: set[str] = set()         # the split summaries this process has logged already
@@ -37,7 +38,7 @@ _TSV_FILES = {"train": "train.tsv", "validation": "dev.tsv", "validation_matched
 # ---------------------------------------------------------------------------------------------------------- loading
 
 
-def _read_tsv(path: Path, task: GlueTask) -> pd.DataFrame:
+def _read_tsv(path: Path, task: Task) -> pd.DataFrame:
     """Classic GLUE TSV → HF columns and label ids (``csv`` with QUOTE_NONE, as the HF GLUE loader does)."""
     with open(path, encoding="utf-8-sig", newline="") as f:        # GLUE MRPC files start with a BOM
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
@@ -81,17 +82,24 @@ def _candidate_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
     return dirs + [BUNDLED_GLUE]
 
 
-def load_split(task_name: str, split: str, data_dir: str | os.PathLike | None = None) -> tuple[pd.DataFrame, str]:
+def load_split(task: Task | str, split: str, data_dir: str | os.PathLike | None = None) -> tuple[pd.DataFrame, str]:
     """Load one split as a DataFrame with the task's text columns and ``label``; also return where it came from.
+    ``task``: a ``Task`` (a GLUE one, or a dataset's from ``tasks.task_of``) or a GLUE name; ``data_dir``: GLUE's.
 
     Raises:
         ValueError: unknown task or split, or labels outside the task's label space.
         FileNotFoundError: no source has it (the message lists every place looked in and how to fix it).
     """
-    task = get_task(task_name)
+    task = task if isinstance(task, Task) else get_task(task)
     allowed = ("train", *task.dev_splits)
     if split not in allowed:
-        raise ValueError(f"task {task_name} has no split {split!r}; allowed: {', '.join(allowed)}")
+        raise ValueError(f"task {task.name} has no split {split!r}; allowed: {', '.join(allowed)}")
+    if task.source:
+        from opdf_ray.userdata import load_split as load_dataset_split
+
+        df, source = load_dataset_split(task, split)
+        _check_texts(df, task, split, source)
+        return df, source
     looked = []
     for root in _candidate_dirs(data_dir):
         parquet, tsv = root / task.name / f"{split}.parquet", root / task.tsv_folder / _TSV_FILES[split]
@@ -125,7 +133,7 @@ def load_split(task_name: str, split: str, data_dir: str | os.PathLike | None = 
     return df, source
 
 
-def _load_from_hub(task: GlueTask, split: str, looked: list[str]) -> tuple[pd.DataFrame, str]:
+def _load_from_hub(task: Task, split: str, looked: list[str]) -> tuple[pd.DataFrame, str]:
     try:
         import datasets
 
@@ -139,7 +147,7 @@ def _load_from_hub(task: GlueTask, split: str, looked: list[str]) -> tuple[pd.Da
     return ds.to_pandas(), f"hub:{HUB_DATASET}/{task.name}/{split}"
 
 
-def _check_texts(df: pd.DataFrame, task: GlueTask, split: str, source: str) -> None:
+def _check_texts(df: pd.DataFrame, task: Task, split: str, source: str) -> None:
     """Every text cell a string: a missing one (None/NaN) or a number would fail in the tokenizer, mid-trial."""
     for key in task.text_keys:
         bad = df.index[~df[key].map(lambda v: isinstance(v, str))]
@@ -150,7 +158,7 @@ def _check_texts(df: pd.DataFrame, task: GlueTask, split: str, source: str) -> N
                              f"{bad[0]}: {value!r}); every {key} must be a string")
 
 
-def _check_labels(df: pd.DataFrame, task: GlueTask, split: str, source: str) -> None:
+def _check_labels(df: pd.DataFrame, task: Task, split: str, source: str) -> None:
     labels = df["label"]
     if pd.api.types.is_bool_dtype(labels):
         raise ValueError(f"{source}: {task.name}/{split} labels are true/false; GLUE {task.name} labels are "
@@ -177,7 +185,7 @@ class GlueSplits:
     checkpoints), ``feedback`` (LGTM's held-out batches: the same frame as ``selection``, or the other half of
     the held-out slice) and ``dev``."""
 
-    task: GlueTask
+    task: Task
     train: pd.DataFrame
     selection: pd.DataFrame
     feedback: pd.DataFrame
@@ -185,7 +193,7 @@ class GlueSplits:
     sources: dict[str, str]
 
 
-def load_glue(task_name: str, data_dir=None, selection_fraction: float = 0.1, selection_cap: int = 2000,
+def load_glue(task: Task | str, data_dir=None, selection_fraction: float = 0.1, selection_cap: int = 2000,
               seed: int = 42, max_train_samples: int | None = None, feedback: str = "shared") -> GlueSplits:
     """Load a task and carve the seeded held-out slice out of its training split.
 
@@ -197,10 +205,10 @@ def load_glue(task_name: str, data_dir=None, selection_fraction: float = 0.1, se
     """
     if feedback not in LGTM_FEEDBACK:
         raise ValueError(f"feedback={feedback!r}; allowed: {', '.join(LGTM_FEEDBACK)}")
-    task = get_task(task_name)
+    task = task if isinstance(task, Task) else get_task(task)
     if not 0 < selection_fraction < 1:
         raise ValueError(f"selection_fraction must be in (0, 1), got {selection_fraction}")
-    train, train_source = load_split(task.name, "train", data_dir)
+    train, train_source = load_split(task, "train", data_dir)
     n_sel = min(selection_cap, max(1, round(selection_fraction * len(train))))
     order = np.random.default_rng(seed).permutation(len(train))
     selection = train.iloc[order[:n_sel]].reset_index(drop=True)
@@ -220,7 +228,7 @@ def load_glue(task_name: str, data_dir=None, selection_fraction: float = 0.1, se
         rest = rest.iloc[:max_train_samples].reset_index(drop=True)
     dev, sources = {}, {"train": train_source}
     for split in task.dev_splits:
-        dev[split], sources[split] = load_split(task.name, split, data_dir)
+        dev[split], sources[split] = load_split(task, split, data_dir)
     summary = (f"{task.name}: {len(rest)} train, {len(selection)} selection"
                f"{f' + {len(feedback_frame)} feedback' if feedback == 'split' else ''} (held out of train, seed "
                f"{seed}), dev { {k: len(v) for k, v in dev.items()} }; from {sources}")
@@ -229,7 +237,7 @@ def load_glue(task_name: str, data_dir=None, selection_fraction: float = 0.1, se
     return GlueSplits(task, rest, selection, feedback_frame, dev, sources)
 
 
-def selection_split(task: GlueTask, select_on: str) -> str:
+def selection_split(task: Task, select_on: str) -> str:
     """The split that picks checkpoints and gives the searched score: the held-out ``selection`` slice, or under
     the papers' protocol (``select_on="dev"``) the first dev split."""
     if select_on not in SELECT_ON:
@@ -255,7 +263,7 @@ def _tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(repr((type(tokenizer).__name__, vocab, tokenizer.model_max_length)).encode()).hexdigest()
 
 
-def tokenize(df: pd.DataFrame, task: GlueTask, tokenizer, max_length: int,
+def tokenize(df: pd.DataFrame, task: Task, tokenizer, max_length: int,
              cache_dir: str | os.PathLike | None = None) -> dict[str, list]:
     """Tokenise a split (no padding: batches are padded dynamically); cached on disk by content + tokenizer.
 
@@ -280,7 +288,7 @@ def tokenize(df: pd.DataFrame, task: GlueTask, tokenizer, max_length: int,
 # ----------------------------------------------------------------------------------------------------------- metrics
 
 
-def compute_metrics(task: GlueTask, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def compute_metrics(task: Task, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Task metrics in percent. ``predictions``: class ids, or scores for regression."""
     from scipy.stats import pearsonr, spearmanr
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef

@@ -22,7 +22,7 @@ from opdf_ray.batches import Data, prepare_data, to_device
 from opdf_ray.checkpoint import Progress
 from opdf_ray.config import RunSpec
 from opdf_ray.data import default_cache_dir, selection_split
-from opdf_ray.tasks import TASKS
+from opdf_ray.tasks import Task, task_of
 from opdf_ray.loop import Plan, banner, evaluate, fit, make_plan
 from opdf_ray.methods import Method, get_method
 from opdf_ray.methods.base import model_inputs
@@ -51,7 +51,7 @@ def check_spec_against_models(spec: RunSpec, source: str, lengths: tuple[int, ..
     if spec.method == "theseus" and depth % len(layer_ids):
         raise ValueError(f"BERT-of-Theseus needs the teacher depth ({depth}) to be a multiple of the student's "
                          f"({len(layer_ids)})")
-    texts = len(TASKS[spec.task].text_keys)
+    texts = len(task_of(spec).text_keys)
     least = load_tokenizer(source).num_special_tokens_to_add(pair=texts == 2) + texts
     most = getattr(config, "max_position_embeddings", None)
     for length in sorted({spec.max_length, *lengths}):
@@ -205,10 +205,10 @@ def frozen_teacher_dev(job: Job) -> dict | None:
     return dev
 
 
-def name_labels(config, task: str) -> None:
+def name_labels(config, task: Task) -> None:
     """Give a classifier's config the task's label names (``pipeline`` prints them instead of LABEL_0/LABEL_1);
     a regression head (STS-B) keeps its one unnamed output."""
-    names = TASKS[task].label_names
+    names = task.label_names
     if names:
         config.id2label = dict(enumerate(names))
         config.label2id = {name: i for i, name in enumerate(names)}
@@ -217,7 +217,7 @@ def name_labels(config, task: str) -> None:
 def save_student(results: dict, exported: torch.nn.Module, tokenizer, out_dir: Path) -> None:
     """The merged student as a stock Hugging Face checkpoint (safetensors), its tokenizer and ``results.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    name_labels(exported.config, results["task"])
+    name_labels(exported.config, task_of(results["spec"]))
     exported.save_pretrained(out_dir / "model")
     tokenizer.save_pretrained(out_dir / "model")
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))

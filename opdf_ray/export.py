@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from opdf_ray.config import METHOD_TITLES, RunSpec, inert_settings
-from opdf_ray.tasks import TASKS
+from opdf_ray.tasks import DATASET_SETTINGS, Task, task_of
 from opdf_ray.leaderboard import read_leaderboard, spec_of, usable
 from opdf_ray.storage import check_folder, filesystem, is_uri, published
 from opdf_ray.text import markdown, quoted, shell_join
@@ -177,11 +177,11 @@ def write_onnx(folder: Path, row: pd.Series) -> dict:
 
     from opdf_ray.data import load_split
 
-    task = TASKS[str(row["task"])]
+    task = task_of(row)
     model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     data_dir = spec_of(row)["data_dir"]                  # the trial's data where it is here, else bundled or hub
-    dev = load_split(task.name, task.dev_splits[0], data_dir if data_dir and Path(data_dir).is_dir() else None
+    dev = load_split(task, task.dev_splits[0], data_dir if data_dir and Path(data_dir).is_dir() else None
                      )[0].head(ONNX_CHECK_EXAMPLES)
     texts = [dev[k].tolist() for k in task.text_keys]
     batch = tokenizer(*texts, truncation=True, max_length=int(spec_of(row)["max_length"]), padding=True,
@@ -220,9 +220,9 @@ def write_int8(folder: Path, row: pd.Series) -> dict:
         quantize_dynamic(str(folder / "model.onnx"), str(folder / "model.int8.onnx"), weight_type=QuantType.QInt8)
     finally:
         root.setLevel(level)
-    task = TASKS[str(row["task"])]
+    task = task_of(row)
     data_dir = spec_of(row)["data_dir"]
-    dev = load_split(task.name, task.dev_splits[0], data_dir if data_dir and Path(data_dir).is_dir() else None)[0]
+    dev = load_split(task, task.dev_splits[0], data_dir if data_dir and Path(data_dir).is_dir() else None)[0]
     tokenizer = AutoTokenizer.from_pretrained(folder)
     scores = {}
     for name in ("model.onnx", "model.int8.onnx"):
@@ -253,7 +253,7 @@ def _finish(folder: Path, row: pd.Series, onnx_check: dict | None = None) -> Non
     from opdf_ray.engine import name_labels
 
     config = AutoConfig.from_pretrained(folder)   # students saved before every saved student named its labels
-    name_labels(config, str(row["task"]))
+    name_labels(config, task_of(row))
     config.save_pretrained(folder)
     tokenizer_path = folder / "tokenizer_config.json"
     if tokenizer_path.exists():          # truncation=True then cuts inputs where training and evaluation did
@@ -271,9 +271,12 @@ def retrain_command(row: pd.Series) -> str:
     inert = set(inert_settings(spec))
     first = ("task", "method", "seed", "preset", "teacher", "student")        # always said, in this order
     rest = [n for n in RunSpec.hyperparameters() if n not in first and n not in inert and spec[n] != defaults[n]]
+    data = [n for n in DATASET_SETTINGS if n != "dataset"] if spec.get("dataset") else []
     args = ["python", "-m", "opdf_ray.run"]
-    for name in (*first, *rest):
+    for name in (*first, *data, *rest):
         value, flag = spec[name], "--" + name.replace("_", "-")
+        if name == "task" and spec.get("dataset"):        # a dataset: --task is its path (or hub id) again
+            value = spec["dataset"]
         if value is None:
             continue
         args += [flag if value else "--no-" + name.replace("_", "-")] if isinstance(value, bool) else [flag, value]
@@ -292,19 +295,26 @@ def card_data(row: pd.Series):
     language, metrics and a ``model-index`` entry with the dev score, so ``ModelCard.load(...).data`` has them."""
     from huggingface_hub import EvalResult, ModelCardData
 
-    spec, task = spec_of(row), str(row["task"])
+    spec, task = spec_of(row), task_of(row)
     base, license_ = PRESET_BASES.get(spec["preset"], (None, None)) if not spec["teacher"] else (
         spec["teacher"] if _hub_id(spec["teacher"]) else None, "other")
     metric = str(row["selection_metric"])
+    hub_data = "nyu-mll/glue" if not task.source else task.source if not Path(task.source).is_absolute() else None
     results = [] if row["dev_score"] is None or pd.isna(row["dev_score"]) else [EvalResult(
-        task_type="text-classification", dataset_type="nyu-mll/glue", dataset_name=f"GLUE {task.upper()}",
-        dataset_config=task, dataset_split=TASKS[task].dev_splits[0], metric_type=HUB_METRICS[metric],
-        metric_name=metric, metric_value=round(float(row["dev_score"]), 2))]
+        task_type="text-classification", dataset_type=hub_data or task.name, dataset_name=dataset_title(task),
+        dataset_config=None if task.source else task.name, dataset_split=task.dev_splits[0],
+        metric_type=HUB_METRICS[metric], metric_name=metric, metric_value=round(float(row["dev_score"]), 2))]
     return ModelCardData(
-        language="en", license=license_, base_model=base, datasets=["nyu-mll/glue"], library_name="transformers",
-        pipeline_tag="text-classification", metrics=[HUB_METRICS[m] for m in TASKS[task].metrics],
-        tags=["distillation", "knowledge-distillation", "opdf", "glue", task],
-        model_name=f"{task}-{row['method']}-student", eval_results=results or None)
+        language="en", license=license_, base_model=base, datasets=[hub_data] if hub_data else None,
+        library_name="transformers", pipeline_tag="text-classification",
+        metrics=[HUB_METRICS[m] for m in task.metrics],
+        tags=["distillation", "knowledge-distillation", "opdf", *([] if task.source else ["glue"]), task.name],
+        model_name=f"{task.name}-{row['method']}-student", eval_results=results or None)
+
+
+def dataset_title(task: Task) -> str:
+    """How the card names the data: GLUE's task, or a user's dataset by name (a hub id, or a local file's name)."""
+    return f"GLUE {task.name.upper()}" if not task.source else f"{task.name} ({Path(task.source).name})"
 
 
 def _hub_id(text: str) -> bool:
@@ -315,7 +325,8 @@ def _hub_id(text: str) -> bool:
 def model_card(row: pd.Series, onnx_check: dict | None = None) -> str:
     """A Hugging Face model card (``README.md``) for an exported row (``onnx_check``: ``write_onnx``'s result)."""
     spec = spec_of(row)
-    task, method = str(row["task"]), str(row["method"])
+    spec_task, method = task_of(row), str(row["method"])
+    task, data = spec_task.name, markdown(dataset_title(spec_task))
     opdf = (f"{spec['opdf_cores']} MPO cores per matrix, core lr {spec['opdf_core_lr']}, alignment "
             + (f"ratio {spec['opdf_align_ratio']}" if spec["opdf_align_ratio"] else f"weight {spec['opdf_align_weight']}")
             + f" ({spec['opdf_align_map']} map), trained cores: {spec['opdf_train_cores']}"
@@ -325,12 +336,12 @@ def model_card(row: pd.Series, onnx_check: dict | None = None) -> str:
     protocol = ("checkpoint chosen on a held-out slice of the training set; dev never used for selection"
                 if row["protocol"] == "selection" else "checkpoint chosen on dev (the papers' protocol)")
     metric = row["selection_metric"]
-    labels = TASKS[task].label_names
+    labels = spec_task.label_names
     return f"""---
 {card_data(row).to_yaml()}
 ---
 
-# {task.upper()} student distilled with {METHOD_TITLES.get(method, method)}{" + OPDF" if spec['opdf_cores'] >= 2 else ""}
+# {task if spec_task.source else task.upper()} student distilled with {METHOD_TITLES.get(method, method)}{" + OPDF" if spec['opdf_cores'] >= 2 else ""}
 
 A student made by opdf-ray ({markdown(row.get('opdf_ray_version') or 'unknown version')}), exported
 from trial {markdown(row['trial_id'])} of search {markdown(row['run_id'])}. It is a stock Hugging Face checkpoint: the
@@ -339,7 +350,7 @@ MPO cores OPDF trains with are merged back, so it has exactly the size and speed
 
 | | |
 |---|---|
-| task | GLUE {task} ({', '.join(labels) if labels else 'regression'}) |
+| task | {data} ({markdown(', '.join(labels)) if labels else 'regression'}) |
 | teacher | {teacher} |
 | method | {METHOD_TITLES.get(method, method)} (`{method}`) |
 | OPDF | {opdf} |
@@ -355,15 +366,15 @@ MPO cores OPDF trains with are merged back, so it has exactly the size and speed
 from transformers import pipeline
 
 classify = pipeline("text-classification", model="<this folder>", truncation=True)
-print(classify({_example(task)}))
+print(classify({_example(spec_task)}))
 ```
 
 {_onnx_section(row, onnx_check) if onnx_check else ""}## Limitations
 
-A small student from a short, budgeted run: {spec['max_train_samples'] or 'every'} training examples of GLUE {task},
-{spec['epochs']} epoch(s), inputs cut at {spec['max_length']} tokens, English only. Its dev score is on GLUE's
-{TASKS[task].dev_splits[0]} split, which the checkpoint was{' not' if row['protocol'] == 'selection' else ''} chosen on;
-texts unlike GLUE's, or longer than {spec['max_length']} tokens, may be scored worse. It inherits its teacher's
+A small student from a short, budgeted run: {spec['max_train_samples'] or 'every'} training examples of {data},
+{spec['epochs']} epoch(s), inputs cut at {spec['max_length']} tokens, English only. Its dev score is on {data}'s
+{spec_task.dev_splits[0]} split, which the checkpoint was{' not' if row['protocol'] == 'selection' else ''} chosen on;
+texts unlike its training data, or longer than {spec['max_length']} tokens, may be scored worse. It inherits its teacher's
 biases. Check it on your own data before relying on it.
 
 ## Train it again
@@ -387,7 +398,7 @@ from transformers import AutoTokenizer
 
 tokenizer = AutoTokenizer.from_pretrained("<this folder>")
 session = onnxruntime.InferenceSession("<this folder>/model.onnx")
-batch = tokenizer({_tokenizer_example(str(row['task']))}, truncation=True, return_tensors="np")
+batch = tokenizer({_tokenizer_example(task_of(row))}, truncation=True, return_tensors="np")
 logits = session.run(["logits"], {{{inputs}}})[0]
 ```
 {_int8_note(check)}
@@ -411,14 +422,14 @@ def _count(value) -> str:
     return "?" if value is None or pd.isna(value) else f"{int(value):,}"
 
 
-def _tokenizer_example(task: str) -> str:
-    if len(TASKS[task].text_keys) == 1:
+def _tokenizer_example(task: Task) -> str:
+    if len(task.text_keys) == 1:
         return '["The movie was a delight from start to finish."]'
     return '["A man is playing a guitar."], ["Someone plays an instrument."]'
 
 
-def _example(task: str) -> str:
-    if len(TASKS[task].text_keys) == 1:
+def _example(task: Task) -> str:
+    if len(task.text_keys) == 1:
         return '"The movie was a delight from start to finish."'
     return '{"text": "A man is playing a guitar.", "text_pair": "Someone plays an instrument."}'
 
@@ -429,7 +440,7 @@ def build_parser(prog: str = "python -m opdf_ray.export") -> argparse.ArgumentPa
     p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     p.add_argument("leaderboard", help="a leaderboard folder (e.g. outputs/search/leaderboard)")
     p.add_argument("--out", required=True, help="a new folder for the exported student")
-    p.add_argument("--task", choices=tuple(TASKS), help="the task to export (needed when several are there)")
+    p.add_argument("--task", help="the task to export (needed when several are there): a GLUE name or a dataset's")
     p.add_argument("--trial", help="export this trial instead of the best one")
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (checked against PyTorch on the "
                    "task's dev examples; needs pip install 'opdf-ray[onnx]')")

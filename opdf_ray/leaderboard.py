@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from opdf_ray import __version__
 from opdf_ray import trial_metrics as tm
 from opdf_ray.config import EXECUTION, SEED, RunSpec, inert_settings
-from opdf_ray.tasks import TASKS
+from opdf_ray.tasks import DATASET_SETTINGS, NAME, TASKS, Task, in_task_order, task_of
 from opdf_ray.storage import filesystem, join, published
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 # 10: l2sp_ratio, l2sp_weight (0 before 10), drift_deployed, drift_cores, drift_curve; a setting that cannot act
 #     for the row's task and method (``config.inert_settings``) is stored empty and left out of ``config_id``;
 #     trial_task (the row's task, also in the file: a row whose folder says another is skipped)
-SCHEMA_VERSION = 11
+# 12: dataset, text_columns, label_column, problem_type, label_names (a user's own data; empty for GLUE rows)
+SCHEMA_VERSION = 12
 STATUSES = ("completed", "pruned", "failed")
 ROW_TASK = "trial_task"       # the task a row stores itself ("task" is its folder's, task=<name>; both must agree)
 METRICS = tuple(dict.fromkeys(m for t in TASKS.values() for m in t.metrics))   # accuracy, f1, mcc, …
@@ -116,9 +117,11 @@ SCHEMA = pa.schema([
 
 def config_id(spec: dict) -> str:
     """Identity of a configuration across seeds: a hash of the hyperparameters that act (seed, paths and the
-    settings that cannot act for its task and method, ``inert_settings``, left out)."""
+    settings that cannot act for its task and method, ``inert_settings``, left out; a GLUE row's empty dataset
+    settings too, so its id is the one it had before schema 12)."""
     inert = set(inert_settings(spec))
-    values = {k: v for k, v in sorted(spec.items()) if k not in _NOT_CONFIG and k not in inert}
+    values = {k: v for k, v in sorted(spec.items()) if k not in _NOT_CONFIG and k not in inert
+              and not (k in DATASET_SETTINGS and v is None)}
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -154,7 +157,7 @@ def make_row(run_id: str, trial_id: str, status: str, spec: dict, result: dict |
     if status not in STATUSES:
         raise ValueError(f"status={status!r}; allowed: {', '.join(STATUSES)}")
     result = result or {}
-    task = TASKS[spec["task"]]
+    task = task_of(spec)
     if status == "completed":
         missing = tm.missing_keys(result, task.metrics, task.dev_splits)
         if missing:
@@ -327,9 +330,16 @@ def _truncated_before_v3(frame: pd.DataFrame) -> pd.Series:
             & (frame["method"] != "finetune"))
 
 
+def tasks_of(frame: pd.DataFrame) -> dict[str, Task]:
+    """The tasks a leaderboard's rows are of, by name, in report order (GLUE's, then datasets'); a dataset's
+    ``Task`` comes from its rows' settings (``tasks.task_of``), so a report needs no data to name its labels."""
+    names = in_task_order(frame["task"].astype(str).unique()) if len(frame) else []
+    return {name: task_of(frame[frame["task"].astype(str) == name].iloc[0]) for name in names}
+
+
 def _partition_task(path: str, base: str) -> str | None:
     parts = path[len(base):].strip("/").split("/")
-    if len(parts) == 2 and parts[0].startswith("task=") and parts[0][5:] in TASKS:
+    if len(parts) == 2 and parts[0].startswith("task=") and NAME.fullmatch(parts[0][5:]):
         return parts[0][5:]
     return None
 

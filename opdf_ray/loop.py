@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from opdf_ray.batches import Data, cycle, set_epoch, to_device
 from opdf_ray.checkpoint import Progress, load_checkpoint
 from opdf_ray.data import compute_metrics, selection_split
-from opdf_ray.tasks import GlueTask
+from opdf_ray.tasks import Task
 from opdf_ray.methods import Method
 from opdf_ray.methods.base import model_inputs
 from opdf_ray.parallel import Parallel
@@ -73,7 +73,7 @@ def autocast(device: torch.device, bf16: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-def evaluate(model: torch.nn.Module, loader: DataLoader, task: GlueTask, device: torch.device,
+def evaluate(model: torch.nn.Module, loader: DataLoader, task: Task, device: torch.device,
              parallel: Parallel | None = None, bf16: bool = False) -> dict[str, float]:
     """Task metrics (percent) of ``model`` on every example of the split: each worker predicts its share of
     ``loader`` (see ``Data.loader``), the shares are gathered in rank order, so nothing is counted twice."""

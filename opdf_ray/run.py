@@ -17,6 +17,7 @@ import yaml
 from opdf_ray import log_to_console
 from opdf_ray.commands import CONFIG_HELP, HelpFormatter, parse_with_config
 from opdf_ray.config import SUBJECTS, RunSpec
+from opdf_ray.tasks import names_dataset
 
 
 def build_parser(prog: str = "python -m opdf_ray.run") -> argparse.ArgumentParser:
@@ -43,6 +44,10 @@ def parse_spec(argv: list[str] | None = None, prog: str = "python -m opdf_ray.ru
     values = vars(args)
     values.pop("config")
     values.pop("print_config")
+    if names_dataset(values):            # your own data: read once here, so its problems show before any work
+        from opdf_ray.userdata import resolve
+
+        values = resolve(values)
     return RunSpec(**values)
 
 

@@ -267,11 +267,12 @@ def parse_space(raw, source: str = "<dict>") -> SearchSpace:
     epochs = raw.get("epochs") or {}
     if not isinstance(epochs, dict):
         _fail(f"{source} epochs", f"expected a mapping task → epochs, got {quoted(epochs)}")
-    from opdf_ray.tasks import TASKS
+    from opdf_ray.tasks import NAME, TASKS
 
-    for task, n in epochs.items():
-        if task != "default" and task not in TASKS:
-            _fail(f"{source} epochs.{task}", f"unknown task; allowed: default, {', '.join(TASKS)}")
+    for task, n in epochs.items():      # a dataset's name is checked against the searched tasks (hpo.checks)
+        if task != "default" and task not in TASKS and not (isinstance(task, str) and NAME.fullmatch(task)):
+            _fail(f"{source} epochs.{task}", f"unknown task; allowed: default, {', '.join(TASKS)} or a dataset's "
+                                             f"name")
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= INT_MOST["epochs"]:
             _fail(f"{source} epochs.{task}", f"{quoted(n)} is not an int in 1..{INT_MOST['epochs']:,}")
     params: dict[str, Param] = {}

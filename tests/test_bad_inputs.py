@@ -321,7 +321,7 @@ def test_config_values_of_the_searchs_own_flags_get_the_flags_types(tmp_path, ca
     config = tmp_path / "c.yaml"
     config.write_text("task: 3\n")                  # was: an int where a string belongs, then a traceback
     args = cli.parse_args(["--config", str(config), "--preset", "tiny", "--storage", str(tmp_path / "s")])
-    with pytest.raises(ValueError, match=r"--task '3': unknown task"):
+    with pytest.raises(ValueError, match=r"--task '3' is not a GLUE task"):
         checks.validate(args)
     config.write_text("task: [rte, mrpc]\nseed: 1.5\n")     # a list is the flag's comma list; 1.5 is no seed
     with pytest.raises(SystemExit):
@@ -431,3 +431,11 @@ def test_the_python_api_checks_a_searchs_options_as_the_command_line_does(monkey
     args = seen["args"]
     assert (args.task, args.methods, args.num_samples, args.no_cover_cells, args.seed) == ("rte,mrpc", ["kd"], 4,
                                                                                           True, 1)
+
+
+def test_a_space_whose_epochs_name_no_task_of_the_search_is_an_error(tmp_path):
+    """A dataset's name is allowed in a space's epochs section; one that is neither GLUE's nor searched is a typo."""
+    space = tmp_path / "space.yaml"
+    space.write_text("fixed: {method: kd}\nepochs: {default: 1, rtee: 3}\n")
+    with pytest.raises(ValueError, match=r"epochs\.rtee names no task of this search \(rte\) and no GLUE task"):
+        validate(tmp_path, "--space", str(space))

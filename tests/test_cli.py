@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--task", "rtee"], "unknown task(s) ['rtee']"),
+    (["--task", "rtee"], "--task 'rtee' is not a GLUE task (cola, sst2"),
     (["--task", "rte", "--methods", "kd,distil"], "--methods ['distil'] not in the space's methods"),
     (["--task", "rte", "--num-samples", "0"], "--num-samples must be ≥ 1"),
     (["--task", "rte", "--tpe-startup-trials", "0"], "--tpe-startup-trials must be ≥ 1"),

@@ -178,7 +178,7 @@ def test_the_python_api_refuses_what_the_command_line_refuses_before_ray_starts(
 
     with pytest.raises(ValueError, match=r"search\(\) got unknown option\(s\) \['num_trials'\]; allowed: .*num_samples"):
         opdf_ray.search("rte", num_trials=4)
-    with pytest.raises(ValueError, match=r"unknown task\(s\) \['rtee'\]"):
+    with pytest.raises(ValueError, match=r"--task 'rtee' is not a GLUE task \(cola, sst2"):
         opdf_ray.search(["rte", "rtee"], storage=str(tmp_path))
     with pytest.raises(ValueError, match=r"settings sets \['epochs'\]: a search sets it itself"):
         opdf_ray.search("rte", settings={"epochs": 3})

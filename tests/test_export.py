@@ -11,6 +11,7 @@ from opdf_ray.config import RunSpec
 from opdf_ray.engine import name_labels
 from opdf_ray.export import choose, export, main, retrain_command
 from opdf_ray.leaderboard import make_row, read_leaderboard, spec_of, write_row
+from opdf_ray.tasks import get_task
 from tests.rows import completed_result, stopped_result
 
 
@@ -18,7 +19,7 @@ def tiny_student(path, task="sst2"):
     """A real (random, tiny) BERT classifier saved as a search saves its merged student."""
     model = AutoModelForSequenceClassification.from_config(BertConfig(
         vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16))
-    name_labels(model.config, task)
+    name_labels(model.config, get_task(task))
     model.save_pretrained(path)
     (path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 512}))
     return str(path)

@@ -132,7 +132,9 @@ def test_help_lists_every_flag():
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--task", "glue"], "task='glue' is invalid; allowed: cola, sst2"),
+    (["--task", "glue"], "--task 'glue' is not a GLUE task (cola, sst2"),
+    (["--task", "data/examples/reviews.csv", "--text-columns", "review"], "no column(s) ['label']; its columns: "),
+    (["--task", "rte", "--label-column", "y"], "label_column describe your own data, but task='rte' is GLUE's"),
     (["--method", "distill"], "invalid choice: 'distill'"),
     (["--max-length", "0"], "max_length=0 is invalid; allowed: an int in 1..1,048,576"),
     (["--opdf-cores", "1"], "opdf_cores=1 is invalid; allowed: 0 (off) or an int in 2..16"),

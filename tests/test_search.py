@@ -312,3 +312,42 @@ def test_a_search_distils_every_family_with_every_method_and_exports_stock_stude
         best = board.loc[board["selection_score"].idxmax()]
         card = (tmp_path / "best" / "README.md").read_text()          # fp32 ONNX scores what the row says
         assert f"the fp32 ONNX model {best['dev_score']:.2f}" in card and "`model.int8.onnx`" in card
+
+
+def test_a_search_on_your_own_csv_reports_and_exports_its_labels(local_ray, tmp_path, monkeypatch):
+    """``opdf-ray search --task data/reviews.csv --text-columns review --label-column sentiment`` on the README's
+    relative defaults: the rows are the dataset's, the report has its column and majority row, and the exported
+    student names its labels in a stock pipeline."""
+    import shutil
+
+    import yaml
+    from transformers import pipeline
+
+    from opdf_ray.cli import main as search_main
+    from opdf_ray.export import main as export_main
+    from opdf_ray.report import main as report_main
+
+    monkeypatch.chdir(tmp_path)
+    Path("data").mkdir()
+    shutil.copy(REPO / "data" / "examples" / "reviews.csv", "data/reviews.csv")
+    Path("space.yaml").write_text(yaml.safe_dump(
+        {**TINY_SPACE, "epochs": {"default": 1, "reviews": 2},
+         "params": {**TINY_SPACE["params"], "method": {"type": "categorical", "choices": ["kd"]}}}))
+    assert search_main(["--task", "data/reviews.csv", "--text-columns", "review", "--label-column", "sentiment",
+                        "--preset", "tiny", "--space", "space.yaml", "--num-samples", "1", "--cache-dir", "cache",
+                        "--max-concurrent", "1", "--gpus-per-worker", "0", "--cpus-per-worker", "1"]) == 0
+    board = read_leaderboard("outputs/search/leaderboard")
+    assert list(board["task"].astype(str)) == ["reviews"] and list(board["status"]) == ["completed"], board["error"]
+    assert board["dataset"].iloc[0] == str(tmp_path / "data" / "reviews.csv") and board["epochs"].iloc[0] == 2
+    assert board["selection_metric"].iloc[0] == "accuracy" and board["dev_mcc"].notna().all()
+    assert report_main(["outputs/search/leaderboard", "--out", "report"]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    header = next(line for line in report.splitlines() if line.startswith("| Method"))
+    assert "| reviews Acc | reviews F1 | reviews MCC |" in header and "| *Majority class* |" in report
+    assert export_main(["outputs/search/leaderboard", "--out", "best"]) == 0
+    card = (tmp_path / "best" / "README.md").read_text()
+    assert "# reviews student distilled with KD" in card and "| task | reviews \\(reviews\\.csv\\) (negative, positive) |" in card
+    assert f"--task {tmp_path / 'data' / 'reviews.csv'} --method kd" in card      # the command trains it again
+    assert "--text-columns review --label-column sentiment --problem-type classification" in card
+    classify = pipeline("text-classification", model=str(tmp_path / "best"), truncation=True, device="cpu")
+    assert {p["label"] for p in classify(["a delight", "a bore"])} <= {"negative", "positive"}

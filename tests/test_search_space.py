@@ -105,7 +105,7 @@ def test_the_quick_starts_first_trials_are_every_method_and_opdf_cell():
     ({"params": {"task": {"type": "categorical", "choices": ["rte"]}}}, "task cannot be searched"),
     ({"fixed": {"lr": -1.0}}, r"a drawn configuration is invalid \(lr=-1.0 is invalid"),
     ({"fixed": {"lrate": 1.0}}, r"unknown RunSpec field\(s\) \['lrate'\]"),
-    ({"epochs": {"rtee": 3}}, "epochs.rtee: unknown task"),
+    ({"epochs": {"rte e": 3}}, "epochs.rte e: unknown task; allowed: default, cola, .* or a dataset's name"),
     ({"params": {"opdf_cores": {"type": "categorical", "choices": [1]}}}, "opdf_cores=1 is invalid"),
 ])
 def test_bad_space_is_a_clear_error(raw, message):

@@ -10,8 +10,8 @@ import math
 from pathlib import Path
 
 from opdf_ray.commands import split_list
-from opdf_ray.config import SET_BY_THE_SEARCH, RunSpec, parse_setting
-from opdf_ray.tasks import TASKS
+from opdf_ray.config import SET_BY_THE_SEARCH, SET_BY_THE_SEARCH_HELP, RunSpec, parse_setting
+from opdf_ray.tasks import DATASET_SETTINGS, TASKS, task_of
 from opdf_ray.hpo.cluster import check_address
 from opdf_ray.hpo.sizing import overrides, search_settings
 from opdf_ray.storage import join
@@ -20,22 +20,48 @@ log = logging.getLogger("opdf_ray")
 
 
 def _tasks(value: str) -> list[str]:
-    tasks = list(TASKS) if value == "all" else [t.strip() for t in value.split(",") if t.strip()]
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown or not tasks:
-        raise ValueError(f"--task {value!r}: unknown task(s) {unknown}; allowed: {', '.join(TASKS)}, or 'all'")
+    """``--task``'s entries: GLUE names and datasets (a file, folder or hub id: ``userdata.resolve`` reads them)."""
+    if value == "all":
+        return list(TASKS)
+    tasks = [value] if Path(value).expanduser().exists() else [t.strip() for t in value.split(",") if t.strip()]
+    if not tasks:
+        raise ValueError(f"--task {value!r}: no task; allowed: {', '.join(TASKS)}, 'all', or your own data (a file, "
+                         f"a folder or a hub dataset id)")
     twice = sorted({t for t in tasks if tasks.count(t) > 1})
     if twice:
         raise ValueError(f"--task {value!r} names {', '.join(twice)} more than once; each task is searched once")
     return tasks
 
 
+def resolve_tasks(args, space) -> dict[str, dict]:
+    """Each task of the search by name → its task settings: a GLUE name's own, a dataset's read from its data
+    with ``--text-columns``/``--label-column``/``--problem-type``/``--label-names``."""
+    from opdf_ray.userdata import resolve
+
+    wanted = _tasks(args.task)
+    given = {name: getattr(args, name) for name in DATASET_SETTINGS if getattr(args, name, None) is not None}
+    if given and all(t in TASKS for t in wanted):
+        raise ValueError(f"{', '.join('--' + n.replace('_', '-') for n in given)} describe your own data, but "
+                         f"--task {args.task!r} is GLUE's only (its tasks have their own columns); leave them out")
+    out = {}
+    for entry in wanted:
+        values = {"task": entry} if entry in TASKS else resolve({"task": entry} | given)
+        if values["task"] in out:
+            raise ValueError(f"--task {args.task!r}: two datasets are both named {values['task']!r} (a task's name is "
+                             f"its file's or folder's); rename one")
+        out[values["task"]] = values
+    for key in space.epochs:
+        if key not in TASKS and key != "default" and key not in out:
+            raise ValueError(f"the search space's epochs.{key} names no task of this search ({', '.join(out)}) "
+                             f"and no GLUE task; a dataset's name is its file's or folder's")
+    return out
+
+
 def check_trial_settings(settings: dict, where: str) -> None:
     """Settings a search hands every trial must not be ones it sets per task or per trial itself."""
     searched = sorted(k for k in settings if k in SET_BY_THE_SEARCH)
     if searched:
-        raise ValueError(f"{where} sets {searched}: a search sets it itself (task: --task; epochs: the space's "
-                         f"epochs section and --max-epochs; threads, progress, save_model: per trial)")
+        raise ValueError(f"{where} sets {searched}: {SET_BY_THE_SEARCH_HELP}")
 
 
 def absolute_local_paths(values: dict) -> dict:
@@ -56,8 +82,9 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
     from opdf_ray.data import default_cache_dir, load_glue
     from opdf_ray.search_space import default_space_path, load_space
 
-    tasks = _tasks(args.task)
     space = load_space(args.space or default_space_path())
+    task_settings = resolve_tasks(args, space)
+    tasks = list(task_settings)
     if args.methods:
         space = space.restrict_methods(split_list(args.methods))
     given = [*args.config_settings, *(key for key, _ in map(parse_setting, args.set))] + (
@@ -78,11 +105,11 @@ def validate(args) -> tuple[list[str], dict[str, RunSpec], object]:
 
     bases, as_trials = {}, {}
     for task in tasks:
-        values = {"task": task, "preset": args.preset, "teacher": args.teacher, "data_dir": args.data_dir,
+        values = task_settings[task] | {"preset": args.preset, "teacher": args.teacher, "data_dir": args.data_dir,
                   "cache_dir": args.cache_dir, "seed": args.seed, "max_train_samples": args.max_train_samples}
         bases[task] = RunSpec.from_dict(absolute_local_paths(values | overrides(args)))
         spec = as_trials[task] = RunSpec.from_dict(bases[task].to_dict() | space.fixed | overrides(args))
-        load_glue(task, spec.data_dir, spec.selection_fraction, spec.selection_cap, spec.seed,
+        load_glue(task_of(spec), spec.data_dir, spec.selection_fraction, spec.selection_cap, spec.seed,
                   spec.max_train_samples)            # missing data fails here; logs the trials' split sizes
     for task in tasks:                   # a value that cannot act there: an error alone, a warning among tasks
         inert = space.inert_given(as_trials[task].to_dict(), tuple(given))

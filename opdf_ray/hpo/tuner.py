@@ -21,7 +21,7 @@ from pathlib import Path
 
 from opdf_ray import trial_metrics as tm
 from opdf_ray.config import RunSpec
-from opdf_ray.tasks import TASKS
+from opdf_ray.tasks import task_of
 from opdf_ray.leaderboard import make_row, write_row
 from opdf_ray.search_space import SearchSpace, spec_values
 from opdf_ray.storage import delete_dir, is_uri, join, remove_temporaries
@@ -496,7 +496,7 @@ def run_search(base: RunSpec, space: SearchSpace, settings: SearchSettings, resu
     restoring = resume and tune.Tuner.can_restore(exp_dir)
     search = _optuna_search(TrialSampler(base, space, settings, run, teachers, overrides), settings, name,
                             resume=restoring)
-    console = Console(settings.num_samples, TASKS[base.task].selection_metric)
+    console = Console(settings.num_samples, task_of(base).selection_metric)
     run_config = tune.RunConfig(name=name, storage_path=join(settings.storage),
                                 verbose=tune_verbosity(settings.verbose),
                                 callbacks=_callbacks(name, settings, train_storage, console,

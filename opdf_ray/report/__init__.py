@@ -29,8 +29,8 @@ import pyarrow.fs as pafs
 from opdf_ray.config import METHODS
 from opdf_ray.storage import check_folder
 from opdf_ray.text import markdown
-from opdf_ray.tasks import TASKS
-from opdf_ray.leaderboard import duplicate_runs, read_leaderboard
+from opdf_ray.tasks import TASKS, in_task_order
+from opdf_ray.leaderboard import duplicate_runs, read_leaderboard, tasks_of
 from opdf_ray.report.plots import plot_cores, plot_curves, plot_importance, plot_lr
 from opdf_ray.report.summary import config_block, run_summary
 from opdf_ray.report.tables import (PROTOCOLS, SELECT_BY, best_configs, build_table, check_compare, majority_metrics,
@@ -67,7 +67,8 @@ def read_boards(leaderboards: list[str], tasks: list[str] | None = None,
         _check_is_leaderboard(root)
         frames.append(read_leaderboard(root))
     board = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    for column, wanted, allowed in (("task", tasks, TASKS), ("method", methods, METHODS)):
+    there = board["task"].astype(str).unique() if len(board) else []
+    for column, wanted, allowed in (("task", tasks, in_task_order([*TASKS, *there])), ("method", methods, METHODS)):
         if wanted:
             unknown = sorted(set(wanted) - set(allowed))
             if unknown:
@@ -131,7 +132,8 @@ def render(leaderboard: str | list[str], out: str | Path, select_by: str = "sele
         intro_md += sentence.format(", ".join(map(markdown, ids)))     # ids are text, never markup
     summary = run_summary(board)
     verdicts = opdf_verdicts(chosen, by)
-    tasks = list(dict.fromkeys(c.task for c in table.columns))
+    shown = {c.task for c in table.columns}
+    tasks = {name: task for name, task in tasks_of(board).items() if name in shown}
     help_md = ["## Does OPDF help?", verdicts_markdown(verdicts, tasks)] if verdicts else []
     help_html = f"<h2>Does OPDF help?</h2>{verdicts_html(verdicts, tasks)}" if verdicts else ""
     md = "\n\n".join(["# opdf-ray GLUE report", intro_md, table_markdown(table), *help_md, "## Plots",

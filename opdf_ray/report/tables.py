@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from opdf_ray.config import METHOD_TITLES, METHODS, RunSpec
-from opdf_ray.tasks import TASKS
-from opdf_ray.leaderboard import VARIANT, usable
+from opdf_ray.tasks import TASKS, Task, get_task
+from opdf_ray.leaderboard import VARIANT, tasks_of, usable
 from opdf_ray.report.stats import mean_interval
 
 METRIC_NAMES = {"accuracy": "Acc", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman"}
@@ -29,12 +29,12 @@ class Column:
     label: str
 
 
-def columns_for(tasks: list[str]) -> list[Column]:
-    """The table's metric columns, in GLUE order: CoLA MCC, STS-B P/S, MRPC/QQP F1/Acc, MNLI m/mm, others Acc."""
+def columns_for(tasks: dict[str, Task]) -> list[Column]:
+    """The table's metric columns, in report order (``leaderboard.tasks_of``): CoLA MCC, STS-B P/S, MRPC/QQP F1/Acc,
+    MNLI m/mm, other GLUE tasks Acc, then each dataset's metrics."""
     out = []
-    for name in [t for t in TASKS if t in tasks]:
-        task = TASKS[name]
-        if name == "mnli":
+    for name, task in tasks.items():
+        if name == "mnli" and not task.source:
             out += [Column(name, "dev_accuracy", "MNLI-m"), Column(name, "dev_mismatched_accuracy", "MNLI-mm")]
             continue
         label = task_label(name)
@@ -103,9 +103,9 @@ def _with_average(cells: dict, columns: list[Column]) -> dict:
     return cells
 
 
-def majority_metrics(task_name: str, data_dir: str | None = None) -> dict[str, float]:
+def majority_metrics(task: Task | str, data_dir: str | None = None) -> dict[str, float]:
     """Dev metrics (leaderboard column names) of predicting the training split's most frequent label for every
-    dev example; for STS-B its mean score, a constant, whose correlations are 0.
+    dev example; for a regression (STS-B) its mean score, a constant, whose correlations are 0.
 
     Raises:
         FileNotFoundError: the task's data is neither under ``data_dir``/bundled nor reachable on the hub.
@@ -114,14 +114,12 @@ def majority_metrics(task_name: str, data_dir: str | None = None) -> dict[str, f
 
     from opdf_ray.data import compute_metrics, load_split
 
-    from opdf_ray.tasks import get_task
-
-    task = get_task(task_name)
-    train = load_split(task_name, "train", data_dir)[0]["label"]
+    task = task if isinstance(task, Task) else get_task(task)
+    train = load_split(task, "train", data_dir)[0]["label"]
     constant = float(train.mean()) if task.is_regression else int(train.value_counts().idxmax())
     out = {}
     for split in task.dev_splits:
-        labels = load_split(task_name, split, data_dir)[0]["label"].to_numpy()
+        labels = load_split(task, split, data_dir)[0]["label"].to_numpy()
         prefix = "dev_mismatched_" if split == "validation_mismatched" else "dev_"
         out |= {prefix + m: v for m, v in compute_metrics(task, np.full(len(labels), constant), labels).items()}
     return out
@@ -136,14 +134,14 @@ def _local_data_dir(done: pd.DataFrame, task: str) -> str | None:
 
 
 def reference_rows(board: pd.DataFrame, columns: list[Column]) -> list[dict]:
-    """The rows every method is read against: the majority class (from the GLUE data itself) and the task-fine-
+    """The rows every method is read against: the majority class (from the task's data itself) and the task-fine-
     tuned teacher the trials started from (mean ± 95% t-interval over the distinct teachers, i.e. seeds)."""
     done = usable(board)
-    rows, cells = [], {}
+    rows, cells, known = [], {}, tasks_of(done)
     for task in dict.fromkeys(c.task for c in columns):
         try:
-            scores = majority_metrics(task, _local_data_dir(done, task))
-        except FileNotFoundError as e:
+            scores = majority_metrics(known[task], _local_data_dir(done, task))
+        except (FileNotFoundError, ValueError) as e:        # a dataset moved or changed since the search
             print(f"report: no majority-class row for {task}: {str(e).splitlines()[0]}", file=sys.stderr)
             continue
         cells |= {c.label: (scores[c.metric], None, None) for c in columns if c.task == task}
@@ -235,8 +233,7 @@ def build_table(board: pd.DataFrame, select_by: str = "selection", protocol: str
     if chosen.empty:
         raise ValueError(f"no completed trials with protocol={protocol!r} in the leaderboard: nothing to tabulate "
                          f"(statuses present: {dict(board['status'].value_counts()) if len(board) else {}})")
-    tasks = sorted(set(chosen["task"].astype(str)), key=list(TASKS).index)
-    columns = columns_for(tasks)
+    columns = columns_for(tasks_of(chosen))
     rows = []
     methods = [m for m in METHODS if m in set(chosen["method"])]
     for method in methods:
@@ -277,7 +274,8 @@ def _short(value):
 
 
 def task_label(task: str) -> str:
-    return task.upper().replace("SST2", "SST-2").replace("STSB", "STS-B")
+    """GLUE's spelling of its task names (SST-2, STS-B); a dataset's name as it is."""
+    return task.upper().replace("SST2", "SST-2").replace("STSB", "STS-B") if task in TASKS else task
 
 
 def _params(part: pd.DataFrame, column: str) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from opdf_ray.config import METHODS
-from opdf_ray.tasks import TASKS
+from opdf_ray.tasks import Task, in_task_order
 from opdf_ray.report.stats import holm, mean_interval, t_test_p
 from opdf_ray.report.tables import METRIC_NAMES, task_label, variant_label, variants
 
@@ -79,7 +79,7 @@ def opdf_verdicts(chosen: pd.DataFrame, by: tuple[str, ...] = ()) -> list[dict]:
     to the method's dense student per task and over all tasks (per seed, the mean over tasks of its differences;
     seeds present in every task); an OPDF row is also read against the method's dense L2-SP student, the cheaper
     regulariser its ``init`` alignment resembles, when the table has one."""
-    tasks = sorted(set(chosen["task"].astype(str)), key=list(TASKS).index)
+    tasks = in_task_order(chosen["task"].astype(str).unique())
     out = []
     for method in [m for m in METHODS if m in set(chosen["method"])]:
         method_variants = variants(chosen[chosen["method"] == method], by)
@@ -133,10 +133,10 @@ VERDICT_NOTE = ("Δ = the row − the method's dense student (a row ending “�
                 "task differences.")
 
 
-def _verdict_grid(verdicts: list[dict], tasks: list[str]) -> tuple[str, list[str], list[list[str]]]:
+def _verdict_grid(verdicts: list[dict], tasks: dict[str, Task]) -> tuple[str, list[str], list[list[str]]]:
     """The note, the header and the cells of the verdict table (one place for Markdown and HTML)."""
-    note = VERDICT_NOTE.format(metrics=", ".join(f"{task_label(t)} {METRIC_NAMES[TASKS[t].selection_metric]}"
-                                                 for t in tasks))
+    note = VERDICT_NOTE.format(metrics=", ".join(f"{task_label(t)} {METRIC_NAMES[task.selection_metric]}"
+                                                 for t, task in tasks.items()))
     head = ["Method", *[task_label(t) for t in tasks], *(["All tasks"] if len(tasks) > 1 else []), "Verdict"]
     rows = []
     for v in verdicts:
@@ -148,14 +148,14 @@ def _verdict_grid(verdicts: list[dict], tasks: list[str]) -> tuple[str, list[str
     return note, head, rows
 
 
-def verdicts_markdown(verdicts: list[dict], tasks: list[str]) -> str:
+def verdicts_markdown(verdicts: list[dict], tasks: dict[str, Task]) -> str:
     note, head, rows = _verdict_grid(verdicts, tasks)
     lines = [note, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join([*r[:-1], f"**{r[-1]}**" if r[-1] != "–" else "–"]) + " |" for r in rows]
     return "\n".join(lines)
 
 
-def verdicts_html(verdicts: list[dict], tasks: list[str]) -> str:
+def verdicts_html(verdicts: list[dict], tasks: dict[str, Task]) -> str:
     note, head, rows = _verdict_grid(verdicts, tasks)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
     return (f"<p>{html.escape(note).replace('*', '')}</p><table id=\"verdicts\"><thead><tr>"
