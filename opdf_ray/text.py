@@ -14,7 +14,7 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>&~=$^\"'])")
 def quoted(value, limit: int = QUOTE_LIMIT) -> str:
     """``repr(value)``, cut to ``limit`` characters with the full length said: an error names what was wrong
     without repeating a value of any size (a YAML file of nested aliases once made an 80 MB "one-line" error)."""
-    text = repr(value)
+    text = " ".join(repr(value).splitlines())        # a str's repr has none; an array's breaks lines
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
 
 

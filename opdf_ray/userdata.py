@@ -71,6 +71,9 @@ def resolve(values: dict) -> dict:
 def locate(text: str) -> str:
     """The dataset's absolute path, or its hub id; a path-looking name that does not exist is an error."""
     path = Path(text).expanduser()
+    if path.is_symlink() and not path.exists():
+        raise FileNotFoundError(f"--task {quoted(text)} is a link to {quoted(str(path.readlink()))}, which does not "
+                                f"exist; fix the link or pass the data itself")
     if path.exists():
         if path.is_file() and path.suffix.lower() not in FORMATS:
             raise ValueError(f"--task {quoted(text)}: {path.suffix or 'no extension'} is not a data format; allowed: "
@@ -163,7 +166,8 @@ def _read_file(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
             df = pd.read_json(path, lines=lines or kind == ".jsonl", dtype=False)
     except (ValueError, UnicodeDecodeError, OSError, pd.errors.ParserError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"{path} is not a readable {kind[1:]} file: {first}") from None
+        hint = "; save it as UTF-8" if isinstance(e, UnicodeDecodeError) else ""
+        raise ValueError(f"{path} is not a readable {kind[1:]} file: {first}{hint}") from None
     return df
 
 
@@ -221,12 +225,12 @@ def read_raw(source: str, columns: tuple[str, ...]) -> tuple[dict[str, pd.DataFr
               else _from_hub(source))
     where = {split: str(files[split]) if files else f"hub:{source}/{split}" for split in frames}
     for split, df in frames.items():
+        if df.empty:
+            raise ValueError(f"{where[split]} has no rows; a dataset needs examples in its {split} split")
         missing = [c for c in columns if c not in df.columns]
         if missing:
             raise ValueError(f"{where[split]} has no column(s) {missing}; its columns: {list(df.columns)[:20]} (set "
                              f"--text-columns and --label-column)")
-        if df.empty:
-            raise ValueError(f"{where[split]} has no rows; a dataset needs examples in its {split} split")
         frames[split] = df[list(columns)]
     if "validation" not in frames:
         train = frames["train"]
@@ -250,15 +254,19 @@ def load_split(task: Task, split: str) -> tuple[pd.DataFrame, str]:
         bad = df.index[~df[key].map(lambda v: isinstance(v, str))]
         if len(bad):
             raise ValueError(f"{where[split]}: {len(bad)} of {len(df)} {split} rows have no {key} text (row "
-                             f"{bad[0]}: {quoted(df.at[bad[0], key])}); every {key} must be a string")
+                             f"{bad[0]}: {_shown(df.at[bad[0], key])}); every {key} must be a string")
     raw = df["label"]
+    gaps = raw.index[raw.map(label_text).isna()] if not task.is_regression else raw.index[raw.isna()]
+    if len(gaps):
+        raise ValueError(f"{where[split]}: {len(gaps)} of {len(df)} {split} rows have no {task.label_column} label "
+                         f"(row {gaps[0]}); give every example one, or leave the row out")
     if task.is_regression:
         scores = (pd.Series(np.nan, index=raw.index) if pd.api.types.is_bool_dtype(raw)
                   else pd.to_numeric(raw, errors="coerce").astype(float))
         bad = raw[~np.isfinite(scores.to_numpy(dtype=float))]
         if len(bad):
             raise ValueError(f"{where[split]}: {len(bad)} of {len(df)} {split} labels of {task.label_column} are not "
-                             f"finite numbers (row {bad.index[0]}: {quoted(bad.iloc[0])}); a regression needs a score "
+                             f"finite numbers (row {bad.index[0]}: {_shown(bad.iloc[0])}); a regression needs a score "
                              f"in every row")
         return df.assign(label=scores.astype(np.float32)).reset_index(drop=True), where[split]
     ids = {name: i for i, name in enumerate(task.label_names)}
@@ -267,6 +275,12 @@ def load_split(task: Task, split: str) -> tuple[pd.DataFrame, str]:
     if len(bad):
         raise ValueError(f"{where[split]}: {len(bad)} of {len(df)} {split} labels of {task.label_column} are not "
                          f"one of its classes {list(task.label_names)[:10]} (row {bad.index[0]}: "
-                         f"{quoted(raw.at[bad.index[0]])}); fix them, or set --label-names")
+                         f"{_shown(raw.at[bad.index[0]])}); fix them, or set --label-names")
     return df.assign(label=texts.map(ids).astype("int64")).reset_index(drop=True), where[split]
 
+
+
+def _shown(value) -> str:
+    """A cell of the user's data in an error: its Python value, on one line, cut to a readable length."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return quoted(value.tolist() if isinstance(value, np.ndarray) else value)

@@ -202,3 +202,27 @@ def test_a_run_trains_on_a_dataset_of_scores_and_one_of_classes(tmp_path):
                       **common)
     assert set(classes["dev"]["validation"]) == {"accuracy", "f1", "mcc"}
     assert AutoConfig.from_pretrained(tmp_path / "c" / "model").id2label == {0: "negative", 1: "positive"}
+
+
+def test_more_bad_datasets_name_the_row_and_the_fix(tmp_path):
+    """Missing labels, text that is not text, an infinite score, a broken link, an empty file, a Latin-1 CSV."""
+    import numpy as np
+
+    file = pd.read_csv(REVIEWS)
+    file.assign(sentiment=lambda d: d.sentiment.where(d.index != 3)).to_csv(tmp_path / "nolabel.csv", index=False)
+    file.assign(review=lambda d: [[w] for w in d.review]).to_parquet(tmp_path / "nested.parquet")
+    file.assign(sentiment=np.linspace(0, 1, len(file))).assign(
+        sentiment=lambda d: d.sentiment.where(d.index != 5, np.inf)).to_csv(tmp_path / "inf.csv", index=False)
+    (tmp_path / "link.csv").symlink_to(tmp_path / "gone.csv")
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "latin.csv").write_bytes("review,sentiment\ncafé au lait,positive\n".encode("latin-1") * 30)
+    cases = [("nolabel.csv", "rows have no sentiment label \\(row 3\\); give every example one"),
+             ("nested.parquet", r"rows have no review text \(row \d+: \['.*'\]\); every review must be a string"),
+             ("inf.csv", r"not finite numbers \(row 5: inf\)"),
+             ("link.csv", "is a link to .*gone.csv', which does not exist"),
+             ("empty.jsonl", "has no rows"),
+             ("latin.csv", "is not a readable csv file: 'utf-8' codec can't decode .*; save it as UTF-8")]
+    for name, match in cases:
+        with pytest.raises((ValueError, FileNotFoundError), match=match) as caught:
+            resolve({"task": str(tmp_path / name), "text_columns": "review", "label_column": "sentiment"})
+        assert "\n" not in str(caught.value), name
