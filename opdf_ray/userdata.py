@@ -39,14 +39,12 @@ def resolve(values: dict) -> dict:
     task, given = values.get("task"), values.get("dataset")
     if given is None and (task is None or task in TASKS):
         return values                                   # GLUE (RunSpec refuses dataset settings beside it)
-    if values.get("text_columns") is None:
-        _text_columns(None, given if given is not None else task)      # before the hub is asked for a typo
-    source = locate(given if given is not None else task)
+    text_columns = _text_columns(values.get("text_columns"), given if given is not None else task)   # before
+    source = locate(given if given is not None else task)                # the hub is asked for a typo
     name = dataset_name(source)
     if given is not None and task != name:
         raise ValueError(f"dataset {quoted(given)} is the task {quoted(name)}, not {quoted(task)}; pass the data as "
                          f"--task {quoted(given)}")
-    text_columns = _text_columns(values.get("text_columns"), given if given is not None else task)
     label_column = values.get("label_column") or "label"
     if label_column in text_columns:
         raise ValueError(f"--label-column {quoted(label_column)} is also a text column; they must differ")
